@@ -1,0 +1,1 @@
+"""Atrous (dilated) convolution and ASPP: the first two ideas of DeepLab."""

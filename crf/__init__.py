@@ -1,0 +1,1 @@
+"""The fully connected CRF of Kraehenbuehl & Koltun (NIPS 2011) on a permutohedral lattice."""

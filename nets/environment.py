@@ -1,0 +1,69 @@
+"""What this machine offers: versions, Numba's threading layer, threads, CUDA.
+
+Used by ``deeplab info`` and by the benchmarks, which print it beside their numbers.
+"""
+import importlib.metadata
+import platform
+import sys
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def threading_layer():
+    """Run a tiny ``prange`` kernel and return the threading layer Numba chose for it.
+
+    Numba picks its layer (tbb, omp or workqueue) lazily, at the first parallel
+    launch; before that ``numba.threading_layer()`` raises.
+    """
+    import numba
+    import numpy as np
+
+    from atrous.cpu import parallel_probe
+    parallel_probe(np.ones(64, np.float32))
+    return numba.threading_layer()
+
+
+def cuda_status():
+    """Describe CUDA: ``("gpu", name)``, ``("simulator", ...)`` or ``("none", reason)``."""
+    try:
+        from numba import config
+    except ImportError as exc:  # pragma: no cover - numba is a dependency
+        return "none", f"numba missing: {exc}"
+    if config.ENABLE_CUDASIM:
+        return "simulator", "NUMBA_ENABLE_CUDASIM=1: kernels run in the (slow) CUDA simulator"
+    try:
+        from numba import cuda
+        if not cuda.is_available():
+            return "none", "no CUDA driver or GPU found"
+        device = cuda.get_current_device()
+        name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
+        return "gpu", f"{name} (compute capability {device.compute_capability[0]}.{device.compute_capability[1]})"
+    except Exception as exc:  # a broken driver or a missing CUDA target
+        return "none", f"CUDA unusable: {exc}"
+
+
+def describe():
+    """Everything ``deeplab info`` prints, as an ordered list of (key, value) pairs."""
+    import numba
+
+    kind, detail = cuda_status()
+    backends = ["numpy", "cpu"] + (["cuda"] if kind != "none" else [])
+    rows = [
+        ("deeplab-numba", _version("deeplab-numba") or "not installed (source tree)"),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("platform", platform.platform()),
+    ]
+    for dist in ("numpy", "numba", "llvmlite", "scipy", "numba-cuda", "matplotlib", "pillow"):
+        rows.append((dist, _version(dist) or "not installed"))
+    rows += [
+        ("numba threading layer", threading_layer()),
+        ("numba threads", f"{numba.get_num_threads()} of {numba.config.NUMBA_NUM_THREADS}"),
+        ("cuda", f"{kind}: {detail}"),
+        ("backends", ", ".join(backends) + '  ("auto" = ' + ("cuda" if kind == "gpu" else "cpu") + ")"),
+    ]
+    return rows

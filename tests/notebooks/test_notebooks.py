@@ -1,0 +1,31 @@
+"""Every notebook in ``notebooks/`` runs top to bottom and checks something.
+
+A notebook is a test: a failing cell fails it, and a notebook without a single
+assertion in its code cells is refused (its claims would be unchecked). The
+kernel runs in an empty temporary folder, so the notebooks import the installed
+package, like a reader's would.
+"""
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+ASSERTION = re.compile(r"^\s*assert\b|np\.testing\.assert_|\bassert_allclose\(", re.M)
+
+
+def test_there_are_notebooks():
+    assert PATHS, f"no notebooks found in {NOTEBOOKS}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_notebook_runs_and_asserts(path, tmp_path, require_oracle):
+    nbformat = require_oracle("nbformat")
+    nbclient = require_oracle("nbclient")
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert ASSERTION.search(code), f"{path.name} has no assertion in any code cell"
+    client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()

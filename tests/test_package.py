@@ -1,0 +1,50 @@
+"""The installed package: where it comes from, what it imports, how it picks a backend."""
+import os
+import sysconfig
+
+import numpy as np
+import pytest
+
+import atrous
+import crf
+import nets
+from atrous.backend import resolve_backend
+
+
+def test_tests_run_against_the_installed_package():
+    """CI must test what users install, not the source tree beside the tests."""
+    if not os.environ.get("CI"):
+        pytest.skip("only asserted in CI (CI is set), where the package is installed non-editable")
+    site = os.path.realpath(sysconfig.get_paths()["purelib"])
+    for module in (atrous, crf, nets):
+        assert os.path.realpath(module.__file__).startswith(site), (
+            f"{module.__name__} was imported from {module.__file__}, not from {site}")
+
+
+def test_import_does_not_load_cuda(run_python):
+    """The package imports with no GPU and no CUDA driver: numba.cuda stays unloaded."""
+    code = ("import sys, atrous, crf, nets, nets.cli\n"
+            "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda'))]\n"
+            "assert not loaded, loaded\n")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_resolve_backend_rules():
+    x = np.zeros(3, np.float32)
+    assert resolve_backend("numpy", x) == "numpy"
+    assert resolve_backend("cpu", x) == "cpu"
+    assert resolve_backend("auto", x) in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend("gpu", x)
+
+
+def test_auto_is_cpu_under_the_simulator(run_python):
+    """In the simulator ``cuda.is_available()`` is true, yet ``auto`` must stay on the CPU."""
+    code = ("from numba import cuda\n"
+            "from atrous.backend import resolve_backend\n"
+            "assert cuda.is_available()\n"
+            "import numpy as np\n"
+            "assert resolve_backend('auto', np.zeros(1)) == 'cpu'\n")
+    proc = run_python(code, env={"NUMBA_ENABLE_CUDASIM": "1"})
+    assert proc.returncode == 0, proc.stderr
