@@ -11,7 +11,9 @@ import numpy as np
 
 def _families():
     import atrous.selfcheck
-    return [("atrous", atrous.selfcheck.cases)]
+    import nets.layers.selfcheck
+    return [("atrous", atrous.selfcheck.cases),
+            ("layers", nets.layers.selfcheck.cases)]
 
 
 def run_checks(backend="cpu", quick=False, seed=0, out=None):
