@@ -1,0 +1,438 @@
+"""``DenseCRF``: the fully connected CRF in the paper's terms.
+
+Energy (Kraehenbuehl & Koltun 2011, eq. (1)-(3))::
+
+    E(x) = sum_i psi_u(x_i) + sum_{i<j} mu(x_i, x_j) sum_m w_m k_m(f_i, f_j)
+
+with the unary energies ``U = psi_u`` (e.g. ``-log P`` or ``-score``), the
+penalty ``mu`` (Potts: ``1 - I``, a penalty of 1 when two labels differ) and
+Gaussian kernels ``k_m(f_i, f_j) = exp(-|f_i - f_j|^2 / 2)`` over scaled
+features: the smoothness kernel ``f = (x, y) / theta_gamma`` and the
+appearance (bilateral) kernel ``f = (x / theta_alpha, y / theta_alpha,
+RGB / theta_beta)``. Mean field (eq. (4)) repeats::
+
+    Q = softmax(-U - sum_m w_m (N_m K_m Q) mu_m)
+
+where ``K_m Q`` is the lattice filter of every label's Q (the pixel itself
+included, as in densecrf) and ``N_m`` the normalisation of kernel m:
+
+* ``"per_pixel"``: divide by ``K_m 1`` after filtering (DeepLab's choice);
+* ``"symmetric"``: ``D^-1/2 K D^-1/2`` with ``D = diag(K 1)`` (pydensecrf's default);
+* ``"none"``: ``K`` itself. The lattice's unnormalised K approximates the
+  exact Gaussian only up to a factor that depends on the point density
+  (0.3 - 0.9 measured), one more reason to normalise.
+
+Label compatibility ``compat`` is the paper's penalty mu: ``None`` is Potts
+``1 - I``; a scalar ``s`` is ``s (1 - I)``; a vector ``v`` (L,) is ``diag(v)``;
+an (L, L) matrix must be symmetric. (pydensecrf's signs differ; see
+:mod:`crf.compat`.)
+
+Layout: unary and Q are (L, H, W) float32 outside, pixels-first (H*W, L)
+inside, pixel index ``i = row * W + column``.
+
+Memory (CPU), with N = H*W pixels and L labels: about ``5 N L`` floats for U,
+Q, the next Q, the energy and copies at the interface, plus per kernel a
+lattice of ``N (d+1)`` corners (offsets, weights and the splat index: 16 bytes
+each) and M vertices (keys, neighbours: ``(3d+2) 4`` bytes each; M is about
+N/10 for the Gaussian kernel and 1-2 N for the bilateral one on photographs),
+and two ``(M+1) L`` float32 buffers for the blur.
+
+References
+----------
+P. Kraehenbuehl, V. Koltun, "Efficient Inference in Fully Connected CRFs with
+Gaussian Edge Potentials", NIPS 2011, sections 2-4.
+"""
+from numbers import Real
+
+import numpy as np
+
+from crf import lattice as lattice_mod
+from crf.lattice_cpu import filter_cpu
+from crf.lattice_reference import filter_numpy
+from crf import meanfield
+from crf.backend import resolve_backend
+
+NORMALIZATIONS = ("per_pixel", "symmetric", "none")
+_TINY = 1e-20  # added to K 1 before dividing, as densecrf does
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _finite(name, value):
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_unary(unary):
+    """Validate unary energies (L, H, W); return them as C-contiguous float32.
+
+    Raises ``ValueError`` for a wrong shape, NaN or infinity, and for
+    probabilities passed as energies (every value in [0, 1] and every pixel's
+    values summing to 1: the CRF would then prefer the *least* likely label).
+    """
+    u = np.asarray(unary)
+    if u.ndim != 3 or min(u.shape) < 1:
+        raise ValueError(f"unary must have shape (L, H, W) (labels, height, width), got {u.shape}")
+    if not np.issubdtype(u.dtype, np.number) or np.iscomplexobj(u):
+        raise TypeError(f"unary must hold real numbers, got dtype {u.dtype}")
+    u = np.ascontiguousarray(u, dtype=np.float32)
+    if not np.isfinite(u).all():
+        bad = np.argwhere(~np.isfinite(u))[0]
+        raise ValueError(f"unary energies must be finite, got {u[tuple(bad)]} at (label, row, col) = "
+                         f"{tuple(int(b) for b in bad)}; clip probabilities before taking -log "
+                         f"(see crf.unary_from_softmax)")
+    if u.shape[0] >= 2 and u.min() >= 0 and u.max() <= 1 and np.allclose(u.sum(axis=0), 1, atol=1e-3):
+        raise ValueError("unary looks like probabilities (values in [0, 1] that sum to 1 over the "
+                         "labels), expected energies such as -log P: use "
+                         "crf.unary_from_softmax(probabilities)")
+    return u
+
+
+def check_image(image, height, width):
+    """Validate an (H, W, 3) uint8 image against the unary's height and width."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a NumPy array of shape (H, W, 3), uint8, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must have shape (H, W, 3) (three colour channels last), got {image.shape}; "
+                         f"for other guidance channels use add_kernel(features, ...)")
+    if image.dtype != np.uint8:
+        raise TypeError(f"image must be uint8 (0..255 colours), got dtype {image.dtype}")
+    if image.shape[:2] != (height, width):
+        swapped = " (height and width swapped?)" if image.shape[:2] == (width, height) else ""
+        raise ValueError(f"image is {image.shape[0]}x{image.shape[1]} (H x W) but the unary is "
+                         f"{height}x{width}{swapped}")
+    return np.ascontiguousarray(image)
+
+
+def parse_compat(compat, n_labels):
+    """Turn ``compat`` into ``(kind, mu_compact, mu_full)`` (see :mod:`crf.meanfield`).
+
+    Returns
+    -------
+    kind : int
+    mu_compact : ndarray, float32
+        (1,) for Potts, (L,) diagonal, (L, L) matrix.
+    mu_full : ndarray of shape (L, L), float64
+        The penalty matrix itself (for the free energy and the exact reference).
+    """
+    eye = np.eye(n_labels)
+    if compat is None:
+        compat = 1.0
+    if isinstance(compat, Real) and not isinstance(compat, bool):
+        s = _finite("compat", compat)
+        return meanfield.KIND_POTTS, np.array([s], np.float32), s * (1.0 - eye)
+    mu = np.asarray(compat)
+    if not np.issubdtype(mu.dtype, np.number) or np.iscomplexobj(mu) or not np.isfinite(mu).all():
+        raise ValueError(f"compat must be finite real numbers, got {compat!r}")
+    mu = mu.astype(np.float64)
+    if mu.shape == (n_labels,):
+        return meanfield.KIND_DIAGONAL, mu.astype(np.float32), np.diag(mu)
+    if mu.shape == (n_labels, n_labels):
+        if not np.allclose(mu, mu.T, rtol=1e-6, atol=1e-6 * max(1.0, np.abs(mu).max())):
+            raise ValueError("compat matrix must be symmetric (mu(a, b) == mu(b, a)), got max "
+                             f"|mu - mu.T| = {np.abs(mu - mu.T).max():.3g}")
+        return meanfield.KIND_MATRIX, np.ascontiguousarray(mu, dtype=np.float32), mu
+    raise ValueError(f"compat must be None, a scalar, a vector of shape ({n_labels},) or a matrix "
+                     f"of shape ({n_labels}, {n_labels}) for {n_labels} labels, got shape {mu.shape}")
+
+
+def gaussian_features(height, width, theta_gamma):
+    """Smoothness features ``(x, y) / theta_gamma``, (H*W, 2) float32 (x = column)."""
+    theta = np.float32(_positive("theta_gamma", theta_gamma))
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    return np.stack([x.ravel() / theta, y.ravel() / theta], axis=1)  # (H*W, 2)
+
+
+def bilateral_features(image, theta_alpha, theta_beta):
+    """Appearance features ``(x/theta_alpha, y/theta_alpha, c0/theta_beta, c1, c2)``, (H*W, 5) float32.
+
+    ``image`` (H, W, C) of any real dtype; its channels are used in the order given.
+    """
+    ta = np.float32(_positive("theta_alpha", theta_alpha))
+    tb = np.float32(_positive("theta_beta", theta_beta))
+    h, w, c = image.shape
+    y, x = np.mgrid[:h, :w].astype(np.float32)
+    colour = image.reshape(h * w, c).astype(np.float32) / tb  # (H*W, C)
+    return np.concatenate([x.reshape(-1, 1) / ta, y.reshape(-1, 1) / ta, colour], axis=1)
+
+
+class Kernel:
+    """One pairwise term: its lattice, weight, penalty and normalisation vectors.
+
+    ``pre`` and ``post`` ((N,) float32 or None) scale Q before and after the
+    lattice filter; ``kind``/``mu`` feed :mod:`crf.meanfield`; ``mu_full`` is
+    the (L, L) penalty used by the free energy.
+    """
+
+    def __init__(self, lattice, w, kind, mu, mu_full, pre, post):
+        self.lattice, self.w, self.kind, self.mu, self.mu_full = lattice, w, kind, mu, mu_full
+        self.pre, self.post = pre, post
+        self.device = None  # the CUDA runner's copies
+
+
+def lattice_and_norm(features, backend):
+    """Build the lattice of (N, d) features; return it and ``K 1`` (N,) float64."""
+    lattice_backend = "numpy" if backend == "numpy" else "cpu"
+    lattice = lattice_mod.build(features, backend=lattice_backend)
+    ones = np.ones((features.shape[0], 1), np.float32)
+    return lattice, lattice.filter(ones, backend=lattice_backend)[:, 0].astype(np.float64)
+
+
+def make_kernel(features, w, compat, normalization, n_labels, backend):
+    """A :class:`Kernel` in the native API's terms (see the module docstring)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    kind, mu, mu_full = parse_compat(compat, n_labels)
+    lattice, k1 = lattice_and_norm(features, backend)
+    pre = post = None
+    if normalization == "per_pixel":
+        post = (1.0 / (k1 + _TINY)).astype(np.float32)
+    elif normalization == "symmetric":
+        pre = post = (1.0 / np.sqrt(k1 + _TINY)).astype(np.float32)
+    return Kernel(lattice, w, kind, mu, mu_full, pre, post)
+
+
+class DenseCRF:
+    """Fully connected CRF over an H x W image with L labels.
+
+    Parameters
+    ----------
+    unary : ndarray of shape (L, H, W)
+        Unary energies ``psi_u`` (lower is more likely), e.g. ``-log P`` from
+        :func:`crf.unary_from_softmax` or ``-scores``. Finite.
+    backend : {"numpy", "cpu", "cuda", "auto"}
+
+    Attributes
+    ----------
+    kl_history : list of float
+        After ``inference(..., track_kl=True)``: the free energy
+        :meth:`kl_divergence` of Q before the first update and after each one.
+
+    Examples
+    --------
+    >>> crf = DenseCRF(unary)                        # doctest: +SKIP
+    >>> crf.add_gaussian(theta_gamma=3, w=3)         # doctest: +SKIP
+    >>> crf.add_bilateral(image, 67, 3, w=4)         # doctest: +SKIP
+    >>> labels = crf.map(10)                         # doctest: +SKIP
+    """
+
+    def __init__(self, unary, backend="auto"):
+        self.backend = resolve_backend(backend)
+        self.unary = check_unary(unary)
+        self.n_labels, self.height, self.width = self.unary.shape
+        n = self.height * self.width
+        self._u = np.ascontiguousarray(self.unary.reshape(self.n_labels, n).T)  # (N, L)
+        self.kernels = []
+        self.kl_history = []
+        self._runner = None
+
+    # -- pairwise terms ------------------------------------------------------------------------
+    def add_kernel(self, features, w, compat=None, normalization="per_pixel"):
+        """Add a Gaussian kernel over arbitrary features.
+
+        Parameters
+        ----------
+        features : ndarray of shape (d, H, W)
+            Any guidance (positions, colours, depth, ...), each already divided by
+            its standard deviation.
+        w : float
+            Weight ``w_m``.
+        compat : None, float, ndarray of shape (L,) or (L, L)
+            The penalty mu (see the module docstring).
+        normalization : {"per_pixel", "symmetric", "none"}
+        """
+        f = np.asarray(features)
+        if f.ndim != 3 or f.shape[1:] != (self.height, self.width) or f.shape[0] < 1:
+            raise ValueError(f"features must have shape (d, H={self.height}, W={self.width}), got {f.shape}")
+        flat = np.ascontiguousarray(f.reshape(f.shape[0], -1).T, dtype=np.float32)  # (N, d)
+        self._add(flat, w, compat, normalization)
+
+    def add_gaussian(self, theta_gamma, w, compat=None, normalization="per_pixel"):
+        """Add the smoothness kernel ``w exp(-|p_i - p_j|^2 / (2 theta_gamma^2))``."""
+        self._add(gaussian_features(self.height, self.width, theta_gamma), w, compat, normalization)
+
+    def add_bilateral(self, image, theta_alpha, theta_beta, w, compat=None, normalization="per_pixel"):
+        """Add the appearance kernel over positions and colours.
+
+        ``w exp(-|p_i - p_j|^2 / (2 theta_alpha^2) - |I_i - I_j|^2 / (2 theta_beta^2))``
+
+        Parameters
+        ----------
+        image : ndarray of shape (H, W, 3), uint8
+            The colours I, in the order given (DeepLab's offline tool: RGB).
+        """
+        image = check_image(image, self.height, self.width)
+        self._add(bilateral_features(image, theta_alpha, theta_beta), w, compat, normalization)
+
+    def _add(self, features, w, compat, normalization):
+        w = _finite("w", w)
+        self.kernels.append(make_kernel(features, w, compat, normalization, self.n_labels, self.backend))
+        self._runner = None
+
+    # -- inference -----------------------------------------------------------------------------
+    def _get_runner(self):
+        if self._runner is None:
+            if self.backend == "cuda":
+                from crf import cuda as crf_cuda
+                self._runner = crf_cuda.MeanFieldRunner(self._u, self.kernels)
+            else:
+                self._runner = HostRunner(self._u, self.kernels, self.backend)
+        return self._runner
+
+    def _to_lhw(self, q):
+        return np.ascontiguousarray(q.T).reshape(self.n_labels, self.height, self.width)
+
+    def _to_nl(self, q):
+        q = np.asarray(q)
+        if q.shape != (self.n_labels, self.height, self.width):
+            raise ValueError(f"Q must have shape (L, H, W) = {(self.n_labels, self.height, self.width)}, "
+                             f"got {q.shape}")
+        return np.ascontiguousarray(q.reshape(self.n_labels, -1).T, dtype=np.float32)  # (N, L)
+
+    def start(self):
+        """The initial belief ``Q0 = softmax(-U)``, (L, H, W) float32."""
+        runner = self._get_runner()
+        return self._to_lhw(runner.to_host(runner.start()))
+
+    def step(self, q):
+        """One mean-field update of Q (L, H, W); returns the new Q (L, H, W) float32."""
+        runner = self._get_runner()
+        return self._to_lhw(runner.to_host(runner.step(self._to_nl(q))))
+
+    def inference(self, iterations=10, track_kl=False):
+        """Run mean field.
+
+        Parameters
+        ----------
+        iterations : int
+            Number of updates (DeepLab: 10); 0 returns ``softmax(-U)``.
+        track_kl : bool
+            Record :meth:`kl_divergence` before the first and after every update
+            in ``kl_history`` (costs one extra filtering at the end).
+
+        Returns
+        -------
+        ndarray of shape (L, H, W), float32
+            The marginals Q; every pixel's values sum to 1.
+        """
+        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+        runner = self._get_runner()
+        q = runner.start()
+        self.kl_history = []
+        for _ in range(int(iterations)):
+            if track_kl:
+                self.kl_history.append(self._free_energy(q))
+            q = runner.step(q)
+        if track_kl:
+            self.kl_history.append(self._free_energy(q))
+        return self._to_lhw(runner.to_host(q))
+
+    def map(self, iterations=10):
+        """Most likely label per pixel after ``iterations`` updates, (H, W) int32."""
+        return self.inference(iterations).argmax(axis=0).astype(np.int32)
+
+    def kl_divergence(self, q):
+        """The mean-field free energy of Q, ``KL(Q || P) - log Z``.
+
+        ``F(Q) = sum_i sum_l Q_il log Q_il + sum_i sum_l U_il Q_il
+        + 1/2 sum_m w_m sum_i sum_l Q_il [(N_m K_m Q) mu_m]_il``
+
+        The pairwise expectation uses the kernels as filtered (the pixel itself
+        included, normalisation applied). log Z is unknown, so F can be negative;
+        KL(Q || P) itself is F + log Z >= 0. pydensecrf's ``klDivergence`` is
+        ``sum Q log Q + sum U Q + sum_m <Q, compat_m(K_m Q)>`` with its own
+        compat signs and without the 1/2 (see :mod:`crf.compat`).
+
+        Parameters
+        ----------
+        q : ndarray of shape (L, H, W)
+
+        Returns
+        -------
+        float
+        """
+        return self._free_energy(self._to_nl(q))
+
+    def _free_energy(self, q_nl):
+        runner = self._get_runner()
+        q = runner.to_host(q_nl).astype(np.float64)  # (N, L)
+        value = float((q * np.log(np.maximum(q, 1e-20))).sum() + (self._u * q).sum())
+        for kernel, qf in zip(self.kernels, runner.messages(q_nl)):
+            value += 0.5 * kernel.w * float((q * (qf.astype(np.float64) @ kernel.mu_full)).sum())
+        return value
+
+
+class HostRunner:
+    """Mean field on the CPU (``"cpu"``: Numba kernels; ``"numpy"``: the reference)."""
+
+    def __init__(self, u, kernels, backend):
+        self.u, self.kernels, self.backend = u, kernels, backend
+        n, n_labels = u.shape
+        self._scaled = np.empty((n, n_labels), np.float32)
+        self._scratch = {}
+
+    def to_host(self, q):
+        return q
+
+    def start(self):
+        q = np.empty_like(self.u)
+        with lattice_mod.threads_for(q.size):
+            self._softmax(-self.u, q)
+        return q
+
+    def _softmax(self, energy, out):
+        if self.backend == "numpy":
+            meanfield.softmax_numpy(energy, out)
+        else:
+            meanfield.softmax_cpu(energy, out)
+
+    def _filter(self, kernel, q):
+        """``N_m K_m q`` for (N, L) q: scale, splat-blur-slice, scale."""
+        values = q
+        if kernel.pre is not None:
+            values = meanfield.scale_rows(q, kernel.pre, self._scaled, self.backend)
+        if self.backend == "numpy":
+            out = filter_numpy(kernel.lattice, values, False)
+        else:
+            out = np.empty_like(q)
+            filter_cpu(kernel.lattice, values, False, out,
+                                    self._get_scratch(kernel, q.shape[1]))
+        if kernel.post is not None:
+            meanfield.scale_rows(out, kernel.post, out, self.backend)
+        return out
+
+    def messages(self, q):
+        with lattice_mod.threads_for(q.size):
+            return [self._filter(kernel, q) for kernel in self.kernels]
+
+    def step(self, q):
+        if self.backend == "cpu" and self.kernels:
+            with lattice_mod.threads_for(q.size):
+                return self._step_fused(q)
+        energy = -self.u
+        for kernel in self.kernels:  # the NumPy reference (the CPU fuses these stages)
+            meanfield.add_message_numpy(energy, self._filter(kernel, q), kernel.w, kernel.kind, kernel.mu)
+        out = np.empty_like(q)
+        self._softmax(energy, out)
+        return out
+
+    def _step_fused(self, q):
+        """The CPU update: splat and blur per kernel, then slice + messages + softmax in one pass."""
+        lats = [lattice_mod.splat_blur_cpu(kernel.lattice, q, kernel.pre, False,
+                                           self._get_scratch(kernel, q.shape[1]))
+                for kernel in self.kernels]
+        out = np.empty_like(q)
+        meanfield.slice_messages_cpu(lats, self.kernels, self.u, out)
+        return out
+
+    def _get_scratch(self, kernel, channels):
+        key = (id(kernel.lattice), channels)
+        if key not in self._scratch:
+            self._scratch[key] = []  # filled by crf.lattice.splat_blur_cpu
+        return self._scratch[key]

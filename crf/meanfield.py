@@ -1,0 +1,212 @@
+"""The mean-field update's pointwise stages: message accumulation and softmax.
+
+With Q, the unary U and every kernel's filtered, normalised ``Qf_m = N_m K_m Q``
+laid out points first, (N, L) float32, one update is (Kraehenbuehl & Koltun
+2011, eq. (4) with the penalty mu of eq. (2))::
+
+    energy = -U
+    for every kernel m:  energy -= w_m * Qf_m @ mu_m          # add_message
+    Q      = softmax(energy) over the labels of each point   # softmax_rows
+
+``mu_m`` is given in one of three forms, so that the common cases cost O(L)
+per point instead of O(L^2):
+
+* ``KIND_POTTS`` with scalar s: mu = s (1 - I). ``Qf @ mu`` is
+  ``s (sum(Qf) - Qf)``; the row sum is the same for every label of a point, and
+  a softmax does not change when a constant is added to all labels of a point,
+  so the update adds ``w s Qf`` only. The free energy keeps the full term.
+* ``KIND_DIAGONAL`` with vector v: mu = diag(v).
+* ``KIND_MATRIX`` with an (L, L) symmetric matrix.
+
+The NumPy reference runs the stages one by one (:func:`add_message_numpy`,
+:func:`softmax_numpy`). The Numba CPU kernels (prange over blocks of points;
+every point writes only its own row) fuse the lattice's slice with the message
+of every kernel and the softmax (:func:`slice_messages_cpu`): one pass over
+the points instead of four per kernel. :func:`softmax_cpu` gives the
+initial ``softmax(-U)``. Their exp is a vectorisable polynomial accurate to
+about one float32 ulp (see ``_softmax_rows``).
+
+References
+----------
+P. Kraehenbuehl, V. Koltun, "Efficient Inference in Fully Connected CRFs with
+Gaussian Edge Potentials", NIPS 2011, section 3, eq. (4).
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from crf.lattice import slice_alpha
+
+KIND_POTTS, KIND_DIAGONAL, KIND_MATRIX = 0, 1, 2
+_BLOCK = 256  # points per parallel work item (scratch rows per item)
+
+# exp(x) for x <= 0 as 2^n * p(r): n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split
+# in two parts so that r is exact), p the degree-7 Cephes expf polynomial (about 1 ulp in float32);
+# 2^n is built from its bits. Written so that LLVM vectorises the loop: about 3x faster than
+# math.exp in a scalar loop. Below -87 the result is clamped to ~1.6e-38 instead of underflowing.
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+
+
+@njit(inline="always")
+def _softmax_rows(energy, out, p0, p1, bits):
+    """``out[p] = softmax(energy[p])`` for rows p0..p1-1; ``bits`` (>= p1-p0, L) int32 scratch."""
+    scale = bits.view(np.float32)
+    n_labels = energy.shape[1]
+    for p in range(p0, p1):
+        top = energy[p, 0]
+        for lab in range(1, n_labels):
+            top = max(top, energy[p, lab])
+        row = p - p0
+        for lab in range(n_labels):
+            v = max(energy[p, lab] - top, np.float32(-87.0))
+            fx = np.float32(math.floor(v * _LOG2E + np.float32(0.5)))
+            r = v - fx * _LN2_HI - fx * _LN2_LO
+            poly = _P0
+            poly = poly * r + _P1
+            poly = poly * r + _P2
+            poly = poly * r + _P3
+            poly = poly * r + _P4
+            poly = poly * r + _P5
+            out[p, lab] = poly * r * r + r + np.float32(1.0)
+            bits[row, lab] = (np.int32(fx) + np.int32(127)) << np.int32(23)
+        total = np.float32(0.0)
+        for lab in range(n_labels):
+            out[p, lab] *= scale[row, lab]
+            total += out[p, lab]
+        inv = np.float32(1.0) / total
+        for lab in range(n_labels):
+            out[p, lab] *= inv
+
+
+def add_message_numpy(energy, qf, w, kind, mu):
+    """``energy -= w * qf @ mu`` (up to a per-point constant for Potts), in place.
+
+    Parameters
+    ----------
+    energy, qf : ndarray of shape (N, L), float32
+    w : float
+    kind : int
+        ``KIND_POTTS`` (mu is (1,) holding s), ``KIND_DIAGONAL`` (mu is (L,)) or
+        ``KIND_MATRIX`` (mu is (L, L), symmetric).
+    mu : ndarray, float32
+    """
+    w = np.float32(w)
+    if kind == KIND_POTTS:
+        energy += (w * mu[0]) * qf
+    elif kind == KIND_DIAGONAL:
+        energy -= w * (qf * mu[None, :])
+    else:
+        energy -= w * (qf @ mu)
+
+
+def softmax_numpy(energy, out):
+    """Row-wise, max-subtracted softmax of (N, L) float32 into ``out``."""
+    e = np.exp(energy - energy.max(axis=1, keepdims=True))
+    np.divide(e, e.sum(axis=1, keepdims=True), out=out)
+
+
+@njit(parallel=True, cache=True)
+def _softmax_kernel(energy, out):
+    n, n_labels = energy.shape
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    for b in prange(n_blocks):
+        bits = np.empty((_BLOCK, n_labels), np.int32)
+        _softmax_rows(energy, out, b * _BLOCK, min(n, (b + 1) * _BLOCK), bits)
+
+
+def softmax_cpu(energy, out):
+    """Numba version of :func:`softmax_numpy`."""
+    _softmax_kernel(energy, out)
+
+
+@njit(parallel=True, cache=True)
+def _scale_rows_kernel(values, scale, out):
+    n, c = values.shape
+    for p in prange(n):
+        s = scale[p]
+        for ch in range(c):
+            out[p, ch] = values[p, ch] * s
+
+
+def scale_rows(values, scale, out, backend):
+    """``out = values * scale[:, None]`` for (N, C) float32 values and (N,) scale."""
+    if backend == "numpy":
+        np.multiply(values, scale[:, None], out=out)
+    else:
+        _scale_rows_kernel(values, scale, out)
+    return out
+
+
+
+@njit(parallel=True, cache=True)
+def _slice_messages_kernel(lats, offsets, weights, posts, mus, alphas, ws, kinds, u, q_out):
+    """Per point: slice every kernel's lattice, add its message to -U, softmax (one pass)."""
+    n, n_labels = u.shape
+    n_kernels = len(lats)
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    for b in prange(n_blocks):
+        sliced = np.empty(n_labels, np.float32)
+        bits = np.empty((_BLOCK, n_labels), np.int32)
+        p0 = b * _BLOCK
+        p1 = min(n, p0 + _BLOCK)
+        for p in range(p0, p1):
+            for lab in range(n_labels):
+                q_out[p, lab] = -u[p, lab]  # the energy, turned into Q below
+            for m in range(n_kernels):
+                lat = lats[m]
+                mu = mus[m]
+                for lab in range(n_labels):
+                    sliced[lab] = 0
+                for k in range(offsets[m].shape[1]):  # slice: d+1 vertices, barycentric weights
+                    o = offsets[m][p, k]
+                    wk = weights[m][p, k] * alphas[m]
+                    for lab in range(n_labels):
+                        sliced[lab] += wk * lat[o, lab]
+                s = ws[m]
+                if posts[m].shape[0] > 0:
+                    s = s * posts[m][p]
+                if kinds[m] == 0:  # Potts s (1 - I): + w s (N K Q), the per-point constant dropped
+                    sp = s * mu[0, 0]
+                    for lab in range(n_labels):
+                        q_out[p, lab] += sp * sliced[lab]
+                elif kinds[m] == 1:
+                    for lab in range(n_labels):
+                        q_out[p, lab] -= s * mu[0, lab] * sliced[lab]
+                else:
+                    for lab in range(n_labels):
+                        acc = np.float32(0.0)
+                        for k in range(n_labels):
+                            acc += sliced[k] * mu[k, lab]
+                        q_out[p, lab] -= s * acc
+        _softmax_rows(q_out, q_out, p0, p1, bits)
+
+
+_NO_SCALE = np.empty(0, np.float32)
+
+
+def slice_messages_cpu(lats, kernels, u, q_out):
+    """The update after the blur: ``q_out = softmax(-U - sum_m w_m (N_m slice_m(lat_m)) mu_m)``.
+
+    Parameters
+    ----------
+    lats : list of ndarray of shape (M_m+1, L), float32
+        Every kernel's blurred lattice values (:func:`crf.lattice.splat_blur_cpu`).
+    kernels : list of crf.densecrf.Kernel
+        Their lattices, weights, penalties and ``post`` normalisations.
+    u : ndarray of shape (N, L), float32
+        The unary energies.
+    q_out : ndarray of shape (N, L), float32
+        Written: the new Q.
+    """
+    _slice_messages_kernel(
+        tuple(lats), tuple(k.lattice.offsets for k in kernels), tuple(k.lattice.weights for k in kernels),
+        tuple(_NO_SCALE if k.post is None else k.post for k in kernels),
+        tuple(np.ascontiguousarray(k.mu.reshape(-1, k.mu.shape[-1])) for k in kernels),
+        np.array([slice_alpha(k.lattice.d) for k in kernels], np.float32),
+        np.array([k.w for k in kernels], np.float32), np.array([k.kind for k in kernels], np.int64),
+        u, q_out)

@@ -1,0 +1,203 @@
+"""The permutohedral lattice against the exact Gaussian filter and between its backends."""
+import numpy as np
+import pytest
+
+from crf import lattice as L
+from crf import lattice_cpu
+from crf.exact import exact_filter
+
+# Measured on 5 seeds x 300 uniform random points spread over 3 s standard deviations per feature
+# (values in [0, 1]): the worst max / mean |D^-1 K v - exact D^-1 K v| were 0.12 / 0.011 (d = 2)
+# and 0.29 / 0.059 (d = 5, s = 2: points about as far apart as the kernel is wide).
+BOUNDS = {2: (0.15, 0.02), 5: (0.35, 0.08)}
+
+
+def _cloud(rng, n, d, spread):
+    return (rng.random((n, d)) * spread * 3).astype(np.float32)
+
+
+@pytest.mark.parametrize("d", [2, 5])
+@pytest.mark.parametrize("spread", [0.5, 1.0, 2.0, 4.0, 8.0])
+def test_normalised_filter_close_to_exact(d, spread):
+    rng = np.random.default_rng(int(100 * spread) + d)
+    n = 300
+    f = _cloud(rng, n, d, spread)
+    v = rng.random((n, 2)).astype(np.float32)
+    lat = L.build(f, backend="cpu")
+    approx = lat.filter(v, backend="cpu") / lat.filter(np.ones((n, 1), np.float32), backend="cpu")
+    exact = exact_filter(f, v) / exact_filter(f, np.ones((n, 1)))
+    err = np.abs(approx - exact)
+    max_bound, mean_bound = BOUNDS[d]
+    assert err.max() <= max_bound and err.mean() <= mean_bound, (err.max(), err.mean())
+
+
+def test_wide_kernel_is_almost_exact():
+    # points much closer than the kernel's width: every vertex sees many points, the error is small
+    rng = np.random.default_rng(1)
+    f = (rng.random((400, 2)) * 0.5).astype(np.float32)
+    v = rng.random((400, 1)).astype(np.float32)
+    lat = L.build(f, backend="cpu")
+    approx = lat.filter(v, backend="cpu") / lat.filter(np.ones_like(v), backend="cpu")
+    exact = exact_filter(f, v) / exact_filter(f, np.ones((400, 1)))
+    assert np.abs(approx - exact).max() < 5e-3
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 7])
+def test_normalised_constant_is_constant(d):
+    rng = np.random.default_rng(d)
+    f = _cloud(rng, 500, d, 2.0)
+    lat = L.build(f, backend="cpu")
+    ones = lat.filter(np.ones((500, 1), np.float32), backend="cpu")
+    assert (ones > 0).all()
+    c = lat.filter(np.full((500, 3), 2.5, np.float32), backend="cpu")
+    np.testing.assert_allclose(c / ones, 2.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_reverse_blur_is_the_transpose(d):
+    rng = np.random.default_rng(7 + d)
+    n = 400
+    lat = L.build(_cloud(rng, n, d, 2.0), backend="cpu")
+    a = rng.standard_normal((n, 3)).astype(np.float32)
+    b = rng.standard_normal((n, 3)).astype(np.float32)
+    ka = lat.filter(a, backend="cpu").astype(np.float64)
+    scale = np.abs(ka * b).sum()
+    forward = (ka * b).sum()
+    transposed = (a * lat.filter(b, reverse=True, backend="cpu")).sum()
+    assert abs(forward - transposed) <= 1e-5 * scale
+    # K itself is not symmetric: its axes run in a fixed order. Measured: the relative asymmetry
+    # |<K a, b> - <a, K b>| / sum |K a * b| stays below 0.02 on these clouds; report it with a bound.
+    asym = abs(forward - (a * lat.filter(b, backend="cpu")).sum()) / scale
+    print(f"d={d}: relative asymmetry {asym:.2e}")
+    assert asym <= 0.05
+
+
+@pytest.mark.parametrize("d", [1, 2, 4, 5, 6])
+@pytest.mark.parametrize("channels", [1, 4, 21])
+def test_numpy_and_cpu_agree(d, channels):
+    rng = np.random.default_rng(10 * d + channels)
+    n = 350
+    f = (rng.standard_normal((n, d)) * 3).astype(np.float32)
+    a, b = L.build(f, backend="numpy"), L.build(f, backend="cpu")
+    # the same simplex corners and weights; vertex numbering may differ between the two hashes
+    np.testing.assert_array_equal(a.weights, b.weights)
+    np.testing.assert_array_equal(a.keys[a.offsets], b.keys[b.offsets])
+    assert a.n_vertices == b.n_vertices
+    v = rng.standard_normal((n, channels)).astype(np.float32)
+    for reverse in (False, True):
+        ref = a.filter(v, reverse=reverse, backend="numpy")
+        np.testing.assert_allclose(b.filter(v, reverse=reverse, backend="cpu"), ref,
+                                   rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_lattice_structure_invariants():
+    rng = np.random.default_rng(3)
+    d = 4
+    lat = L.build((rng.standard_normal((600, d)) * 2).astype(np.float32), backend="cpu")
+    np.testing.assert_allclose(lat.weights.sum(axis=1), 1.0, atol=1e-5)
+    assert (lat.weights >= -1e-6).all()
+    m = lat.n_vertices
+    for j in range(d + 1):  # n1 and n2 are inverse steps: n2[n1[v]] == v wherever n1 exists
+        has = lat.n1[j] < m
+        np.testing.assert_array_equal(lat.n2[j][lat.n1[j][has]], np.nonzero(has)[0])
+        step = np.full(d, -1)
+        if j < d:
+            step[j] += d + 1
+        np.testing.assert_array_equal(lat.keys[lat.n1[j][has]], lat.keys[has] + step)
+    # ... and absent means absent: no neighbour key that is a vertex was missed by the hash
+    vertices = {tuple(k) for k in lat.keys.tolist()}
+    for j in range(d + 1):
+        step = np.full(d, -1)
+        if j < d:
+            step[j] += d + 1
+        for sign, table in ((1, lat.n1[j]), (-1, lat.n2[j])):
+            absent = (lat.keys + sign * step)[table == m]
+            assert not any(tuple(k) in vertices for k in absent.tolist())
+    # the CPU blur's chains: along every axis each vertex once, chains start where n1 is absent,
+    # and each next vertex of a chain is the n2 neighbour of the one before
+    order, bounds = lat.chains()
+    for j in range(d + 1):
+        heads = order[j] < 0
+        vertex_of = np.where(heads, -order[j] - 1, order[j])
+        assert sorted(vertex_of.tolist()) == list(range(m))
+        np.testing.assert_array_equal(lat.n1[j][vertex_of] == m, heads)
+        follows = ~heads[1:]
+        np.testing.assert_array_equal(lat.n2[j][vertex_of[:-1]][follows], vertex_of[1:][follows])
+        assert bounds[j, 0] == 0 and bounds[j, -1] == m and (np.diff(bounds[j]) >= 0).all()
+        assert heads[bounds[j, :-1][bounds[j, :-1] < m]].all()  # blocks start at chain starts
+    # the splat index lists every (point, corner) entry exactly once, under its own vertex
+    vertex = np.repeat(np.arange(m), np.diff(lat.starts))
+    listed = sorted(zip(lat.splat_point.tolist(), vertex.tolist(), lat.splat_weight.tolist()))
+    expected = sorted((p, int(lat.offsets[p, k]), float(lat.weights[p, k]))
+                      for p in range(600) for k in range(d + 1))
+    assert listed == expected
+    # every corner is a remainder-0 point shifted by k: its full coordinates sum to 0 mod d+1
+    full = np.concatenate([lat.keys, -lat.keys.sum(axis=1, keepdims=True)], axis=1)
+    remainders = np.mod(full, d + 1)
+    assert (remainders == remainders[:, :1]).all()
+
+
+def test_hash_grows_past_its_first_capacity():
+    rng = np.random.default_rng(5)
+    f = (rng.random((20000, 5)) * 200).astype(np.float32)  # nearly every corner is a new vertex
+    a, b = L.build(f, backend="cpu"), L.build(f, backend="numpy")
+    assert b.n_vertices == a.n_vertices > 20000
+    np.testing.assert_array_equal(a.keys[a.offsets], b.keys[b.offsets])
+    # many blocks of blur chains run in parallel: still the reference's result
+    assert a.chains()[1].shape[1] > 10
+    v = rng.standard_normal((20000, 3)).astype(np.float32)
+    for reverse in (False, True):
+        ref = b.filter(v, reverse=reverse, backend="numpy")
+        np.testing.assert_allclose(a.filter(v, reverse=reverse, backend="cpu"), ref,
+                                   rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_single_point_and_coincident_points():
+    lat = L.build(np.zeros((1, 3), np.float32), backend="cpu")
+    assert lat.n_vertices == 4  # the d+1 corners of its simplex, even where a weight is 0
+    out = lat.filter(np.ones((1, 2), np.float32), backend="cpu")
+    assert out.shape == (1, 2) and (out > 0).all()
+    f = np.repeat(np.array([[0.3, -1.2]], np.float32), 5, axis=0)
+    lat = L.build(f, backend="cpu")
+    v = np.arange(5, dtype=np.float32)[:, None]
+    out = lat.filter(v, backend="cpu")
+    # identical features, identical outputs
+    np.testing.assert_allclose(out, np.broadcast_to(out[:1], out.shape), rtol=1e-6)
+
+
+@pytest.mark.parametrize("features, error", [
+    (np.zeros((4,), np.float32), ValueError),
+    (np.zeros((0, 2), np.float32), ValueError),
+    (np.array([[0.0, np.nan]], np.float32), ValueError),
+    (np.array([[0.0, np.inf]]), ValueError),
+    (np.array([[1e12, 0.0]]), ValueError),
+    (np.array([["a", "b"]]), TypeError),
+])
+def test_bad_features(features, error):
+    with pytest.raises(error):
+        L.build(features)
+
+
+def test_bad_values():
+    lat = L.build(np.zeros((3, 2), np.float32), backend="cpu")
+    with pytest.raises(ValueError, match=r"shape \(N=3, C\)"):
+        lat.filter(np.zeros((4, 1), np.float32), backend="cpu")
+    with pytest.raises(ValueError):
+        lat.filter(np.zeros(3, np.float32), backend="cpu")
+    with pytest.raises(ValueError, match="backend"):
+        lat.filter(np.zeros((3, 1), np.float32), backend="gpu")
+
+
+def test_two_buffer_blur_for_large_lattices(monkeypatch):
+    # above CHAIN_BLUR_MAX_BYTES the CPU blurs with two buffers: the same results
+    rng = np.random.default_rng(8)
+    f = (rng.random((3000, 5)) * 4).astype(np.float32)
+    v = rng.standard_normal((3000, 4)).astype(np.float32)
+    lat = L.build(f, backend="cpu")
+    chained = lat.filter(v, backend="cpu")
+    monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 0)
+    for reverse in (False, True):
+        ref = lat.filter(v, reverse=reverse, backend="numpy")
+        np.testing.assert_allclose(lat.filter(v, reverse=reverse, backend="cpu"), ref,
+                                   rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_array_equal(lat.filter(v, backend="cpu"), chained)  # bit for bit
