@@ -4,7 +4,8 @@
 pixel itself included, j = i) in float64, in blocks of rows so that memory
 stays at ``block * N`` doubles. It is O(N^2 d + N^2 C): use it on a few
 thousand points at most. ``exact_mean_field`` runs the dense CRF's update with
-these exact kernels; :class:`crf.DenseCRF` with ``backend="exact"`` uses it.
+these exact kernels: the ground truth that :class:`crf.DenseCRF`'s lattice
+results are measured against in the tests.
 
 References
 ----------

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+CAFFE_REAL = Path(__file__).resolve().parents[1] / "data" / "caffe-real"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 ASSERTION = re.compile(r"^\s*assert\b|np\.testing\.assert_|\bassert_allclose\(", re.M)
 
@@ -20,12 +21,14 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_notebook_runs_and_asserts(path, tmp_path, require_oracle):
+def test_notebook_runs_and_asserts(path, tmp_path, require_oracle, monkeypatch):
     nbformat = require_oracle("nbformat")
     nbclient = require_oracle("nbclient")
     nb = nbformat.read(path, as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert ASSERTION.search(code), f"{path.name} has no assertion in any code cell"
+    # The kernel inherits the environment: point it at the real Caffe files of the tests.
+    monkeypatch.setenv("DEEPLAB_CAFFE_REAL", str(CAFFE_REAL))
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
