@@ -11,9 +11,13 @@ import numpy as np
 
 def _families():
     import atrous.selfcheck
+    import crf.selfcheck
+    import nets.graph_check
     import nets.layers.selfcheck
     return [("atrous", atrous.selfcheck.cases),
-            ("layers", nets.layers.selfcheck.cases)]
+            ("layers", nets.layers.selfcheck.cases),
+            ("crf", crf.selfcheck.cases),
+            ("net", nets.graph_check.cases)]
 
 
 def run_checks(backend="cpu", quick=False, seed=0, out=None):
@@ -29,13 +33,13 @@ def run_checks(backend="cpu", quick=False, seed=0, out=None):
     failures = 0
     total = 0
     start = time.perf_counter()
-    print(f"{'case':<58} {'max |err|':>11} {'tolerance':>10}  result", file=out)
+    print(f"{'case':<68} {'max |err|':>11} {'tolerance':>10}  result", file=out)
     for family, cases in _families():
         for name, err, tol in cases(backend, quick, rng):
             ok = bool(err <= tol)
             failures += not ok
             total += 1
-            print(f"{family + ': ' + name:<58} {err:>11.3e} {tol:>10.1e}  {'ok' if ok else 'FAIL'}",
+            print(f"{family + ': ' + name:<68} {err:>11.3e} {tol:>10.1e}  {'ok' if ok else 'FAIL'}",
                   file=out)
     elapsed = time.perf_counter() - start
     print(f"{total - failures} passed, {failures} failed ({backend}, {elapsed:.1f} s)", file=out)
