@@ -1,0 +1,114 @@
+"""``deeplab crf``: refine a segmentation with DeepLab's dense CRF, from probabilities or coarse labels.
+
+Inputs, checked before anything runs (a clear error naming what was expected and given):
+
+* ``probabilities``: a ``.npy`` of shape ``(L, H, W)`` (labels first, as everywhere in this
+  project) or ``(H, W, L)`` (labels last, as many other tools write them), where ``(H, W)``
+  is the image's size. ``(L, H, W)`` is tried first, so an array whose three sides are all
+  equal is read labels-first. Finite, in [0, 1], summing to one over the labels (within
+  1e-3); or, with ``logits=True``, pre-softmax scores (any finite values, DeepLab's
+  unary ``-score``). An array that matches the image only with height and width swapped is refused
+  by name.
+* ``labels``: a coarse label map (an indexed or gray PNG of class indices, 255 =
+  unsure): label ``l`` gets probability ``gt_prob`` and every other label
+  ``(1 - gt_prob) / (L - 1)``; unsure pixels are uniform (:func:`crf.unary_from_labels`).
+
+The CRF is DeepLab's offline one with a named preset: unary ``-log P`` (probabilities
+clipped at 1e-5), the RGB uint8 image, per-pixel normalisation
+(:func:`crf.deeplab_refine`; ``-log P`` differs from DeepLab's ``-score`` by a constant
+per pixel, which the mean-field softmax does not see).
+"""
+import numpy as np
+
+#: Largest allowed |sum over labels - 1| of probabilities.
+SUM_TOLERANCE = 1e-3
+
+
+def load_probabilities(path, height, width, logits=False):
+    """Read and check probabilities (or logits) for an ``height`` x ``width`` image -> ``(L, H, W)`` float32."""
+    try:
+        p = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npy array of probabilities ({exc})") from None
+    return check_probabilities(p, height, width, name=str(path), logits=logits)
+
+
+def check_probabilities(p, height, width, name="probabilities", logits=False):
+    """``(L, H, W)`` or ``(H, W, L)`` probabilities, checked -> ``(L, H, W)`` float32 (module docstring).
+
+    With ``logits=True`` the values are pre-softmax scores: any finite numbers.
+    """
+    p = np.asarray(p)
+    if p.ndim != 3 or not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
+        raise ValueError(f"{name}: expected probabilities of shape (L, H, W) or (H, W, L) with "
+                         f"(H, W) = ({height}, {width}), got shape {p.shape} dtype {p.dtype}")
+    if p.shape[1:] == (height, width):
+        lhw = p
+    elif p.shape[:2] == (height, width):
+        lhw = p.transpose(2, 0, 1)
+    elif (p.shape[1:] == (width, height) or p.shape[:2] == (width, height)) and height != width:
+        raise ValueError(f"{name}: shape {p.shape} has height and width swapped: the image is "
+                         f"{height} rows x {width} columns, so expected (L, {height}, {width}) or "
+                         f"({height}, {width}, L)")
+    else:
+        raise ValueError(f"{name}: shape {p.shape} does not match the image ({height} x {width}): expected "
+                         f"(L, {height}, {width}) or ({height}, {width}, L)")
+    if lhw.shape[0] < 2:
+        raise ValueError(f"{name}: expected at least 2 labels, got {lhw.shape[0]}")
+    lhw = lhw.astype(np.float32)
+    if not np.isfinite(lhw).all():
+        raise ValueError(f"{name}: probabilities must be finite; found NaN or infinite values")
+    if logits:
+        return np.ascontiguousarray(lhw)
+    if lhw.min() < 0 or lhw.max() > 1:
+        raise ValueError(f"{name}: probabilities must lie in [0, 1], got values in [{lhw.min():.4g}, "
+                         f"{lhw.max():.4g}] (scores or energies? pass softmax(scores))")
+    sums = lhw.sum(axis=0, dtype=np.float64)
+    worst = float(np.abs(sums - 1).max())
+    if worst > SUM_TOLERANCE:
+        raise ValueError(f"{name}: probabilities must sum to 1 over the labels (axis of size {lhw.shape[0]}); "
+                         f"the sum is off by up to {worst:.4g}")
+    return np.ascontiguousarray(lhw)
+
+
+def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
+           preset="deeplab-v2-resnet101-voc", logits=False, backend="auto"):
+    """Dense-CRF marginals for an image from probabilities or from a coarse labelling.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W, 3), uint8, RGB
+    probabilities : ndarray of shape (L, H, W), float32, optional
+        Checked by :func:`check_probabilities`.
+    labels : ndarray of shape (H, W), integer, optional
+        Coarse labels in ``[0, num_labels)`` or 255 (unsure).
+    num_labels : int
+        Number of labels with ``labels``.
+    gt_prob : float
+        Confidence given to a coarse label.
+    preset : str or crf.Preset
+    logits : bool
+        ``probabilities`` holds pre-softmax scores instead.
+    backend : {"numpy", "cpu", "cuda", "auto"}
+
+    Returns
+    -------
+    ndarray of shape (L, H, W), float32
+        The CRF's marginals Q.
+    """
+    import crf
+    if (probabilities is None) == (labels is None):
+        raise ValueError("pass exactly one of probabilities and labels")
+    height, width = image.shape[:2]
+    if probabilities is not None and logits:
+        unary = -check_probabilities(probabilities, height, width, name="scores", logits=True)
+    elif probabilities is not None:
+        unary = crf.unary_from_softmax(check_probabilities(probabilities, height, width))
+    else:
+        labels = np.asarray(labels)
+        if labels.shape != (height, width):
+            raise ValueError(f"the coarse labels are {labels.shape[0]} x {labels.shape[1]}, the image "
+                             f"{height} x {width}: expected the same size")
+        unary = crf.unary_from_labels(labels, num_labels, gt_prob=gt_prob, unsure=255)
+    return np.asarray(crf.deeplab_refine(np.ascontiguousarray(image), -unary, preset=preset, backend=backend))
+
