@@ -25,5 +25,6 @@ step info python -m nets.cli info
 step check python -m nets.cli check --backend cuda
 step pytest_cuda python -m pytest -m cuda -q -p no:cacheprovider tests
 step bench_atrous python bench/atrous.py --backend cuda --repeat 5
+step bench_crf python bench/crf.py --backend cuda --repeat 2
 echo "gpu_check: overall exit $status" | tee "$out/summary.txt"
 exit $status

@@ -1,0 +1,170 @@
+"""The public atrous convolution: ``conv2d`` validates, converts and dispatches.
+
+Caffe's Convolution semantics: a cross-correlation with zero padding, the
+output size rounded down, the effective kernel ``dilation*(k-1)+1``
+(DeepLab v1 calls the dilation ``hole``), and ``groups``.
+"""
+import numbers
+
+import numpy as np
+
+from atrous.backend import is_device_array, resolve_backend
+
+
+def _pair(value, name, minimum):
+    """``value`` (an int or an (h, w) pair of ints) as a tuple of two ints >= ``minimum``."""
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
+                  for v in value)):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+    if min(pair) < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be {kind} (>= {minimum}), got {value!r}")
+    return pair
+
+
+def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
+    """Output size of a convolution along each spatial axis (Caffe: floor mode).
+
+    ``out = (size + 2*pad - (dilation*(kernel-1) + 1)) // stride + 1``
+
+    Parameters
+    ----------
+    size, kernel, stride, pad, dilation : int or pair of ints (h, w)
+        Input size, kernel size, stride, zero padding on each side, dilation (rate).
+
+    Returns
+    -------
+    (H_out, W_out) : tuple of two ints
+        May be zero or negative when the dilated kernel does not fit; the
+        caller decides whether that is an error (:func:`conv2d` raises).
+    """
+    size = _pair(size, "size", 0)
+    kernel = _pair(kernel, "kernel", 1)
+    stride = _pair(stride, "stride", 1)
+    pad = _pair(pad, "pad", 0)
+    dilation = _pair(dilation, "dilation", 1)
+    return tuple((n + 2 * p - (d * (k - 1) + 1)) // s + 1
+                 for n, k, s, p, d in zip(size, kernel, stride, pad, dilation))
+
+
+def _as_float32(a, name):
+    """A host array as C-contiguous float32; bool and integer converted, complex/object refused."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real (float, integer or bool) array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _check_device(a, name):
+    """Device arrays are used as they are: they must already be C-contiguous float32."""
+    if np.dtype(a.dtype) != np.float32:
+        raise TypeError(f"{name}: a CUDA device array must be float32, got dtype {a.dtype}")
+    if not a.is_c_contiguous():
+        raise ValueError(f"{name}: a CUDA device array must be C-contiguous")
+    return a
+
+
+def _prepare(a, name):
+    """Host arrays become C-contiguous float32; device arrays are checked, never copied."""
+    return _check_device(a, name) if is_device_array(a) else _as_float32(a, name)
+
+
+def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backend="auto"):
+    """Atrous (dilated) 2-D convolution, Caffe semantics (a cross-correlation).
+
+    ``y[n, o, u, v] = bias[o] + sum_{c, i, j} weight[o, c, i, j]
+    * x_pad[n, g*C_in/groups + c, stride_h*u + dilation_h*i, stride_w*v + dilation_w*j]``
+    where ``x_pad`` is ``x`` zero-padded by ``pad`` on each side and g is the
+    group of output channel o.
+
+    Parameters
+    ----------
+    x : ndarray of shape (C_in, H, W) or (N, C_in, H, W)
+        float16/32/64 are computed as float32; bool and integer arrays are
+        converted to float32. A CUDA device array (float32, C-contiguous)
+        is accepted by the ``"cuda"`` backend and gives a device array back.
+    weight : ndarray of shape (C_out, C_in // groups, kh, kw)
+    bias : ndarray of shape (C_out,), optional
+    stride, pad, dilation : int or pair of ints (h, w)
+        stride >= 1, pad >= 0, dilation (the atrous rate) >= 1.
+    groups : int
+        Divides both C_in and C_out.
+    backend : {"auto", "numpy", "cpu", "cuda"}
+        "numpy" is the reference; "auto" is "cuda" on a real GPU, else "cpu".
+
+    Returns
+    -------
+    y : ndarray of shape (C_out, H_out, W_out) or (N, C_out, H_out, W_out), float32
+        ``H_out = (H + 2*pad_h - (dilation_h*(kh-1)+1)) // stride_h + 1``, same for W_out.
+        NaN in ``x`` propagates to every output whose dilated window covers it.
+
+    Raises
+    ------
+    ValueError
+        Wrong ndim, channel counts that do not fit ``groups``, non-positive
+        stride or dilation, negative pad, an output smaller than 1x1, a bias
+        of the wrong shape.
+    TypeError
+        Complex, object or other non-real dtypes.
+
+    References
+    ----------
+    L.-C. Chen et al., "DeepLab: Semantic Image Segmentation with Deep Convolutional
+    Nets, Atrous Convolution, and Fully Connected CRFs", TPAMI 2018, Sec. 3.1, Eq. (1).
+    """
+    on_device = is_device_array(x)
+    x, weight = _prepare(x, "x"), _prepare(weight, "weight")
+    bias = None if bias is None else _prepare(bias, "bias")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must have shape (C_in, H, W) or (N, C_in, H, W), got shape {tuple(x.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"weight must have shape (C_out, C_in // groups, kh, kw), "
+                         f"got shape {tuple(weight.shape)}")
+    if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    stride = _pair(stride, "stride", 1)
+    pad = _pair(pad, "pad", 0)
+    dilation = _pair(dilation, "dilation", 1)
+
+    squeeze = x.ndim == 3
+    n, c_in, h, w = (1,) + tuple(x.shape) if squeeze else tuple(x.shape)
+    c_out, c_in_g, kh, kw = weight.shape
+    if min(n, c_in, h, w) < 1:
+        raise ValueError(f"x must have non-zero sizes, got shape {tuple(x.shape)}")
+    if min(c_out, c_in_g, kh, kw) < 1:
+        raise ValueError(f"weight must have non-zero sizes, got shape {tuple(weight.shape)}")
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"groups={groups} must divide C_in={c_in} and C_out={c_out}")
+    if c_in_g * groups != c_in:
+        raise ValueError(f"weight must have C_in // groups = {c_in // groups} input channels "
+                         f"(x has C_in={c_in}, groups={groups}), got weight shape {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(f"bias must have shape ({c_out},) (C_out), got shape {tuple(bias.shape)}")
+    h_out, w_out = conv_output_size((h, w), (kh, kw), stride, pad, dilation)
+    if h_out < 1 or w_out < 1:
+        raise ValueError(
+            f"output size must be at least 1x1, got {h_out}x{w_out}: input {h}x{w}, kernel {kh}x{kw}, "
+            f"dilation {dilation}, effective kernel {dilation[0] * (kh - 1) + 1}x{dilation[1] * (kw - 1) + 1}, "
+            f"pad {pad}, stride {stride}")
+
+    backend = resolve_backend(backend, x, weight, bias)
+    if backend == "cuda":
+        from atrous import cuda as cuda_impl  # imported lazily: no numba.cuda without a GPU
+        return cuda_impl.conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze)
+    if any(is_device_array(a) for a in (x, weight, bias)):
+        raise ValueError(f"CUDA device arrays need backend 'cuda' or 'auto', got {backend!r}")
+
+    x = x.reshape(n, c_in, h, w)
+    if backend == "numpy":
+        from atrous.reference import conv2d_reference
+        y = conv2d_reference(x, weight, bias, stride, pad, dilation, groups)
+    else:
+        from atrous.cpu import conv2d_cpu
+        y = conv2d_cpu(x, weight, bias, stride, pad, dilation, groups)
+    return y[0] if squeeze else y

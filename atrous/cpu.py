@@ -1,0 +1,236 @@
+"""Atrous convolution on the CPU: Numba kernels for the dilated indexing, BLAS for the products.
+
+Like Caffe, the matrix products go to BLAS through NumPy (``np.matmul``); every
+index computation -- which input pixel a dilated tap reads, which rows fall in
+the zero padding -- is written by hand in ``@njit(parallel=True, cache=True)``
+kernels. No BLAS call runs inside a ``prange`` loop: NumPy's BLAS and Numba's
+threads take turns.
+
+Three strategies, chosen per layer by :func:`choose_strategy`:
+
+``"gemm"`` (1x1 kernel, stride 1, no padding)
+    The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``.
+
+``"shift"`` (stride 1 and fewer output than input channels per group)
+    For a block of output rows, one product of all stacked tap weights
+    ``(kh*kw*C_out/g, C_in/g)`` with the band of *unshifted* input rows the
+    block reads gives kh*kw "tap images"; then one ``prange`` kernel writes the
+    output rows as the bias plus every tap image displaced by
+    ``(dilation*i - pad, dilation*j - pad)``. The input is never copied, so
+    this stays at BLAS speed even when C_out is small (ASPP's 2048 -> 21),
+    where im2col is limited by memory bandwidth. The price: tap images are
+    also computed for input pixels that only the padding-side taps would skip
+    (at most 25% extra for ASPP's rate 24 on 65x65).
+
+``"im2col"`` (everything else: stride > 1, or at least as many output as input channels)
+    A ``prange`` kernel gathers the dilated patches of a block of output rows
+    into a ``(C_in/g * kh * kw, rows * W_out)`` matrix, and one product with
+    the ``(C_out/g, C_in/g * kh * kw)`` weights gives those output rows.
+
+The rule compares the two scratch matrices: "shift" writes kh*kw tap images
+of C_out/g channels, im2col kh*kw copies of C_in/g channels, so "shift" moves
+less memory exactly when C_out/g < C_in/g (ASPP: 21 < 2048; LargeFOV's fc6,
+512 -> 1024, and VGG's conv1_1, 3 -> 64, go to im2col, whose product also has
+the longer inner dimension C_in/g*kh*kw, which BLAS prefers).
+
+"shift" skips the taps that fall in the zero padding instead of multiplying
+them by zero; the results agree with the reference except that a NaN or inf
+*weight* then shows only where its tap reads the image (NaN in the input
+propagates identically in every strategy).
+
+Both "shift" and "im2col" work on blocks of output rows whose scratch buffer
+holds at most ``TILE_BYTES`` (for "shift", at least one output row plus its
+halo of ``dilation*(kh-1)`` input rows), so memory stays bounded at any image
+size (an unblocked im2col of VGG's conv1_2 at 513x513 would take 600 MB).
+"""
+import numpy as np
+from numba import njit, prange
+
+TILE_BYTES = 64 * 2**20
+"""Upper bound on the scratch buffer of one row block (bytes). Larger blocks mean
+fewer hand-overs between BLAS's threads and Numba's, each of which costs
+milliseconds on a machine with few cores: at 65x65, fc6 and conv5 need two
+blocks with 64 MB and ran 2-9% faster than in three blocks with 32 MB."""
+
+@njit(parallel=True, cache=True)
+def parallel_probe(x):
+    """Sum of a 1-D float32 array in a ``prange`` loop: starts Numba's threading layer."""
+    total = 0.0
+    for i in prange(x.shape[0]):
+        total += x[i]
+    return total
+
+
+@njit(parallel=True, cache=True)
+def _shift_add(taps, bias, out, n, c0, kh, kw, u_first, rows, y_first, h_in, w_in,
+               pad_h, pad_w, dil_h, dil_w):
+    """Write output rows ``u_first .. u_first+rows`` as bias plus the shifted tap images.
+
+    taps : (kh*kw*C_out_g, >= rows_in*W) float32; row ``(i*kw + j)*C_out_g + o``,
+        columns ``s*W .. (s+1)*W``, is tap (i, j) of output channel o applied to
+        input row ``y_first + s``. Every input row the output rows read inside
+        the image must be there.
+    bias : (C_out,) float32 (zeros for no bias).
+    out : (N, C_out, H_out, W_out) float32; written at image n, channels c0 .. c0 + C_out_g.
+    h_in, w_in : the input's height and width (W above).
+    """
+    c_out_g = taps.shape[0] // (kh * kw)
+    w_out = out.shape[3]
+    for t in prange(c_out_g * rows):
+        o = t // rows
+        r = t - o * rows
+        dst = out[n, c0 + o, u_first + r]
+        for v in range(w_out):
+            dst[v] = bias[c0 + o]
+        for i in range(kh):
+            y = u_first + r + dil_h * i - pad_h  # the input row tap row i reads
+            if y < 0 or y >= h_in:
+                continue  # zero padding: nothing to add
+            s = (y - y_first) * w_in
+            for j in range(kw):
+                shift = dil_w * j - pad_w  # output column v reads input column v + shift
+                v_lo = max(0, -shift)
+                v_hi = min(w_out, w_in - shift)
+                src = taps[(i * kw + j) * c_out_g + o]
+                for v in range(v_lo, v_hi):
+                    dst[v] += src[s + v + shift]
+
+
+@njit(parallel=True, cache=True)
+def _im2col_rows(x, cols, n, c0, c_in_g, kh, kw, u_first, rows, w_out,
+                 stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """Gather the dilated patches of output rows ``u_first .. u_first+rows`` into ``cols``.
+
+    x : (N, C_in, H, W) float32; the group's channels start at c0.
+    cols : (C_in_g*kh*kw, >= rows*W_out) float32; row (c, i, j), column r*W_out + v
+        holds ``x_pad[n, c0+c, stride_h*(u_first+r) + dil_h*i, stride_w*v + dil_w*j]``
+        (zero where that falls in the padding).
+    """
+    h_in, w_in = x.shape[2], x.shape[3]
+    for t in prange(c_in_g * kh * kw):
+        c = t // (kh * kw)
+        i = (t // kw) % kh
+        j = t % kw
+        dst = cols[t]
+        for r in range(rows):
+            y = stride_h * (u_first + r) + dil_h * i - pad_h
+            base = r * w_out
+            if y < 0 or y >= h_in:
+                for v in range(w_out):
+                    dst[base + v] = 0.0
+                continue
+            src = x[n, c0 + c, y]
+            shift = dil_w * j - pad_w  # output column v reads input column stride_w*v + shift
+            # Columns v_lo .. v_hi read inside the image; those outside read the padding.
+            v_lo = min(w_out, max(0, (-shift + stride_w - 1) // stride_w))
+            v_hi = max(v_lo, min(w_out, (w_in - 1 - shift) // stride_w + 1))
+            for v in range(v_lo):
+                dst[base + v] = 0.0
+            for v in range(v_lo, v_hi):
+                dst[base + v] = src[stride_w * v + shift]
+            for v in range(v_hi, w_out):
+                dst[base + v] = 0.0
+
+
+def choose_strategy(c_in_g, c_out_g, kernel, stride, pad):
+    """Which CPU strategy runs a layer: ``"gemm"``, ``"shift"`` or ``"im2col"`` (see module doc)."""
+    if kernel == (1, 1) and stride == (1, 1) and pad == (0, 0):
+        return "gemm"
+    if stride == (1, 1) and c_out_g < c_in_g:
+        return "shift"
+    return "im2col"
+
+
+def _rows_per_block(bytes_per_row):
+    return max(1, TILE_BYTES // max(1, bytes_per_row))
+
+
+def _conv_shift(x, w_taps, bias, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation):
+    """Stride-1 convolution of image n, group g: per row block, one tap product and one shift-add.
+
+    A block of output rows reads a band of input rows (the block plus a halo of
+    ``dilation_h*(kh-1)`` rows). One product of all kh*kw stacked tap weights
+    with that band gives every tap image at once: a single large BLAS call
+    runs closer to peak than kh thin ones, and it hands the cores from BLAS's
+    threads to Numba's only once per block.
+    """
+    h, w = x.shape[2], x.shape[3]
+    h_out = out.shape[2]
+    (ph, pw), (dh, dw) = pad, dilation
+    ci0 = g * c_in_g
+    halo = dh * (kh - 1)
+    block = max(1, _rows_per_block(kh * kw * c_out_g * w * 4) - halo)
+    taps = np.empty((kh * kw * c_out_g, min(h, block + halo) * w), np.float32)  # (kh*kw*C_out/g, rows_in*W)
+    for r0 in range(0, h_out, block):
+        rows = min(block, h_out - r0)
+        # Input rows read inside the image by output rows r0 .. r0+rows-1, over all kernel rows.
+        y_a = max(0, r0 - ph)
+        y_b = min(h, r0 + rows - 1 - ph + halo + 1)
+        if y_a >= y_b:
+            out[n, g * c_out_g:(g + 1) * c_out_g, r0:r0 + rows] = bias[g * c_out_g:(g + 1) * c_out_g, None, None]
+            continue  # every tap of these rows reads padding
+        x_band = x[n, ci0:ci0 + c_in_g, y_a:y_b].reshape(c_in_g, -1)  # (C_in/g, rows_in*W)
+        np.matmul(w_taps[g], x_band, out=taps[:, :(y_b - y_a) * w])
+        _shift_add(taps, bias, out, n, g * c_out_g, kh, kw, r0, rows, y_a, h, w, ph, pw, dh, dw)
+
+
+def _conv_im2col(x, w_mat, out, n, g, c_in_g, c_out_g, kh, kw, stride, pad, dilation):
+    """Any-stride convolution of image n, group g by row-blocked im2col and one product per block."""
+    h_out, w_out = out.shape[2], out.shape[3]
+    k = c_in_g * kh * kw
+    block = _rows_per_block(k * w_out * 4)
+    cols = np.empty((k, min(block, h_out) * w_out), np.float32)
+    for r0 in range(0, h_out, block):
+        rows = min(block, h_out - r0)
+        _im2col_rows(x, cols, n, g * c_in_g, c_in_g, kh, kw, r0, rows, w_out,
+                     stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1])
+        dst = out[n, g * c_out_g:(g + 1) * c_out_g, r0:r0 + rows].reshape(c_out_g, rows * w_out)
+        np.matmul(w_mat[g], cols[:, :rows * w_out], out=dst)  # (C_out/g, rows*W_out)
+
+
+def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups):
+    """Atrous convolution on the CPU; the public :func:`atrous.conv2d` validates and calls this.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W), float32, C-contiguous
+    weight : ndarray of shape (C_out, C_in // groups, kh, kw), float32, C-contiguous
+    bias : ndarray of shape (C_out,), float32, or None
+    stride, pad, dilation : tuple of two ints
+    groups : int
+
+    Returns
+    -------
+    y : ndarray of shape (N, C_out, H_out, W_out), float32
+    """
+    n_img, _, h, w = x.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    c_out_g = c_out // groups
+    h_out = (h + 2 * pad[0] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
+    w_out = (w + 2 * pad[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
+    strategy = choose_strategy(c_in_g, c_out_g, (kh, kw), stride, pad)
+
+    if strategy == "shift":
+        out = np.empty((n_img, c_out, h_out, w_out), np.float32)
+        bias_or_zero = np.zeros(c_out, np.float32) if bias is None else bias
+        # All taps of group g as one matrix: row (i, j, o), column c holds weight[o, c, i, j].
+        w_taps = np.ascontiguousarray(
+            weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 4, 1, 2)
+        ).reshape(groups, kh * kw * c_out_g, c_in_g)  # (groups, kh*kw*C_out/g, C_in/g)
+        for n in range(n_img):
+            for g in range(groups):
+                _conv_shift(x, w_taps, bias_or_zero, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation)
+    else:
+        out = np.empty((n_img, c_out, h_out, w_out), np.float32)
+        w_mat = weight.reshape(groups, c_out_g, c_in_g * kh * kw)  # (groups, C_out/g, C_in/g*kh*kw)
+        for n in range(n_img):
+            for g in range(groups):
+                if strategy == "gemm":
+                    x_g = x[n, g * c_in_g:(g + 1) * c_in_g].reshape(c_in_g, h * w)        # (C_in/g, H*W)
+                    dst = out[n, g * c_out_g:(g + 1) * c_out_g].reshape(c_out_g, h * w)  # (C_out/g, H*W)
+                    np.matmul(w_mat[g], x_g, out=dst)
+                else:
+                    _conv_im2col(x, w_mat, out, n, g, c_in_g, c_out_g, kh, kw, stride, pad, dilation)
+        if bias is not None:
+            out += bias[None, :, None, None]
+    return out

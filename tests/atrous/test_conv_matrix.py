@@ -1,0 +1,203 @@
+"""numpy (the reference) vs cpu on a wide seeded random matrix of layers, and the oracles.
+
+Each generated layer draws one kernel size (1, 3, 5, 7), rate (1, 2, 3, 4, 6,
+12, 24), stride (1, 2), pad (0..rate), groups (1, 2, C), bias or not and N
+(1, 2); H and W are drawn odd or even, just large enough for the dilated
+kernel, so many layers have a rate larger than the input.
+"""
+import zlib
+
+import numpy as np
+import pytest
+
+import atrous
+from atrous.cpu import choose_strategy
+
+KERNELS = (1, 3, 5, 7)
+RATES = (1, 2, 3, 4, 6, 12, 24)
+
+
+def _generate(count, seed):
+    rng = np.random.default_rng(seed)
+    cases = []
+    for t in range(count):
+        k = KERNELS[t % len(KERNELS)]
+        rate = RATES[(t // len(KERNELS)) % len(RATES)]
+        stride = int(rng.choice([1, 1, 2]))
+        pad = int(rng.integers(0, rate + 1))
+        groups_kind = ("1", "2", "C")[t % 3]
+        c_per_group = int(rng.choice([1, 3, 8, 12]))
+        groups = {"1": 1, "2": 2, "C": c_per_group}[groups_kind]
+        c_in = c_per_group * groups if groups_kind != "C" else c_per_group
+        c_in_g = c_in // groups
+        c_out = groups * int(rng.choice([1, 2, 3, 16]))  # fewer or more outputs than inputs
+        span = rate * (k - 1) + 1
+        min_size = max(1, span - 2 * pad)
+        h = min_size + int(rng.integers(0, 8))
+        w = min_size + int(rng.integers(0, 8))
+        n = int(rng.choice([1, 2]))
+        cases.append(dict(n=n, c_in=c_in, h=h, w=w, c_out=c_out, c_in_g=c_in_g, k=k, stride=stride,
+                          pad=pad, rate=rate, groups=groups, bias=bool(rng.integers(0, 2))))
+    return cases
+
+
+CASES = _generate(140, seed=1234)
+# Rates far beyond the image, "same" padding: the outer taps read only zeros.
+CASES += [dict(n=1, c_in=9, h=5, w=4, c_out=3, c_in_g=9, k=3, stride=1, pad=24, rate=24, groups=1, bias=True),
+          dict(n=2, c_in=2, h=3, w=6, c_out=2, c_in_g=1, k=3, stride=2, pad=12, rate=12, groups=2, bias=False)]
+
+
+def _case_id(c):
+    return (f"n{c['n']}c{c['c_in']}_{c['h']}x{c['w']}_k{c['k']}r{c['rate']}s{c['stride']}p{c['pad']}"
+            f"g{c['groups']}{'b' if c['bias'] else ''}")
+
+
+def _arrays(c, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (c["n"], c["c_in"], c["h"], c["w"])).astype(np.float32)
+    weight = rng.uniform(-1, 1, (c["c_out"], c["c_in_g"], c["k"], c["k"])).astype(np.float32)
+    bias = rng.uniform(-1, 1, c["c_out"]).astype(np.float32) if c["bias"] else None
+    return x, weight, bias
+
+
+def _kwargs(c):
+    return dict(stride=c["stride"], pad=c["pad"], dilation=c["rate"], groups=c["groups"])
+
+
+def _atol(c):
+    """float32 rounding of a sum of c_in_g*k*k products of numbers in [-1, 1]."""
+    return 2e-6 * c["c_in_g"] * c["k"] ** 2 + 1e-6
+
+
+def test_matrix_covers_the_contract():
+    assert {c["k"] for c in CASES} == set(KERNELS)
+    assert {c["rate"] for c in CASES} == set(RATES)
+    assert {c["stride"] for c in CASES} == {1, 2}
+    assert {c["n"] for c in CASES} == {1, 2}
+    assert {c["bias"] for c in CASES} == {True, False}
+    assert {c["h"] % 2 for c in CASES} == {0, 1} and {c["w"] % 2 for c in CASES} == {0, 1}
+    assert any(c["groups"] == c["c_in"] > 2 for c in CASES)  # depthwise
+    assert any(c["groups"] == 2 for c in CASES)
+    assert any(c["rate"] > max(c["h"], c["w"]) for c in CASES)
+    assert any(c["pad"] == 0 for c in CASES) and any(c["pad"] == c["rate"] > 1 for c in CASES)
+    strategies = {choose_strategy(c["c_in_g"], c["c_out"] // c["groups"], (c["k"], c["k"]),
+                                  (c["stride"],) * 2, (c["pad"],) * 2) for c in CASES}
+    assert strategies == {"gemm", "shift", "im2col"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_cpu_matches_reference(case):
+    x, weight, bias = _arrays(case, seed=zlib.crc32(_case_id(case).encode()))
+    expected = atrous.conv2d(x, weight, bias, backend="numpy", **_kwargs(case))
+    got = atrous.conv2d(x, weight, bias, backend="cpu", **_kwargs(case))
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    h_out = (case["h"] + 2 * case["pad"] - (case["rate"] * (case["k"] - 1) + 1)) // case["stride"] + 1
+    assert expected.shape[2] == h_out
+    np.testing.assert_allclose(got, expected, rtol=0, atol=_atol(case))
+
+
+def _scipy_conv(signal, x, weight, bias, stride, pad, rate, groups):
+    """Oracle: zero-dilate the kernel, then scipy's 2-D correlation on the padded input."""
+    n, c_in, _, _ = x.shape
+    c_out, c_in_g, k, _ = weight.shape
+    dilated = np.zeros((c_out, c_in_g, rate * (k - 1) + 1, rate * (k - 1) + 1))
+    dilated[:, :, ::rate, ::rate] = weight
+    x_pad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    c_out_g = c_out // groups
+    out = []
+    for b in range(n):
+        planes = []
+        for o in range(c_out):
+            g = o // c_out_g
+            acc = sum(signal.correlate2d(x_pad[b, g * c_in_g + c], dilated[o, c], mode="valid")
+                      for c in range(c_in_g))
+            planes.append(acc[::stride, ::stride] + (0.0 if bias is None else bias[o]))
+        out.append(planes)
+    return np.asarray(out)
+
+
+ORACLE_CASES = CASES[:40:2]
+
+
+@pytest.mark.parametrize("case", ORACLE_CASES, ids=_case_id)
+def test_reference_and_cpu_match_scipy(case, require_oracle):
+    signal = require_oracle("scipy.signal")
+    x, weight, bias = _arrays(case, seed=7)
+    expected = _scipy_conv(signal, x, weight, bias, case["stride"], case["pad"], case["rate"],
+                           case["groups"])
+    for backend in ("numpy", "cpu"):
+        got = atrous.conv2d(x, weight, bias, backend=backend, **_kwargs(case))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=_atol(case), err_msg=backend)
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=_case_id)
+def test_cpu_matches_torch(case, optional_oracle):
+    torch = optional_oracle("torch")
+    x, weight, bias = _arrays(case, seed=11)
+    expected = torch.nn.functional.conv2d(
+        torch.from_numpy(x).double(), torch.from_numpy(weight).double(),
+        None if bias is None else torch.from_numpy(bias).double(),
+        stride=case["stride"], padding=case["pad"], dilation=case["rate"], groups=case["groups"]).numpy()
+    got = atrous.conv2d(x, weight, bias, backend="cpu", **_kwargs(case))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=_atol(case))
+
+
+def test_large_layer_is_tiled_by_rows(monkeypatch):
+    """A scratch budget far below one image forces many row blocks in both strategies."""
+    import atrous.cpu
+    monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 4096)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (1, 16, 37, 29)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (5, 16, 3, 3)).astype(np.float32)
+    for stride, pad, rate in ((1, 2, 2), (2, 3, 3), (1, 0, 1)):
+        expected = atrous.conv2d(x, weight, stride=stride, pad=pad, dilation=rate, backend="numpy")
+        got = atrous.conv2d(x, weight, stride=stride, pad=pad, dilation=rate, backend="cpu")
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    # A padded 1x1 kernel in one-row blocks: whole blocks read only padding and hold just the bias.
+    monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 1024)
+    bias = rng.uniform(-1, 1, 5).astype(np.float32)
+    expected = atrous.conv2d(x, weight[:, :, :1, :1], bias, pad=4, backend="numpy")
+    got = atrous.conv2d(x, weight[:, :, :1, :1], bias, pad=4, backend="cpu")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("c_in_g,c_out_g,kernel,stride,pad,expected", [
+    (64, 256, (1, 1), (1, 1), (0, 0), "gemm"),      # ResNet 1x1
+    (2048, 21, (3, 3), (1, 1), (24, 24), "shift"),  # ASPP branch
+    (512, 1024, (3, 3), (1, 1), (12, 12), "im2col"),  # LargeFOV fc6
+    (3, 64, (3, 3), (1, 1), (1, 1), "im2col"),      # VGG conv1_1
+    (256, 512, (1, 1), (2, 2), (0, 0), "im2col"),   # res3a branch1
+    (3, 64, (7, 7), (2, 2), (3, 3), "im2col"),      # ResNet conv1
+])
+def test_strategy_rule(c_in_g, c_out_g, kernel, stride, pad, expected):
+    assert choose_strategy(c_in_g, c_out_g, kernel, stride, pad) == expected
+
+
+def test_rectangular_parameters_match_reference():
+    """(h, w) pairs for stride, pad and dilation, with a non-square kernel."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (2, 10, 13, 17)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (4, 10, 3, 5)).astype(np.float32)
+    for stride in ((1, 1), (2, 1)):
+        kwargs = dict(stride=stride, pad=(2, 5), dilation=(3, 2))
+        expected = atrous.conv2d(x, weight, backend="numpy", **kwargs)
+        got = atrous.conv2d(x, weight, backend="cpu", **kwargs)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("c_out,stride", [(4, 1), (32, 1), (4, 2)])  # shift, im2col, strided im2col
+def test_scratch_memory_is_bounded_by_the_tile(monkeypatch, c_out, stride):
+    """Beyond the output, a call allocates at most about TILE_BYTES of scratch (tracemalloc)."""
+    import tracemalloc
+
+    import atrous.cpu
+    monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 2**20)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 16, 160, 150)).astype(np.float32)  # unblocked im2col: 14 MB
+    weight = rng.standard_normal((c_out, 16, 3, 3)).astype(np.float32)
+    atrous.conv2d(x, weight, stride=stride, pad=2, dilation=2, backend="cpu")  # compile outside the trace
+    tracemalloc.start()
+    y = atrous.conv2d(x, weight, stride=stride, pad=2, dilation=2, backend="cpu")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= y.nbytes + 2**20 + weight.nbytes + 64 * 2**10, (peak, y.nbytes)

@@ -1,0 +1,121 @@
+"""The CUDA convolution against the CPU one (simulator: a dozen tiny fixed cases; GPU: more)."""
+import numpy as np
+import pytest
+
+import atrous
+from atrous.aspp import random_conv, random_vgg_branch
+from atrous.backend import is_device_array
+
+pytestmark = pytest.mark.cuda
+
+# (N, C_in, H, W, C_out, k, stride, pad, rate, groups, bias): outputs of at most a few hundred values.
+SIM_CASES = [
+    (1, 3, 7, 6, 4, 3, 1, 1, 1, 1, True),
+    (1, 2, 8, 7, 3, 3, 1, 2, 2, 1, False),
+    (1, 4, 6, 6, 2, 3, 1, 12, 12, 1, True),     # rate far beyond the input
+    (2, 4, 7, 5, 4, 3, 2, 1, 1, 2, True),       # stride 2, groups 2, N 2
+    (1, 3, 6, 7, 3, 3, 1, 3, 3, 3, False),      # depthwise
+    (1, 5, 5, 5, 6, 1, 1, 0, 1, 1, True),       # 1x1
+    (1, 2, 9, 8, 2, 5, 2, 4, 2, 1, True),
+    (1, 1, 11, 10, 2, 7, 1, 3, 1, 1, False),
+    (1, 6, 5, 6, 5, 3, 1, 0, 1, 1, True),       # no padding; C_out not a tile multiple
+]
+
+
+def _random_cases(count):
+    rng = np.random.default_rng(99)
+    cases = []
+    while len(cases) < count:
+        groups = int(rng.choice([1, 2, 4]))
+        k, rate, stride = int(rng.choice([1, 3, 5, 7])), int(rng.choice([1, 2, 4, 6, 12, 24])), int(rng.choice([1, 2]))
+        pad = int(rng.integers(0, rate + 1))
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        if min(atrous.conv_output_size((h, w), k, stride, pad, rate)) >= 1:
+            cases.append((int(rng.integers(1, 3)), groups * int(rng.integers(1, 20)), h, w,
+                          groups * int(rng.integers(1, 20)), k, stride, pad, rate, groups, bool(rng.integers(0, 2))))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def cases(in_cudasim):
+    return SIM_CASES if in_cudasim else SIM_CASES + _random_cases(60)
+
+
+def _arrays(case, rng):
+    n, c_in, h, w, c_out, k, stride, pad, rate, groups, has_bias = case
+    x = rng.uniform(-1, 1, (n, c_in, h, w)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (c_out, c_in // groups, k, k)).astype(np.float32)
+    bias = rng.uniform(-1, 1, c_out).astype(np.float32) if has_bias else None
+    return x, weight, bias, dict(stride=stride, pad=pad, dilation=rate, groups=groups)
+
+
+def test_cuda_matches_cpu(cases):
+    rng = np.random.default_rng(0)
+    for case in cases:
+        x, weight, bias, kwargs = _arrays(case, rng)
+        expected = atrous.conv2d(x, weight, bias, backend="cpu", **kwargs)
+        got = atrous.conv2d(x, weight, bias, backend="cuda", **kwargs)
+        assert isinstance(got, np.ndarray) and got.dtype == np.float32, case
+        k_sum = weight.shape[1] * weight.shape[2] * weight.shape[3]
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * k_sum + 1e-6, err_msg=str(case))
+
+
+def test_device_array_in_device_array_out():
+    from numba import cuda
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (3, 6, 5)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (2, 3, 3, 3)).astype(np.float32)
+    bias = np.array([0.5, -1.0], np.float32)
+    d_y = atrous.conv2d(cuda.to_device(x), weight, bias, pad=2, dilation=2, backend="auto")
+    assert is_device_array(d_y) and tuple(d_y.shape) == (2, 6, 5)
+    expected = atrous.conv2d(x, weight, bias, pad=2, dilation=2, backend="numpy")
+    np.testing.assert_allclose(d_y.copy_to_host(), expected, rtol=0, atol=1e-5)
+
+
+def test_device_array_rules():
+    from numba import cuda
+    d_x = cuda.to_device(np.zeros((2, 4, 4), np.float64))
+    with pytest.raises(TypeError, match="device array must be float32, got dtype float64"):
+        atrous.conv2d(d_x, np.zeros((1, 2, 1, 1)), backend="cuda")
+    d_x = cuda.to_device(np.zeros((2, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="CUDA device arrays need backend 'cuda' or 'auto', got 'cpu'"):
+        atrous.conv2d(d_x, np.zeros((1, 2, 1, 1)), backend="cpu")
+
+
+def test_nan_propagates_on_cuda():
+    x = np.ones((2, 6, 6), np.float32)
+    x[1, 2, 3] = np.nan
+    y = atrous.conv2d(x, np.ones((1, 2, 3, 3), np.float32), pad=1, backend="cuda")
+    assert np.isnan(y[0, 1:4, 2:5]).all() and np.isnan(y).sum() == 9
+
+
+def test_aspp_heads_stay_on_the_device():
+    from numba import cuda
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 5, 4)).astype(np.float32)
+    branches = [random_conv(rng, 2, 4, 3) for _ in range(4)]
+    d_scores = atrous.aspp_resnet(cuda.to_device(x), branches, backend="cuda")
+    assert is_device_array(d_scores)
+    np.testing.assert_allclose(d_scores.copy_to_host(), atrous.aspp_resnet(x, branches, backend="cpu"),
+                               rtol=0, atol=1e-4)
+    branch = random_vgg_branch(rng, 4, 3, 2)
+    d_scores = atrous.largefov(cuda.to_device(x), branch, rate=2, backend="cuda")
+    np.testing.assert_allclose(d_scores.copy_to_host(), atrous.largefov(x, branch, rate=2, backend="cpu"),
+                               rtol=0, atol=1e-4)
+
+
+def test_grid_stride_loops_cover_everything_with_a_one_block_grid(monkeypatch):
+    """With the grid capped at one block per dimension, the loops must still visit every tile."""
+    from numba import cuda
+
+    import atrous.cuda
+    monkeypatch.setattr(atrous.cuda, "MAX_GRID", 1)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (2, 4, 5, 6)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (10, 2, 3, 3)).astype(np.float32)  # 5 outputs per group: 2 channel tiles
+    bias = rng.uniform(-1, 1, 10).astype(np.float32)
+    got = atrous.conv2d(x, weight, bias, pad=1, dilation=1, groups=2, backend="cuda")
+    expected = atrous.conv2d(x, weight, bias, pad=1, dilation=1, groups=2, backend="cpu")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    d_y = atrous.cuda.relu_(atrous.cuda.add_(cuda.to_device(got), cuda.to_device(got)))
+    np.testing.assert_allclose(d_y.copy_to_host(), np.maximum(2 * expected, 0), rtol=0, atol=1e-5)
