@@ -14,8 +14,9 @@ BACKENDS = ("numpy", "cpu", "cuda", "auto")
 
 
 def is_device_array(a):
-    """True for a CUDA device array (anything with ``__cuda_array_interface__``)."""
-    return hasattr(a, "__cuda_array_interface__")
+    """True for a CUDA device array: anything with ``__cuda_array_interface__``, or a
+    Numba device array (``__cuda_ndarray__``), which in the simulator lacks the interface."""
+    return hasattr(a, "__cuda_array_interface__") or bool(getattr(a, "__cuda_ndarray__", False))
 
 
 def cuda_usable():
