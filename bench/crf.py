@@ -4,8 +4,11 @@ The setting of issue 4's "Speed and memory": a photo-like image at 500x375 and
 its 2x upscale 1000x750, 21 labels, 10 mean-field iterations, bilateral
 w 4 / theta_alpha 67 / theta_beta 3, Gaussian w 3 / theta_gamma 3, per-pixel
 normalisation (DeepLab's), a smooth seeded unary (logits drawn at 1/8
-resolution and upsampled). The image is ``crf.synthetic.photo`` (no photograph
-ships with the project). Every measurement runs in a fresh child process:
+resolution and upsampled). The image is a natural photograph by default
+(``--image natural``: matplotlib's bundled ``grace_hopper.jpg``, public domain,
+centre-cropped to 4:3 and resized to 500x375), or ``crf.synthetic.photo``
+(``--image synthetic``), which has fewer distinct colours and so a smaller
+lattice: both CRFs run faster on it. Every measurement runs in a fresh child process:
 after a warm-up (Numba compilation, caches) the child resets the kernel's
 peak-RSS mark (/proc/self/clear_refs) and reports the peak resident memory
 above its resting level, which counts pydensecrf's C++ allocations too.
@@ -31,10 +34,23 @@ W_BILATERAL, THETA_ALPHA, THETA_BETA, W_GAUSSIAN, THETA_GAMMA = 4.0, 67.0, 3.0, 
 N_LABELS, ITERATIONS = 21, 10
 
 
-def _inputs(width, height):
+def _natural_photo():
+    """matplotlib's sample photograph, centre-cropped to 4:3 and resized to 500x375 (H, W, 3) uint8."""
+    import matplotlib.cbook
+    from PIL import Image
+    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as img:
+        img = img.convert("RGB")
+        w, h = img.size                      # 512 x 600, portrait
+        crop_h = w * 3 // 4                  # 384 rows of the full width
+        top = (h - crop_h) // 2
+        img = img.crop((0, top, w, top + crop_h)).resize((500, 375), Image.BILINEAR)
+        return np.array(img, dtype=np.uint8)
+
+
+def _inputs(width, height, image="natural"):
     from crf.synthetic import photo, smooth_logits
     from crf.synthetic import _bilinear_upsample
-    base = photo(375, 500, seed=2026)
+    base = _natural_photo() if image == "natural" else photo(375, 500, seed=2026)
     if (height, width) != (375, 500):  # the 2x upscale of the same picture
         base = np.clip(np.rint(_bilinear_upsample(base.transpose(2, 0, 1).astype(np.float64), height, width)),
                        0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
@@ -86,13 +102,13 @@ def _run_pydensecrf(image, unary):
     return t1 - t0, t2 - t1, q.argmax(0).reshape(h, w)
 
 
-def child(impl, width, height, threads, repeat, backend):
+def child(impl, width, height, threads, repeat, backend, image_kind):
     """Measure one implementation at one size; print a JSON line."""
     import numba
     if threads:
         numba.set_num_threads(threads)
-    image, unary = _inputs(width, height)
-    small_image, small_unary = _inputs(500, 375)
+    image, unary = _inputs(width, height, image_kind)
+    small_image, small_unary = _inputs(500, 375, image_kind)
     run = (lambda im, u: _run_ours(im, u, backend)) if impl == "ours" else _run_pydensecrf
     run(small_image[:40, :40].copy(), np.ascontiguousarray(small_unary[:, :40, :40]))  # warm-up
     del small_image, small_unary
@@ -117,7 +133,7 @@ def _measure(impl, width, height, args, labels_path):
     # under load: 1.38 s spinning against 0.78 s sleeping at 500x375 on 2 threads).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--sizes", f"{width}x{height}",
-           "--threads", str(args.threads), "--repeat", str(args.repeat), "--backend", args.backend]
+           "--threads", str(args.threads), "--repeat", str(args.repeat), "--backend", args.backend, "--image", args.image]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -128,12 +144,14 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the fastest counts")
     parser.add_argument("--sizes", default="500x375,1000x750", help="WxH,WxH,...")
     parser.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "numpy"])
+    parser.add_argument("--image", default="natural", choices=["natural", "synthetic"],
+                        help="a natural photograph (default) or crf.synthetic.photo")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--child", choices=["ours", "pydensecrf"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if args.child:
-        child(args.child, *sizes[0], args.threads, args.repeat, args.backend)
+        child(args.child, *sizes[0], args.threads, args.repeat, args.backend, args.image)
         return 0
     import tempfile
     rows = []
@@ -151,7 +169,7 @@ def main(argv=None):
                 theirs = _measure("pydensecrf", width, height, args, os.path.join(tmp, "theirs.npy"))
                 agree = (np.load(os.path.join(tmp, "ours.npy")) == np.load(os.path.join(tmp, "theirs.npy"))).mean()
             rows.append((f"{width}x{height}", ours, theirs, agree))
-    header = (f"dense CRF, {N_LABELS} labels, {ITERATIONS} iterations, bilateral {W_BILATERAL:g}/"
+    header = (f"dense CRF on the {args.image} image, {N_LABELS} labels, {ITERATIONS} iterations, bilateral {W_BILATERAL:g}/"
               f"{THETA_ALPHA:g}/{THETA_BETA:g}, Gaussian {W_GAUSSIAN:g}/{THETA_GAMMA:g}, per-pixel "
               f"normalisation; ours: backend {args.backend}, {rows[0][1]['threads']} Numba threads "
               f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}); "
