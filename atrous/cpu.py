@@ -6,7 +6,7 @@ the zero padding -- is written by hand in ``@njit(parallel=True, cache=True)``
 kernels. No BLAS call runs inside a ``prange`` loop: NumPy's BLAS and Numba's
 threads take turns.
 
-Three strategies, chosen per layer by :func:`choose_strategy`:
+Four strategies, chosen per layer by :func:`choose_strategy`:
 
 ``"gemm"`` (1x1 kernel, stride 1, no padding)
     The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``.
@@ -22,26 +22,42 @@ Three strategies, chosen per layer by :func:`choose_strategy`:
     also computed for input pixels that only the padding-side taps would skip
     (at most 25% extra for ASPP's rate 24 on 65x65).
 
-``"im2col"`` (everything else: stride > 1, or at least as many output as input channels)
+``"band"`` (stride 1, at least as many output as input channels per group, and it pays)
+    im2col over the kernel's *columns* only: a ``prange`` kernel copies, for
+    each channel c and kernel column j, the band of padded input rows that a
+    block of output rows reads, shifted by ``dilation_w*j - pad_w``, into a
+    ``(C_in/g * kw + 1, rows_in * W_out)`` matrix (the last row is ones).
+    Stride 1 makes kernel row i read that same matrix ``dilation_h*i`` rows
+    further down, i.e. at column offset ``dilation_h*i*W_out``, so the output
+    rows are ``sum_i W_i @ band[:, offset_i : offset_i + rows*W_out]`` with
+    ``W_i`` the ``(C_out/g, C_in/g * kw + 1)`` weights of kernel row i (the
+    bias in W_0's last column meets the row of ones). This gathers about kh
+    times less than im2col; the price is one copy of the weights regrouped by
+    kernel row, and kh-1 additions of a product into the output block.
+
+``"im2col"`` (everything else: stride > 1, or a layer where "band" does not pay)
     A ``prange`` kernel gathers the dilated patches of a block of output rows
     into a ``(C_in/g * kh * kw, rows * W_out)`` matrix, and one product with
     the ``(C_out/g, C_in/g * kh * kw)`` weights gives those output rows.
 
-The rule compares the two scratch matrices: "shift" writes kh*kw tap images
-of C_out/g channels, im2col kh*kw copies of C_in/g channels, so "shift" moves
-less memory exactly when C_out/g < C_in/g (ASPP: 21 < 2048; LargeFOV's fc6,
-512 -> 1024, and VGG's conv1_1, 3 -> 64, go to im2col, whose product also has
-the longer inner dimension C_in/g*kh*kw, which BLAS prefers).
+For stride 1 the rule compares the scratch matrices: "shift" writes kh*kw tap
+images of C_out/g channels, "band" about kw copies of C_in/g channels, so
+"shift" moves less memory when C_out/g < C_in/g (ASPP: 21 < 2048). Otherwise
+"band" runs when its products have an inner dimension C_in/g*kw of at least
+``BAND_MIN_INNER`` and the gathering it saves over im2col exceeds the weights
+it regroups (VGG's conv1_2 .. conv5_3, LargeFOV's fc6 at 65x65), else im2col
+(VGG's conv1_1, 3 -> 64; fc6 at 41x41); see :func:`choose_strategy`.
 
 "shift" skips the taps that fall in the zero padding instead of multiplying
 them by zero; the results agree with the reference except that a NaN or inf
 *weight* then shows only where its tap reads the image (NaN in the input
 propagates identically in every strategy).
 
-Both "shift" and "im2col" work on blocks of output rows whose scratch buffer
-holds at most ``TILE_BYTES`` (for "shift", at least one output row plus its
-halo of ``dilation*(kh-1)`` input rows), so memory stays bounded at any image
-size (an unblocked im2col of VGG's conv1_2 at 513x513 would take 600 MB).
+"shift", "band" and "im2col" work on blocks of output rows whose scratch
+buffers hold at most ``TILE_BYTES`` (for "shift" and "band", at least one
+output row plus its halo of ``dilation_h*(kh-1)`` input rows), so memory stays
+bounded at any image size (an unblocked im2col of VGG's conv1_2 at 513x513
+would take 600 MB).
 """
 import numpy as np
 from numba import njit, prange
@@ -49,8 +65,10 @@ from numba import njit, prange
 TILE_BYTES = 64 * 2**20
 """Upper bound on the scratch buffer of one row block (bytes). Larger blocks mean
 fewer hand-overs between BLAS's threads and Numba's, each of which costs
-milliseconds on a machine with few cores: at 65x65, fc6 and conv5 need two
-blocks with 64 MB and ran 2-9% faster than in three blocks with 32 MB."""
+milliseconds on a machine with few cores: at 65x65, im2col of fc6 and conv5
+needs two blocks with 64 MB and ran 2-9% faster than in three blocks with 32 MB;
+"band" fits either in one block with 64 MB and ran 5-6% faster than in two
+blocks with 32 MB."""
 
 @njit(parallel=True, cache=True)
 def parallel_probe(x):
@@ -132,12 +150,83 @@ def _im2col_rows(x, cols, n, c0, c_in_g, kh, kw, u_first, rows, w_out,
                 dst[base + v] = 0.0
 
 
-def choose_strategy(c_in_g, c_out_g, kernel, stride, pad):
-    """Which CPU strategy runs a layer: ``"gemm"``, ``"shift"`` or ``"im2col"`` (see module doc)."""
+@njit(parallel=True, cache=True)
+def _band_rows(x, band, n, c0, c_in_g, kw, y_first, rows_in, w_out, pad_w, dil_w):
+    """Copy input rows ``y_first .. y_first+rows_in``, shifted per kernel column, into ``band``.
+
+    x : (N, C_in, H, W) float32; the group's channels start at c0.
+    band : (>= C_in_g*kw, >= rows_in*W_out) float32; row c*kw + j, column s*W_out + v
+        holds ``x[n, c0+c, y_first + s, v + dil_w*j - pad_w]``, zero where that row
+        or column falls outside the image (the zero padding).
+    """
+    h_in, w_in = x.shape[2], x.shape[3]
+    for t in prange(c_in_g * kw):
+        c = t // kw
+        j = t - c * kw
+        dst = band[t]
+        shift = dil_w * j - pad_w  # output column v reads input column v + shift
+        # Columns v_lo .. v_hi read inside the image; those outside read the padding.
+        v_lo = min(w_out, max(0, -shift))
+        v_hi = max(v_lo, min(w_out, w_in - shift))
+        for s in range(rows_in):
+            y = y_first + s
+            base = s * w_out
+            if y < 0 or y >= h_in:
+                for v in range(w_out):
+                    dst[base + v] = 0.0
+                continue
+            src = x[n, c0 + c, y]
+            for v in range(v_lo):
+                dst[base + v] = 0.0
+            for v in range(v_lo, v_hi):
+                dst[base + v] = src[v + shift]
+            for v in range(v_hi, w_out):
+                dst[base + v] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def _band_weights(weight, bias, w_rows):
+    """Regroup the weights by kernel row, with the bias as an extra column of kernel row 0.
+
+    weight : (C_out, C_in_g, kh, kw) float32
+    bias : (C_out,) float32 (zeros for no bias)
+    w_rows : (kh, C_out, C_in_g*kw + 1) float32; ``w_rows[i, o, c*kw + j] = weight[o, c, i, j]``,
+        ``w_rows[0, o, -1] = bias[o]`` and ``w_rows[i, o, -1] = 0`` for i > 0.
+    """
+    c_out, c_in_g, kh, kw = weight.shape
+    k = c_in_g * kw
+    for o in prange(c_out):
+        for i in range(kh):
+            dst = w_rows[i, o]
+            for c in range(c_in_g):
+                for j in range(kw):
+                    dst[c * kw + j] = weight[o, c, i, j]
+            dst[k] = bias[o] if i == 0 else 0.0
+
+
+BAND_MIN_INNER = 64
+"""The "band" products need an inner dimension ``C_in/g * kw`` of at least this: a
+shorter one leaves BLAS bound by writing its output, which "band" does kh times
+(VGG's conv1_1, 3 -> 64: 2x slower than im2col at 513x513)."""
+
+
+def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size):
+    """Which CPU strategy runs a layer: ``"gemm"``, ``"shift"``, ``"band"`` or ``"im2col"`` (see module doc).
+
+    ``out_size`` is (H_out, W_out). "band" is chosen (stride 1, C_out/g >= C_in/g)
+    when it pays: its products are long enough (``BAND_MIN_INNER``) and the
+    gathering it saves per image, ``C_in/g*kw * W_out * (kh-1) * (H_out - dilation_h)``
+    elements, exceeds the weights it regroups, ``C_out/g * C_in/g*kw * kh`` per
+    group (LargeFOV's fc6 at 41x41 stays with im2col, at 65x65 takes "band").
+    """
+    (kh, kw), (h_out, w_out) = kernel, out_size
     if kernel == (1, 1) and stride == (1, 1) and pad == (0, 0):
         return "gemm"
     if stride == (1, 1) and c_out_g < c_in_g:
         return "shift"
+    if (stride == (1, 1) and c_in_g * kw >= BAND_MIN_INNER
+            and w_out * (kh - 1) * (h_out - dilation[0]) > kh * c_out_g):
+        return "band"
     return "im2col"
 
 
@@ -174,6 +263,37 @@ def _conv_shift(x, w_taps, bias, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilati
         _shift_add(taps, bias, out, n, g * c_out_g, kh, kw, r0, rows, y_a, h, w, ph, pw, dh, dw)
 
 
+def _conv_band(x, w_rows, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation):
+    """Stride-1 convolution of image n, group g: per row block, one band and kh products.
+
+    w_rows : (kh, C_out, C_in/g*kw + 1) float32 from :func:`_band_weights`.
+    """
+    h_out, w_out = out.shape[2], out.shape[3]
+    (ph, pw), (dh, dw) = pad, dilation
+    k = c_in_g * kw + 1  # the last row of the band is ones, for the bias
+    halo = dh * (kh - 1)
+    # Scratch per block: the band, k x (rows + halo) x W_out, and one product, C_out/g x rows x W_out.
+    block = max(1, (TILE_BYTES // (4 * w_out) - k * halo) // (k + c_out_g))
+    block = min(block, h_out)
+    band = np.empty((k, (block + halo) * w_out), np.float32)  # (C_in/g*kw + 1, rows_in*W_out)
+    band[k - 1] = 1.0
+    tmp = np.empty(c_out_g * block * w_out, np.float32)
+    o0 = g * c_out_g
+    for r0 in range(0, h_out, block):
+        rows = min(block, h_out - r0)
+        m = rows * w_out
+        # Output row r0 + r, kernel row i reads input row r0 + r + dh*i - ph: band row r + dh*i.
+        _band_rows(x, band, n, g * c_in_g, c_in_g, kw, r0 - ph, rows + halo, w_out, pw, dw)
+        dst = out[n, o0:o0 + c_out_g, r0:r0 + rows].reshape(c_out_g, m)  # (C_out/g, rows*W_out)
+        np.matmul(w_rows[0, o0:o0 + c_out_g], band[:, :m], out=dst)
+        # Contiguous even for a short last block: NumPy adds two differently strided arrays through buffers.
+        product = tmp[:c_out_g * m].reshape(c_out_g, m)  # (C_out/g, rows*W_out)
+        for i in range(1, kh):
+            offset = dh * i * w_out
+            np.matmul(w_rows[i, o0:o0 + c_out_g], band[:, offset:offset + m], out=product)
+            np.add(dst, product, out=dst)
+
+
 def _conv_im2col(x, w_mat, out, n, g, c_in_g, c_out_g, kh, kw, stride, pad, dilation):
     """Any-stride convolution of image n, group g by row-blocked im2col and one product per block."""
     h_out, w_out = out.shape[2], out.shape[3]
@@ -208,11 +328,11 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups):
     c_out_g = c_out // groups
     h_out = (h + 2 * pad[0] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
     w_out = (w + 2 * pad[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
-    strategy = choose_strategy(c_in_g, c_out_g, (kh, kw), stride, pad)
+    strategy = choose_strategy(c_in_g, c_out_g, (kh, kw), stride, pad, dilation, (h_out, w_out))
 
+    out = np.empty((n_img, c_out, h_out, w_out), np.float32)
+    bias_or_zero = np.zeros(c_out, np.float32) if bias is None else bias
     if strategy == "shift":
-        out = np.empty((n_img, c_out, h_out, w_out), np.float32)
-        bias_or_zero = np.zeros(c_out, np.float32) if bias is None else bias
         # All taps of group g as one matrix: row (i, j, o), column c holds weight[o, c, i, j].
         w_taps = np.ascontiguousarray(
             weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 4, 1, 2)
@@ -220,8 +340,13 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups):
         for n in range(n_img):
             for g in range(groups):
                 _conv_shift(x, w_taps, bias_or_zero, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation)
+    elif strategy == "band":
+        w_rows = np.empty((kh, c_out, c_in_g * kw + 1), np.float32)  # (kh, C_out, C_in/g*kw + 1)
+        _band_weights(weight, bias_or_zero, w_rows)
+        for n in range(n_img):
+            for g in range(groups):
+                _conv_band(x, w_rows, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation)
     else:
-        out = np.empty((n_img, c_out, h_out, w_out), np.float32)
         w_mat = weight.reshape(groups, c_out_g, c_in_g * kh * kw)  # (groups, C_out/g, C_in/g*kh*kw)
         for n in range(n_img):
             for g in range(groups):

@@ -41,7 +41,28 @@ def _generate(count, seed):
     return cases
 
 
+def _generate_band(count, seed):
+    """Layers that take the "band" strategy: stride 1, C_out/g >= C_in/g, C_in/g*k >= 64, room to save."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for t in range(count):
+        k = (3, 5, 7)[t % 3]
+        rate = (1, 2, 3, 6)[(t // 3) % 4]
+        pad = int(rng.integers(0, rate * (k - 1) // 2 + 1))
+        groups = (1, 2)[(t // 2) % 2]
+        c_in_g = int(rng.choice([24, 32]))
+        c_out_g = c_in_g * int(rng.choice([1, 2]))
+        span = rate * (k - 1) + 1
+        h = span - 2 * pad + rate + 16 + int(rng.integers(0, 6))  # H_out = h + 2*pad - span + 1
+        w = span - 2 * pad + 16 + int(rng.integers(0, 6))
+        cases.append(dict(n=int(rng.choice([1, 2])), c_in=c_in_g * groups, h=h, w=w, c_out=c_out_g * groups,
+                          c_in_g=c_in_g, k=k, stride=1, pad=pad, rate=rate, groups=groups,
+                          bias=bool(rng.integers(0, 2))))
+    return cases
+
+
 CASES = _generate(140, seed=1234)
+CASES += _generate_band(16, seed=4321)
 # Rates far beyond the image, "same" padding: the outer taps read only zeros.
 CASES += [dict(n=1, c_in=9, h=5, w=4, c_out=3, c_in_g=9, k=3, stride=1, pad=24, rate=24, groups=1, bias=True),
           dict(n=2, c_in=2, h=3, w=6, c_out=2, c_in_g=1, k=3, stride=2, pad=12, rate=12, groups=2, bias=False)]
@@ -69,6 +90,13 @@ def _atol(c):
     return 2e-6 * c["c_in_g"] * c["k"] ** 2 + 1e-6
 
 
+def _strategy(c):
+    h_out = (c["h"] + 2 * c["pad"] - (c["rate"] * (c["k"] - 1) + 1)) // c["stride"] + 1
+    w_out = (c["w"] + 2 * c["pad"] - (c["rate"] * (c["k"] - 1) + 1)) // c["stride"] + 1
+    return choose_strategy(c["c_in_g"], c["c_out"] // c["groups"], (c["k"], c["k"]), (c["stride"],) * 2,
+                           (c["pad"],) * 2, (c["rate"],) * 2, (h_out, w_out))
+
+
 def test_matrix_covers_the_contract():
     assert {c["k"] for c in CASES} == set(KERNELS)
     assert {c["rate"] for c in CASES} == set(RATES)
@@ -80,9 +108,13 @@ def test_matrix_covers_the_contract():
     assert any(c["groups"] == 2 for c in CASES)
     assert any(c["rate"] > max(c["h"], c["w"]) for c in CASES)
     assert any(c["pad"] == 0 for c in CASES) and any(c["pad"] == c["rate"] > 1 for c in CASES)
-    strategies = {choose_strategy(c["c_in_g"], c["c_out"] // c["groups"], (c["k"], c["k"]),
-                                  (c["stride"],) * 2, (c["pad"],) * 2) for c in CASES}
-    assert strategies == {"gemm", "shift", "im2col"}
+    strategies = [_strategy(c) for c in CASES]
+    assert set(strategies) == {"gemm", "shift", "band", "im2col"}
+    assert any(s == "im2col" and c["stride"] == 1 for s, c in zip(strategies, CASES))
+    band = [c for s, c in zip(strategies, CASES) if s == "band"]
+    assert {c["k"] for c in band} == {3, 5, 7} and {c["groups"] for c in band} == {1, 2}
+    assert {c["rate"] for c in band} == {1, 2, 3, 6} and {c["bias"] for c in band} == {True, False}
+    assert {c["n"] for c in band} == {1, 2} and any(c["pad"] == 0 for c in band)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
@@ -143,7 +175,7 @@ def test_cpu_matches_torch(case, optional_oracle):
 
 
 def test_large_layer_is_tiled_by_rows(monkeypatch):
-    """A scratch budget far below one image forces many row blocks in both strategies."""
+    """A scratch budget far below one image forces many row blocks in every strategy."""
     import atrous.cpu
     monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 4096)
     rng = np.random.default_rng(3)
@@ -153,6 +185,18 @@ def test_large_layer_is_tiled_by_rows(monkeypatch):
         expected = atrous.conv2d(x, weight, stride=stride, pad=pad, dilation=rate, backend="numpy")
         got = atrous.conv2d(x, weight, stride=stride, pad=pad, dilation=rate, backend="cpu")
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    # More outputs than inputs ("band"), with and without bias: one- and few-row blocks whose
+    # halo of dilation*(kh-1) rows is larger than the block.
+    x_band = rng.uniform(-1, 1, (1, 24, 37, 29)).astype(np.float32)
+    weight_up = rng.uniform(-1, 1, (32, 24, 3, 3)).astype(np.float32)
+    bias_up = rng.uniform(-1, 1, 32).astype(np.float32)
+    for tile, pad, rate, b in ((4096, 2, 2, None), (4096, 0, 1, bias_up), (40000, 5, 5, bias_up)):
+        monkeypatch.setattr(atrous.cpu, "TILE_BYTES", tile)
+        out_size = atrous.conv_output_size((37, 29), 3, 1, pad, rate)
+        assert choose_strategy(24, 32, (3, 3), (1, 1), (pad, pad), (rate, rate), out_size) == "band"
+        expected = atrous.conv2d(x_band, weight_up, b, pad=pad, dilation=rate, backend="numpy")
+        got = atrous.conv2d(x_band, weight_up, b, pad=pad, dilation=rate, backend="cpu")
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
     # A padded 1x1 kernel in one-row blocks: whole blocks read only padding and hold just the bias.
     monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 1024)
     bias = rng.uniform(-1, 1, 5).astype(np.float32)
@@ -161,16 +205,20 @@ def test_large_layer_is_tiled_by_rows(monkeypatch):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("c_in_g,c_out_g,kernel,stride,pad,expected", [
-    (64, 256, (1, 1), (1, 1), (0, 0), "gemm"),      # ResNet 1x1
-    (2048, 21, (3, 3), (1, 1), (24, 24), "shift"),  # ASPP branch
-    (512, 1024, (3, 3), (1, 1), (12, 12), "im2col"),  # LargeFOV fc6
-    (3, 64, (3, 3), (1, 1), (1, 1), "im2col"),      # VGG conv1_1
-    (256, 512, (1, 1), (2, 2), (0, 0), "im2col"),   # res3a branch1
-    (3, 64, (7, 7), (2, 2), (3, 3), "im2col"),      # ResNet conv1
+@pytest.mark.parametrize("c_in_g,c_out_g,kernel,stride,pad,dilation,out_size,expected", [
+    (64, 256, (1, 1), (1, 1), (0, 0), (1, 1), (65, 65), "gemm"),         # ResNet 1x1
+    (2048, 21, (3, 3), (1, 1), (24, 24), (24, 24), (65, 65), "shift"),   # ASPP branch
+    (512, 1024, (3, 3), (1, 1), (12, 12), (12, 12), (65, 65), "band"),   # LargeFOV fc6, 513x513 input
+    (512, 1024, (3, 3), (1, 1), (12, 12), (12, 12), (41, 41), "im2col"),  # ... 321x321: too few pixels
+    (512, 512, (3, 3), (1, 1), (2, 2), (2, 2), (65, 65), "band"),        # LargeFOV conv5 (rate 2)
+    (64, 64, (3, 3), (1, 1), (1, 1), (1, 1), (513, 513), "band"),        # VGG conv1_2
+    (3, 64, (3, 3), (1, 1), (1, 1), (1, 1), (513, 513), "im2col"),       # VGG conv1_1: inner dim 9
+    (64, 64, (1, 1), (1, 1), (1, 1), (1, 1), (67, 67), "im2col"),        # padded 1x1: nothing to save
+    (256, 512, (1, 1), (2, 2), (0, 0), (1, 1), (33, 33), "im2col"),      # res3a branch1
+    (3, 64, (7, 7), (2, 2), (3, 3), (1, 1), (161, 161), "im2col"),       # ResNet conv1
 ])
-def test_strategy_rule(c_in_g, c_out_g, kernel, stride, pad, expected):
-    assert choose_strategy(c_in_g, c_out_g, kernel, stride, pad) == expected
+def test_strategy_rule(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size, expected):
+    assert choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size) == expected
 
 
 def test_rectangular_parameters_match_reference():
@@ -185,16 +233,16 @@ def test_rectangular_parameters_match_reference():
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("c_out,stride", [(4, 1), (32, 1), (4, 2)])  # shift, im2col, strided im2col
-def test_scratch_memory_is_bounded_by_the_tile(monkeypatch, c_out, stride):
+@pytest.mark.parametrize("c_in,c_out,stride", [(16, 4, 1), (24, 32, 1), (16, 32, 1), (16, 4, 2)])
+def test_scratch_memory_is_bounded_by_the_tile(monkeypatch, c_in, c_out, stride):  # shift, band, im2col x2
     """Beyond the output, a call allocates at most about TILE_BYTES of scratch (tracemalloc)."""
     import tracemalloc
 
     import atrous.cpu
     monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 2**20)
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((1, 16, 160, 150)).astype(np.float32)  # unblocked im2col: 14 MB
-    weight = rng.standard_normal((c_out, 16, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, c_in, 160, 150)).astype(np.float32)  # unblocked im2col: 14-21 MB
+    weight = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
     atrous.conv2d(x, weight, stride=stride, pad=2, dilation=2, backend="cpu")  # compile outside the trace
     tracemalloc.start()
     y = atrous.conv2d(x, weight, stride=stride, pad=2, dilation=2, backend="cpu")

@@ -1,7 +1,7 @@
 """A second process loads the CPU kernels from Numba's on-disk cache instead of compiling them."""
 import json
 
-# Runs every CPU strategy (shift, im2col) and the probe, then reports per kernel
+# Runs every CPU strategy (shift, band, im2col) and the probe, then reports per kernel
 # the signatures compiled in this process and the cache hits and misses.
 CODE = """
 import json
@@ -11,9 +11,10 @@ from atrous import cpu
 x = np.ones((1, 16, 9, 9), np.float32)
 atrous.conv2d(x, np.ones((4, 16, 3, 3), np.float32), pad=2, dilation=2, backend="cpu")
 atrous.conv2d(x, np.ones((4, 16, 3, 3), np.float32), stride=2, backend="cpu")
+atrous.conv2d(np.ones((1, 24, 9, 9), np.float32), np.ones((32, 24, 3, 3), np.float32), pad=1, backend="cpu")
 cpu.parallel_probe(np.ones(8, np.float32))
 report = {}
-for name in ("_shift_add", "_im2col_rows", "parallel_probe"):
+for name in ("_shift_add", "_band_rows", "_band_weights", "_im2col_rows", "parallel_probe"):
     kernel = getattr(cpu, name)
     report[name] = dict(signatures=len(kernel.signatures),
                         hits=sum(kernel.stats.cache_hits.values()),
