@@ -7,7 +7,7 @@ Usage (from the repository root, after ``tools/train_demo.py``)::
 The CRF is DeepLab's offline one (:func:`crf.deeplab_refine`): unary = -score of
 ``fc8_interp``, the RGB uint8 image, Potts messages normalised per pixel, 10
 mean-field iterations. Scores come from the shipped caffemodels, run by
-:class:`nets.Net` when it exists, else by OpenCV's Caffe importer.
+:class:`nets.Net`.
 
 Tuning uses training-split samples that neither trained the nets nor stopped their
 training (indices 2000000 onwards); the grid is small (w_bilateral, theta_alpha,
@@ -39,23 +39,10 @@ GRID = {"w_bilateral": (5.0, 10.0, 20.0, 40.0), "theta_alpha": (3.0, 5.0, 10.0, 
 
 def scorer(prototxt, caffemodel):
     """A function ``images (N, H, W, 3) uint8 RGB -> fc8_interp scores (N, L, H, W)`` and its name."""
-    try:
-        from nets import Net
-    except ImportError:
-        Net = None
-    if Net is not None:
-        net = Net.load(caffemodel, prototxt=prototxt)
-        run = lambda x: np.asarray(net.forward(x)["fc8_interp"])  # noqa: E731
-        name = "nets.Net"
-    else:
-        import cv2
-        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
-        net.enableFusion(False)
-
-        def run(x):
-            net.setInput(x)
-            return net.forward("fc8_interp")
-        name = "OpenCV"
+    from nets import Net
+    net = Net.load(caffemodel, prototxt=prototxt)
+    run = lambda x: np.asarray(net.forward(x)["fc8_interp"])  # noqa: E731
+    name = "nets.Net"
 
     def scores(images):
         x = (images[..., ::-1].astype(np.float32) - MEAN_BGR).transpose(0, 3, 1, 2)  # (N, 3, H, W) BGR
