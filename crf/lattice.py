@@ -15,14 +15,22 @@ build
        remainder-0 point shifted by the canonical simplex;
     3. *barycentric weights* of the point inside that simplex (they sum to 1);
     4. *hash* of the lattice points: each distinct vertex key (its first d
-       coordinates; the last one is minus their sum) gets an index 0..M-1;
+       coordinates; the last one is minus their sum) gets an index 0..M-1,
+       in the order a pass over the points first meets it;
     5. *neighbours* of every vertex along each of the d+1 lattice axes
        (key -/+ 1 everywhere, -/+ (d+1) on the axis), ``M`` when absent;
     6. *splat index*: the CSR list vertex -> its (point, weight) entries, so
        that the splat is a gather and needs no atomics;
     7. (CPU, on first use) *blur chains* per axis, see the layout below.
-    Steps 1-3, 5 and 7 run in parallel; the hash (4) and the counting sort
-    of the splat index (6) are sequential.
+    Steps 1-3, 5 and 7 run in parallel. The CPU hash (4) runs in parallel
+    over contiguous blocks of points, each block with its own table (no
+    shared writes, so no atomics); a sequential merge then inserts the
+    blocks' distinct keys block after block, which is again first-seen
+    order: the numbering does not depend on the number of threads. The
+    merge handles only the blocks' distinct keys, a fraction of the
+    N (d+1) corners. The counting sort of the splat index (6) counts and
+    scatters per block of points in parallel, with a sequential scan over
+    (vertex, block) in between that gives each block its own positions.
 filter
     splat (each point adds ``weight * value`` to its d+1 vertices), blur (along
     axis j = 0..d in increasing order ``v + 0.5 (v_n1 + v_n2)``), slice
@@ -57,10 +65,17 @@ chains   : for the CPU blur, (d+1, M) int32 ``chain_order`` and (d+1, B+1)
            read and written once, blocks in parallel without races, and the
            same floating-point operations as the two-buffer blur of the NumPy
            reference and the CUDA kernels. Chain order visits rows out of
-           memory order, which pays while the lattice values fit in the
-           last-level cache (measured: 27 ms against 35 ms for the six axes at
-           500x375) and costs beyond (104 against 88 ms at 1000x750): above
-           ``CHAIN_BLUR_MAX_BYTES`` the CPU blurs with two buffers instead.
+           memory order, which pays only while the lattice values stay in
+           cache: alone, the six axes of the bilateral lattice at 500x375
+           (15 MB, 21 labels) take 27 ms against 35 ms with two buffers, but
+           inside mean field, where every iteration's slice and messages
+           sweep the cache, the two-buffer blur is as fast or faster (10
+           iterations: 265 against 300 ms with OpenMP's default wait policy,
+           about equal under OMP_WAIT_POLICY=PASSIVE), and at 1000x750 it is
+           faster even alone (88 against 104 ms). So the CPU blurs along
+           chains only up to ``CHAIN_BLUR_MAX_BYTES`` (512 KiB: small
+           lattices) and with two buffers beyond; the bilateral lattice's
+           chains are then not built at 500x375 (4 ms of the build saved).
 lattice values during the filter: (M+1, C) float32, row M is always zero
            (the NumPy reference and CUDA read it for an absent neighbour).
 

@@ -3,6 +3,14 @@ index, blur chains) and filter (splat, blur, slice), parallel with ``prange`` an
 free of data races: every parallel loop writes only rows that belong to its own
 iteration (a vertex, a point, a chain or a block of them).
 
+The hash (step 4) is the build's largest step; it runs as blocks of points,
+each hashed by one thread into its own table (4a), a sequential merge of the
+blocks' distinct keys in block order (4b) and a parallel renumbering (4c):
+the same vertex numbering as one sequential pass, for any number of threads.
+Within a block, a point's corner k is first compared with the previous
+point's corner k (neighbouring pixels mostly share their simplex), which
+skips most table look-ups for smooth features.
+
 The algorithm and the layout are described in :mod:`crf.lattice`.
 
 References
@@ -21,9 +29,10 @@ from crf.lattice_reference import feature_scale, slice_alpha
 
 _BLOCK = 256  # points per parallel work item in the embedding (scratch arrays per block)
 _CHAIN_BLOCK = 2048  # chain positions per parallel work item of the in-place blur
-CHAIN_BLUR_MAX_BYTES = 32 << 20  # lattice values up to this size: in-place chain blur, else two buffers
+CHAIN_BLUR_MAX_BYTES = 512 << 10  # lattice values up to this size: in-place chain blur, else two buffers
 SERIAL_WORK = 1 << 16  # below this many values per stage, kernels run on the calling thread only
 SERIAL_BLUR = 1 << 20  # the same for one blur pass, which is cheap per value
+HASH_BLOCKS_PER_THREAD = 2  # blocks of points per thread in the parallel hash (load balance vs merge work)
 
 
 @contextlib.contextmanager
@@ -104,12 +113,25 @@ def _embed_kernel(features, scale, rem0, rank, weights):
                 weights[p, i] = bary[i]
 
 
+_GOLDEN = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 (2^64 / golden ratio), as int64
+_FINAL = np.int64(-2960836687051489901)  # 0xD6E8FEB86659FD93, an odd 64-bit mixing constant
+
+
 @njit(cache=True)
 def _hash_key(key):
+    """Mix the key's coordinates: ``sum key[i] G^(i+1)`` (mod 2^64), then one final mix.
+
+    The products do not depend on each other, unlike a multiply-xor chain over
+    the coordinates.
+    """
     h = np.int64(0)
+    c = _GOLDEN
     for i in range(key.shape[0]):
-        h = (h + np.int64(key[i])) * np.int64(2654435761)
-        h ^= h >> np.int64(29)
+        h += np.int64(key[i]) * c
+        c *= _GOLDEN
+    h ^= h >> np.int64(32)
+    h *= _FINAL
+    h ^= h >> np.int64(29)
     return h
 
 
@@ -139,37 +161,143 @@ def _find(table, keys, key):
 
 
 @njit(cache=True)
-def _hash_kernel(rem0, rank, offsets, capacity):
-    """Step 4, sequential: give each distinct vertex key an index in first-seen order.
+def _insert_points(rem0, rank, base, lo, hi, table, keys, m, offsets):
+    """Insert the vertices of points lo.. while the table stays at most half full.
 
-    The table doubles whenever it is half full. Returns (table, keys[:M]).
+    The block's first point is ``base // (d+1)``; its new keys go to rows
+    ``base + m`` onwards of ``keys``; ``offsets`` gets the rows. Returns (the
+    first point not done, the new key count m). The growth lives in the
+    caller so that the table is never replaced inside this loop (a table
+    replaced in the loop made it twice as slow at d = 2, measured).
     """
-    n, d1 = rem0.shape
+    d1 = rem0.shape[1]
     d = d1 - 1
-    table = np.full(capacity, -1, np.int32)
-    keys = np.empty((capacity // 2, d), np.int32)
     key = np.empty(d, np.int32)
-    m = 0
-    for p in range(n):
+    for p in range(lo, hi):
+        if 2 * (m + d1) > table.shape[0]:
+            return p, m
         for k in range(d1):
             for i in range(d):
                 key[i] = rem0[p, i] + k - (d1 if rank[p, i] > d - k else 0)
-            slot, e = _find(table, keys, key)
+            # Neighbouring points often lie in the same simplex, and a vertex with
+            # remainder k can only be the previous point's vertex k: try it first.
+            e = -1
+            if p > base // d1:
+                e = offsets[p - 1, k]
+                for i in range(d):
+                    if keys[e, i] != key[i]:
+                        e = -1
+                        break
+            if e < 0:
+                slot, e = _find(table, keys, key)
+                if e < 0:
+                    e = base + m
+                    keys[e, :] = key
+                    table[slot] = e
+                    m += 1
+            offsets[p, k] = e
+    return hi, m
+
+
+@njit(cache=True)
+def _hash_points(rem0, rank, lo, hi, keys, offsets):
+    """Step 4 for points lo..hi-1, sequential: index their distinct vertex keys in first-seen order.
+
+    The block's keys go to rows ``lo (d+1)`` onwards of ``keys``, which has
+    room for every corner of every point; ``offsets`` gets those row numbers.
+    Its own table (a power of two long) doubles before it gets more than half
+    full. Returns (table, number of keys).
+    """
+    base = lo * rem0.shape[1]
+    table = np.full(_table_size(hi - lo), -1, np.int32)
+    p, m = _insert_points(rem0, rank, base, lo, hi, table, keys, 0, offsets)
+    while p < hi:  # grow and rehash
+        table = np.full(2 * table.shape[0], -1, np.int32)
+        for v in range(base, base + m):
+            slot, _ = _find(table, keys, keys[v])
+            table[slot] = v
+        p, m = _insert_points(rem0, rank, base, p, hi, table, keys, m, offsets)
+    return table, m
+
+
+@njit(parallel=True, cache=True)
+def _hash_blocks_kernel(rem0, rank, bounds, visit, keys, offsets, counts):
+    """Step 4a: every block of points hashes its vertices on its own (tables dropped).
+
+    ``prange`` hands each thread a contiguous run of iterations; ``visit``
+    (B,) maps iteration i to block ``visit[i]`` so that each thread gets blocks
+    spread over the whole image, whose busy and plain regions differ in work.
+    """
+    for i in prange(bounds.shape[0] - 1):
+        b = visit[i]
+        _, counts[b] = _hash_points(rem0, rank, bounds[b], bounds[b + 1], keys, offsets)
+
+
+@njit(cache=True)
+def _merge_kernel(keys, bases, counts, remap):
+    """Step 4b, sequential: insert every block's keys, block after block, into one table.
+
+    Block after block, each in its own first-seen order, is the first-seen
+    order of all points: the vertex numbering is that of one sequential pass.
+    ``remap[r]`` gets the vertex index of key row r. Returns (table, keys[:M]).
+    """
+    d = keys.shape[1]
+    table = np.full(_table_size(counts.sum()), -1, np.int32)
+    merged = np.empty((counts.sum(), d), np.int32)
+    m = 0
+    for b in range(counts.shape[0]):
+        for r in range(bases[b], bases[b] + counts[b]):
+            slot, e = _find(table, merged, keys[r])
             if e < 0:
                 e = m
-                keys[m, :] = key
+                merged[m, :] = keys[r]
                 table[slot] = m
                 m += 1
-                if 2 * m >= table.shape[0]:  # grow and rehash
-                    table = np.full(2 * table.shape[0], -1, np.int32)
-                    grown = np.empty((table.shape[0] // 2, d), np.int32)
-                    grown[:m] = keys[:m]
-                    keys = grown
-                    for v in range(m):
-                        s, _ = _find(table, keys, keys[v])
-                        table[s] = v
-            offsets[p, k] = e
-    return table, keys[:m].copy()
+            remap[r] = e
+    return table, merged[:m].copy()
+
+
+@njit(parallel=True, cache=True)
+def _remap_kernel(offsets, remap):
+    """Step 4c: replace key rows by vertex indices."""
+    n, d1 = offsets.shape
+    for p in prange(n):
+        for k in range(d1):
+            offsets[p, k] = remap[offsets[p, k]]
+
+
+@njit(cache=True)
+def _table_size(n_keys):
+    """A power of two at least twice ``n_keys`` and at least 64."""
+    size = 64
+    while size < 2 * n_keys:
+        size *= 2
+    return size
+
+
+def hash_cpu(rem0, rank, offsets, n_threads):
+    """Step 4: fill ``offsets`` (N, d+1) with vertex indices; return (table, keys (M, d) int32).
+
+    With several threads the points are cut into ``HASH_BLOCKS_PER_THREAD *
+    n_threads`` contiguous blocks hashed in parallel (4a), then merged (4b,
+    O(sum of the blocks' key counts), a fraction of the N (d+1) corners) and
+    renumbered (4c). Vertices are numbered in the order a sequential pass over
+    the points first meets them, whatever the blocks.
+    """
+    n, d1 = rem0.shape
+    keys = np.empty((n * d1, d1 - 1), np.int32)  # pages are only touched where keys are written
+    if n_threads <= 1:
+        table, m = _hash_points(rem0, rank, 0, n, keys, offsets)
+        return table, keys[:m].copy()
+    n_blocks = min(HASH_BLOCKS_PER_THREAD * n_threads, n)
+    bounds = np.linspace(0, n, n_blocks + 1).astype(np.int64)
+    visit = np.concatenate([np.arange(t, n_blocks, n_threads) for t in range(n_threads)])
+    counts = np.empty(n_blocks, np.int64)
+    _hash_blocks_kernel(rem0, rank, bounds, visit, keys, offsets, counts)
+    remap = np.empty(n * d1, np.int32)
+    table, merged = _merge_kernel(keys, bounds[:-1] * d1, counts, remap)
+    _remap_kernel(offsets, remap)
+    return table, merged
 
 
 @njit(parallel=True, cache=True)
@@ -200,23 +328,39 @@ def _neighbours_kernel(table, keys, n1, n2):
                 n2[j, u] = v
 
 
-@njit(cache=True)
-def _splat_index_kernel(offsets, weights, m, starts, points, point_weights):
-    """Step 6: counting sort of the (point, weight) entries by vertex (sequential, O(N d))."""
+@njit(parallel=True, cache=True)
+def _splat_index_kernel(offsets, weights, bounds, next_entry, starts, points, point_weights):
+    """Step 6: counting sort of the (point, weight) entries by vertex, over B blocks of points.
+
+    Each block counts its entries per vertex into its own row of
+    ``next_entry`` (B, M) int64; a scan over (vertex, block) turns the counts
+    into each block's first position per vertex, so every block then writes
+    its entries to positions of its own: no races, and each vertex lists its
+    points in increasing order, as one sequential pass would.
+    """
     n, d1 = offsets.shape
-    counts = np.zeros(m + 1, np.int64)
-    for p in range(n):
-        for k in range(d1):
-            counts[offsets[p, k] + 1] += 1
+    n_blocks, m = next_entry.shape
+    for b in prange(n_blocks):
+        next_entry[b, :] = 0
+        for p in range(bounds[b], bounds[b + 1]):
+            for k in range(d1):
+                next_entry[b, offsets[p, k]] += 1
+    total = np.int64(0)
     for v in range(m):
-        counts[v + 1] += counts[v]
-    starts[:] = counts
-    for p in range(n):
-        for k in range(d1):
-            v = offsets[p, k]
-            points[counts[v]] = p
-            point_weights[counts[v]] = weights[p, k]
-            counts[v] += 1
+        starts[v] = total
+        for b in range(n_blocks):
+            count = next_entry[b, v]
+            next_entry[b, v] = total
+            total += count
+    starts[m] = total
+    for b in prange(n_blocks):
+        for p in range(bounds[b], bounds[b + 1]):
+            for k in range(d1):
+                v = offsets[p, k]
+                e = next_entry[b, v]
+                points[e] = p
+                point_weights[e] = weights[p, k]
+                next_entry[b, v] = e + 1
 
 
 def build_cpu(features):
@@ -228,8 +372,7 @@ def build_cpu(features):
     weights = np.empty((n, d1), np.float32)
     _embed_kernel(features, feature_scale(d), rem0, rank, weights)
     offsets = np.empty((n, d1), np.int32)
-    capacity = 1 << max(6, int(math.ceil(math.log2(max(n, 2)))) + 1)
-    table, keys = _hash_kernel(rem0, rank, offsets, capacity)
+    table, keys = hash_cpu(rem0, rank, offsets, numba.get_num_threads())
     del rem0, rank
     m = keys.shape[0]
     n1 = np.empty((d1, m), np.int32)
@@ -239,7 +382,10 @@ def build_cpu(features):
     starts = np.empty(m + 1, np.int64)
     points = np.empty(n * d1, np.int32)
     point_weights = np.empty(n * d1, np.float32)
-    _splat_index_kernel(offsets, weights, m, starts, points, point_weights)
+    n_blocks = min(numba.get_num_threads(), n)
+    bounds = np.linspace(0, n, n_blocks + 1).astype(np.int64)
+    next_entry = np.empty((n_blocks, m), np.int64)
+    _splat_index_kernel(offsets, weights, bounds, next_entry, starts, points, point_weights)
     return offsets, weights, keys, n1, n2, starts, points, point_weights
 
 

@@ -137,7 +137,8 @@ def test_lattice_structure_invariants():
     assert (remainders == remainders[:, :1]).all()
 
 
-def test_hash_grows_past_its_first_capacity():
+def test_hash_grows_past_its_first_capacity(monkeypatch):
+    monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 1 << 30)  # blur along the chains
     rng = np.random.default_rng(5)
     f = (rng.random((20000, 5)) * 200).astype(np.float32)  # nearly every corner is a new vertex
     a, b = L.build(f, backend="cpu"), L.build(f, backend="numpy")
@@ -150,6 +151,50 @@ def test_hash_grows_past_its_first_capacity():
         ref = b.filter(v, reverse=reverse, backend="numpy")
         np.testing.assert_allclose(a.filter(v, reverse=reverse, backend="cpu"), ref,
                                    rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("spread", [2.0, 200.0])  # shared vertices; nearly every corner new (tables grow)
+def test_block_parallel_hash_numbers_vertices_in_first_seen_order(spread):
+    rng = np.random.default_rng(8)
+    n, d = 3000, 5
+    f = (rng.random((n, d)) * spread).astype(np.float32)
+    f[: n // 2] = np.sort(f[: n // 2], axis=0)  # runs of neighbouring points, as in an image
+    ref = L.build(f, backend="numpy")
+    corners = ref.keys[ref.offsets].reshape(n * (d + 1), d)  # every point's corner keys, in point order
+    unique, first, inverse = np.unique(corners, axis=0, return_index=True, return_inverse=True)
+    rank_of = np.empty(len(first), np.int64)
+    rank_of[np.argsort(first)] = np.arange(len(first))  # vertex index = order of first appearance
+    rem0 = np.empty((n, d + 1), np.int32)
+    rank = np.empty((n, d + 1), np.int32)
+    weights = np.empty((n, d + 1), np.float32)
+    lattice_cpu._embed_kernel(f, L.feature_scale(d), rem0, rank, weights)
+    for n_threads in (1, 2, 3, 8):
+        offsets = np.empty((n, d + 1), np.int32)
+        table, keys = lattice_cpu.hash_cpu(rem0, rank, offsets, n_threads)
+        np.testing.assert_array_equal(offsets.ravel(), rank_of[inverse.ravel()])
+        np.testing.assert_array_equal(keys, unique[np.argsort(first)])
+        # the table lists every vertex exactly once and is at most half full
+        assert sorted(table[table >= 0].tolist()) == list(range(len(keys)))
+        assert 2 * len(keys) <= table.shape[0]
+
+
+def test_block_parallel_splat_index_is_a_stable_sort_by_vertex():
+    rng = np.random.default_rng(9)
+    lat = L.build((rng.random((2000, 3)) * 6).astype(np.float32), backend="numpy")
+    n, d1 = lat.offsets.shape
+    m = lat.n_vertices
+    order = np.argsort(lat.offsets.ravel(), kind="stable")  # entries by vertex, then by point
+    expected_starts = np.concatenate([[0], np.cumsum(np.bincount(lat.offsets.ravel(), minlength=m))])
+    for n_blocks in (1, 2, 5):
+        bounds = np.linspace(0, n, n_blocks + 1).astype(np.int64)
+        starts = np.empty(m + 1, np.int64)
+        points = np.empty(n * d1, np.int32)
+        weights = np.empty(n * d1, np.float32)
+        lattice_cpu._splat_index_kernel(lat.offsets, lat.weights, bounds, np.empty((n_blocks, m), np.int64),
+                                        starts, points, weights)
+        np.testing.assert_array_equal(starts, expected_starts)
+        np.testing.assert_array_equal(points, order // d1)
+        np.testing.assert_array_equal(weights, lat.weights.ravel()[order])
 
 
 def test_single_point_and_coincident_points():
