@@ -51,6 +51,7 @@ from PIL import Image
 
 from nets import shapes
 from nets.caffe import LayerSpec, NetSpec, format_prototxt, read_caffemodel, write_caffemodel
+from nets.evaluate import confusion_matrix, mean_iou
 from nets.imageio import atomic_write, save_image_atomic, write_label_png
 
 MEAN_BGR = (104.008, 116.669, 122.675)
@@ -269,16 +270,10 @@ def verify_export(model, prototxt, caffemodel, images):
 # ----------------------------------------------------------------------------- training
 
 def confusion(labels, predictions):
-    """Confusion matrix (true, predicted) over all pixels, (classes, classes) int64."""
-    index = labels.astype(np.int64).ravel() * NUM_CLASSES + predictions.astype(np.int64).ravel()
-    return np.bincount(index, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
-
-
-def mean_iou(matrix):
-    """Mean over classes of TP / (TP + FP + FN); classes absent from both are skipped."""
-    tp = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - tp
-    return float(np.mean(tp[union > 0] / union[union > 0]))
+    """Confusion matrix (true, predicted) over all pixels of label maps (..., H, W), (classes, classes) int64."""
+    # A batch (N, H, W) is counted as one tall (N*H, W) map.
+    return confusion_matrix(labels.reshape(-1, labels.shape[-1]), predictions.reshape(-1, predictions.shape[-1]),
+                            NUM_CLASSES, ignore=None)
 
 
 def predict_scores(model, images, batch=50):

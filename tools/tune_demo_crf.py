@@ -28,6 +28,7 @@ import numpy as np
 
 from crf import Preset, deeplab_refine
 from nets import shapes
+from nets.evaluate import confusion_matrix, mean_iou
 from nets.imageio import atomic_write
 
 MEAN_BGR = np.float32((104.008, 116.669, 122.675))
@@ -51,14 +52,10 @@ def scorer(prototxt, caffemodel):
 
 
 def confusion(labels, predictions):
-    index = labels.astype(np.int64).ravel() * NUM_CLASSES + predictions.astype(np.int64).ravel()
-    return np.bincount(index, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
-
-
-def mean_iou(matrix):
-    tp = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - tp
-    return float(np.mean(tp[union > 0] / union[union > 0]))
+    """Confusion matrix (true, predicted) over all pixels of label maps (..., H, W), (classes, classes) int64."""
+    # A batch (N, H, W) is counted as one tall (N*H, W) map.
+    return confusion_matrix(labels.reshape(-1, labels.shape[-1]), predictions.reshape(-1, predictions.shape[-1]),
+                            NUM_CLASSES, ignore=None)
 
 
 def crf_miou(images, labels, scores, preset):
