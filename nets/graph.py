@@ -143,6 +143,8 @@ class Net:
             Values for ``${...}`` placeholders in the prototxt (``NUM_LABELS=21`` by default).
         """
         path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file (expected a converted .npz or a .caffemodel)")
         if zipfile.is_zipfile(path):
             from nets.convert import load_npz
             spec, weights = load_npz(path)

@@ -112,7 +112,7 @@ def read_image(path):
             return np.array(rgb, dtype=np.uint8)
     except FileNotFoundError:
         raise ImageReadError(f"{os.fspath(path)}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise ImageReadError(f"{os.fspath(path)}: not a readable image ({exc})") from None
 
 
@@ -133,7 +133,7 @@ def read_label_png(path):
             return np.array(img, dtype=np.uint8)
     except FileNotFoundError:
         raise ImageReadError(f"{os.fspath(path)}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise ImageReadError(f"{os.fspath(path)}: not a readable image ({exc})") from None
 
 
@@ -148,12 +148,12 @@ def atomic_write(path, mode="wb"):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
-        # mkstemp creates the file private (0600); give it the permissions an
-        # ordinary open() would, i.e. 0666 less the process umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode) as f:
+            # mkstemp creates the file private (0600); give it the permissions an
+            # ordinary open() would, i.e. 0666 less the process umask.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             yield f
             f.flush()
             os.fsync(f.fileno())

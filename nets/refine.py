@@ -107,8 +107,8 @@ def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
     else:
         labels = np.asarray(labels)
         if labels.shape != (height, width):
-            raise ValueError(f"the coarse labels are {labels.shape[0]} x {labels.shape[1]}, the image "
-                             f"{height} x {width}: expected the same size")
+            raise ValueError(f"the coarse labels must be an (H, W) map of the image's size ({height}, {width}), "
+                             f"got shape {labels.shape}")
         unary = crf.unary_from_labels(labels, num_labels, gt_prob=gt_prob, unsure=255)
     return np.asarray(crf.deeplab_refine(np.ascontiguousarray(image), -unary, preset=preset, backend=backend))
 

@@ -236,3 +236,8 @@ def test_dense_crf_layer_matches_crf_package():
     want = crf.caffe_layer_refine(out["score"][0], x[0], (9, 10), preset=preset, backend="cpu")
     np.testing.assert_allclose(out["crf"][0], want, rtol=1e-6, atol=1e-6)
     assert np.all(out["crf"][0, :, 9:, :] == 0) and np.allclose(out["crf"][0, :, :9, :10].sum(0), 1, atol=1e-5)
+
+
+def test_load_of_a_missing_file_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.npz: no such file"):
+        Net.load(tmp_path / "missing.npz")

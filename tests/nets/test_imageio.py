@@ -116,3 +116,11 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_decompression_bomb_is_an_image_read_error(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)   # 4096 pixels > 2 x 100: pillow refuses
+    with pytest.raises(ImageReadError, match="big.png: not a readable image"):
+        read_image(path)
