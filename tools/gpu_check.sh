@@ -5,9 +5,11 @@
 #     PYTHONPATH=. bash tools/gpu_check.sh OUT_DIR
 #
 # It prints the environment, verifies every kernel family on the GPU against the
-# NumPy reference, runs the CUDA tests on the real device and times the GPU
-# benchmarks. Everything is also written to OUT_DIR. Each step has its own time
-# limit; together they stop it within 5 minutes.
+# NumPy reference, compares CPU and CUDA at full size (the dense CRF on the
+# benchmark photograph, two whole nets), runs the CUDA tests on the real device
+# and times the GPU benchmarks. Everything is also written to OUT_DIR. Each step
+# has its own time limit; together they stop it within 8 minutes, the important
+# steps first.
 set -uo pipefail
 out=${1:?usage: tools/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -24,10 +26,11 @@ step() {  # step NAME SECONDS COMMAND...: run, tee to OUT_DIR/NAME.txt, remember
     echo "== $name: exit $rc in $((SECONDS - t0)) s" | tee -a "$out/$name.txt"
     [ "$rc" -eq 0 ] || status=1
 }
-step info 30 "$PY" -m nets.cli info
-step check 60 "$PY" -m nets.cli check --backend cuda
+step info 45 "$PY" -m nets.cli info
+step check 120 "$PY" -m nets.cli check --backend cuda
+step compare 120 "$PY" tools/gpu_compare.py
 step pytest_cuda 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
-step bench_atrous 45 "$PY" bench/atrous.py --backend cuda --repeat 5
-step bench_crf 45 "$PY" bench/crf.py --backend cuda --repeat 2
+step bench_atrous 45 "$PY" bench/atrous.py --backend cuda --repeat 5 --markdown
+step bench_crf 30 "$PY" bench/crf.py --backend cuda --repeat 2 --markdown
 echo "gpu_check: overall exit $status" | tee "$out/summary.txt"
 exit $status
