@@ -20,17 +20,61 @@ def is_device_array(a):
 
 
 def cuda_usable():
-    """True when a real CUDA GPU is usable (the simulator does not count)."""
+    """True when a real CUDA GPU is usable (the simulator does not count).
+
+    Usable means that a GPU answers *and* that a one-line kernel compiles and runs on
+    it, checked once per process: a driver can be present while Numba's CUDA target
+    cannot compile (numba-cuda 0.30 with NumPy 2.5 fails on the removed
+    ``np.row_stack``). Then ``"auto"`` falls back to the CPU with a warning that
+    gives the reason, and :func:`cuda_problem` returns it.
+    """
     try:
-        from numba import config, cuda
-    except ImportError:  # numba without its CUDA target
+        from numba import config
+    except ImportError:  # pragma: no cover - numba is a dependency
         return False
     if config.ENABLE_CUDASIM:
         return False
+    if _probe_result is None:
+        _probe()
+    return _probe_result[0]
+
+
+def cuda_problem():
+    """Why :func:`cuda_usable` is false (``""`` when it is true or was not asked)."""
+    return "" if _probe_result is None else _probe_result[1]
+
+
+_probe_result = None  # (usable, reason), set once by _probe
+
+
+def _probe():
+    global _probe_result
     try:
-        return bool(cuda.is_available())
-    except Exception:  # a broken driver install: report it as no GPU
-        return False
+        from numba import cuda
+        if not cuda.is_available():
+            _probe_result = (False, "no CUDA driver or GPU found")
+            return
+    except Exception as exc:  # numba without its CUDA target, or a broken driver install
+        _probe_result = (False, f"CUDA unusable: {type(exc).__name__}: {exc}")
+        return
+    try:
+        import numpy as np
+
+        @cuda.jit
+        def _write_one(out):
+            out[0] = 1
+
+        out = cuda.to_device(np.zeros(1, np.int32))
+        _write_one[1, 1](out)
+        if out.copy_to_host()[0] != 1:
+            raise RuntimeError("the kernel ran but did not write its output")
+    except Exception as exc:
+        import warnings
+        reason = f"a GPU was found but a test kernel failed: {type(exc).__name__}: {exc}"
+        warnings.warn(f"{reason}; backend='auto' uses the CPU", RuntimeWarning, stacklevel=3)
+        _probe_result = (False, reason)
+        return
+    _probe_result = (True, "")
 
 
 def resolve_backend(backend, *arrays):

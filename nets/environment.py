@@ -42,9 +42,17 @@ def cuda_status():
             return "none", "no CUDA driver or GPU found"
         device = cuda.get_current_device()
         name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
-        return "gpu", f"{name} (compute capability {device.compute_capability[0]}.{device.compute_capability[1]})"
+        name = f"{name} (compute capability {device.compute_capability[0]}.{device.compute_capability[1]})"
     except Exception as exc:  # a broken driver or a missing CUDA target
         return "none", f"CUDA unusable: {exc}"
+    import warnings
+
+    from atrous.backend import cuda_problem, cuda_usable
+    with warnings.catch_warnings():  # the reason is printed here instead
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if not cuda_usable():
+            return "none", f"{name}: {cuda_problem()}"
+    return "gpu", name
 
 
 def describe():

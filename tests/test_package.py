@@ -48,3 +48,28 @@ def test_auto_is_cpu_under_the_simulator(run_python):
             "assert resolve_backend('auto', np.zeros(1)) == 'cpu'\n")
     proc = run_python(code, env={"NUMBA_ENABLE_CUDASIM": "1"})
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("package", ["atrous", "crf"])
+def test_auto_falls_back_to_the_cpu_when_no_kernel_compiles(run_python, package):
+    """A GPU that answers but a CUDA target that cannot compile (numba-cuda 0.30 with NumPy
+    2.5) must not break ``auto``: it picks the CPU, warns once, and says why."""
+    code = (
+        "import warnings\n"
+        "import numpy as np\n"
+        "from numba import cuda\n"
+        f"from {package} import backend\n"
+        "cuda.is_available = lambda: True\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise AttributeError(\"module 'numpy' has no attribute 'row_stack'\")\n"
+        "cuda.jit = broken\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    assert backend.resolve_backend('auto', np.zeros(1)) == 'cpu'\n"
+        "    assert backend.resolve_backend('auto', np.zeros(1)) == 'cpu'\n"
+        "assert len(caught) == 1, [str(w.message) for w in caught]\n"
+        "assert 'row_stack' in str(caught[0].message), caught[0].message\n"
+        "assert 'row_stack' in backend.cuda_problem()\n"
+        "assert backend.resolve_backend('cuda', np.zeros(1)) == 'cuda'  # asked for by name: no fallback\n")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr

@@ -17,6 +17,11 @@ export PYTHONPATH=${PYTHONPATH:-.}
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}  # the interpreter to use; PYTHON=... overrides
 status=0
+# numba-cuda 0.30 with NumPy 2.5 cannot compile a kernel (np.row_stack is gone): restore the alias.
+if ! "$PY" -c "import numpy; numpy.row_stack" 2>/dev/null; then
+    echo "NumPy without np.row_stack: tools/numpy_shim restores it for numba-cuda" | tee "$out/shim.txt"
+    export PYTHONPATH="$PWD/tools/numpy_shim:$PYTHONPATH"
+fi
 step() {  # step NAME SECONDS COMMAND...: run, tee to OUT_DIR/NAME.txt, remember a failure
     local name=$1 limit=$2; shift 2
     echo "== $name: $*" | tee "$out/$name.txt"
