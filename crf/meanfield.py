@@ -37,6 +37,8 @@ import numpy as np
 from numba import njit, prange
 
 from crf.lattice import slice_alpha
+from crf.lattice_cpu import AHEAD_POINTS, prefetch_distance
+from crf.prefetch import prefetch_row
 
 KIND_POTTS, KIND_DIAGONAL, KIND_MATRIX = 0, 1, 2
 _BLOCK = 256  # points per parallel work item (scratch rows per item)
@@ -144,8 +146,11 @@ def scale_rows(values, scale, out, backend):
 
 
 @njit(parallel=True, cache=True)
-def _slice_messages_kernel(lats, offsets, weights, posts, mus, alphas, ws, kinds, u, q_out):
-    """Per point: slice every kernel's lattice, add its message to -U, softmax (one pass)."""
+def _slice_messages_kernel(lats, offsets, weights, posts, mus, alphas, ws, kinds, u, q_out, aheads):
+    """Per point: slice every kernel's lattice, add its message to -U, softmax (one pass).
+
+    The lattice rows of point p + ``aheads[m]`` are prefetched for kernel m (0: none).
+    """
     n, n_labels = u.shape
     n_kernels = len(lats)
     n_blocks = (n + _BLOCK - 1) // _BLOCK
@@ -155,6 +160,10 @@ def _slice_messages_kernel(lats, offsets, weights, posts, mus, alphas, ws, kinds
         p0 = b * _BLOCK
         p1 = min(n, p0 + _BLOCK)
         for p in range(p0, p1):
+            for m in range(n_kernels):  # ask for the lattice rows of a point a few ahead (crf.prefetch)
+                if aheads[m] > 0 and p + aheads[m] < n:
+                    for k in range(offsets[m].shape[1]):
+                        prefetch_row(lats[m], offsets[m][p + aheads[m], k])
             for lab in range(n_labels):
                 q_out[p, lab] = -u[p, lab]  # the energy, turned into Q below
             for m in range(n_kernels):
@@ -209,4 +218,4 @@ def slice_messages_cpu(lats, kernels, u, q_out):
         tuple(np.ascontiguousarray(k.mu.reshape(-1, k.mu.shape[-1])) for k in kernels),
         np.array([slice_alpha(k.lattice.d) for k in kernels], np.float32),
         np.array([k.w for k in kernels], np.float32), np.array([k.kind for k in kernels], np.int64),
-        u, q_out)
+        u, q_out, np.array([prefetch_distance(lat, AHEAD_POINTS) for lat in lats], np.int64))

@@ -246,3 +246,22 @@ def test_two_buffer_blur_for_large_lattices(monkeypatch):
         np.testing.assert_allclose(lat.filter(v, reverse=reverse, backend="cpu"), ref,
                                    rtol=1e-5, atol=1e-5 * np.abs(ref).max())
     np.testing.assert_array_equal(lat.filter(v, backend="cpu"), chained)  # bit for bit
+
+
+def test_prefetching_changes_no_result(monkeypatch):
+    """The filter kernels prefetch the rows of later iterations (crf.prefetch) when the gathered
+    array is large; a prefetch is only a hint, so every distance, including ones that reach past
+    the last row, gives bit-identical output."""
+    rng = np.random.default_rng(9)
+    f = (rng.random((3000, 5)) * 4).astype(np.float32)
+    v = rng.standard_normal((3000, 7)).astype(np.float32)
+    lat = L.build(f, backend="cpu")
+    monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 0)  # the two-buffer blur, which prefetches
+    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 1 << 40)
+    plain = lat.filter(v, backend="cpu")
+    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 0)
+    for vertices, points in ((1, 1), (32, 8), (10 ** 6, 10 ** 6)):
+        monkeypatch.setattr(lattice_cpu, "AHEAD_VERTICES", vertices)
+        monkeypatch.setattr(lattice_cpu, "AHEAD_POINTS", points)
+        assert lattice_cpu.prefetch_distance(v, vertices) == vertices
+        np.testing.assert_array_equal(lat.filter(v, backend="cpu"), plain)
