@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from crf.lattice_reference import feature_scale, slice_alpha
-from crf.prefetch import prefetch_row
+from crf.prefetch import prefetch_item, prefetch_row
 
 _BLOCK = 256  # points per parallel work item in the embedding (scratch arrays per block)
 _CHAIN_BLOCK = 2048  # chain positions per parallel work item of the in-place blur
@@ -312,26 +312,66 @@ def hash_cpu(rem0, rank, offsets, n_threads):
     return table, merged
 
 
+_RING = 4  # vertices whose neighbour keys are held while their table slots are being fetched
+
+
+@njit(inline="always")
+def _queue_neighbour_keys(table, keys, w, cand, slot):
+    """The d+1 neighbour keys of vertex ``w`` into ``cand`` (d+1, d), their home slots into
+    ``slot`` (d+1,), and a prefetch of those table entries."""
+    d = keys.shape[1]
+    mask = table.shape[0] - 1
+    for j in range(d + 1):
+        for i in range(d):
+            cand[j, i] = keys[w, i] - 1
+        if j < d:
+            cand[j, j] += d + 1
+        slot[j] = _hash_key(cand[j]) & mask
+        prefetch_item(table, slot[j])
+
+
 @njit(parallel=True, cache=True)
 def _neighbours_kernel(table, keys, n1, n2):
     """Step 5: look up ``key - (1, .., 1) + (d+1) e_j`` along every axis j (read-only table).
+
+    The table is larger than the cache and its slots are random, so each look-up
+    would wait for memory: the keys and slots of the vertex ``_RING - 1`` ahead are
+    computed and their table entries prefetched before the current vertex is
+    resolved (19 ms -> 14.5 ms at 500x375, d = 5, 2 threads).
 
     Only n1 needs the hash: the step is a bijection of the lattice, so n2 is
     its inverse, ``n2[j][n1[j][v]] = v``, a scatter to distinct rows (no race).
     """
     m, d = keys.shape
     d1 = d + 1
+    mask = table.shape[0] - 1
     n_blocks = (m + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
-        cand = np.empty(d, np.int32)
-        for v in range(b * _BLOCK, min(m, (b + 1) * _BLOCK)):
+        cand = np.empty((_RING, d1, d), np.int32)  # ring of queued vertices: keys and slots
+        slot = np.empty((_RING, d1), np.int64)
+        lo, hi = b * _BLOCK, min(m, (b + 1) * _BLOCK)
+        for w in range(lo, min(hi, lo + _RING - 1)):
+            _queue_neighbour_keys(table, keys, w, cand[w % _RING], slot[w % _RING])
+        for v in range(lo, hi):
+            if v + _RING - 1 < hi:
+                w = v + _RING - 1
+                _queue_neighbour_keys(table, keys, w, cand[w % _RING], slot[w % _RING])
+            r = v % _RING
             for j in range(d1):
-                for i in range(d):
-                    cand[i] = keys[v, i] - 1
-                if j < d:
-                    cand[j] += d1
-                _, e = _find(table, keys, cand)
-                n1[j, v] = e if e >= 0 else m
+                h = slot[r, j]
+                found = m
+                while table[h] >= 0:  # linear probing from the home slot, as _find
+                    e = table[h]
+                    same = True
+                    for i in range(d):
+                        if keys[e, i] != cand[r, j, i]:
+                            same = False
+                            break
+                    if same:
+                        found = e
+                        break
+                    h = (h + 1) & mask
+                n1[j, v] = found
                 n2[j, v] = m
     for v in prange(m):
         for j in range(d1):
