@@ -1,10 +1,9 @@
 """Against pydensecrf2 on a photo-like image with a smooth unary: facade and native API.
 
 pydensecrf2 computes exp exactly, so the differences come from the lattices.
-Two images: a real photograph (matplotlib's bundled ``grace_hopper.jpg``, public
-domain, centre-cropped to 4:3 and resized to 320x240; matplotlib is a runtime
-dependency, so nothing is shipped) and the seeded, procedurally painted
-``crf.synthetic.photo``.
+Two images: a real photograph (``tests/data/photo/grace_hopper_320x240.png``, a
+public-domain U.S. Navy portrait; provenance in that folder's README) and the
+seeded, procedurally painted ``crf.synthetic.photo``.
 
 Measured on the photograph: MAP agreement 100%, mean |dQ| 3.2e-8, max |dQ|
 2.2e-4 (both normalisations). On the synthetic image: MAP agreement 100%, mean |dQ| 1.4e-7 - 1.7e-7, max |dQ| 3.5e-3
@@ -16,6 +15,8 @@ our 280. Ours was checked to miss no neighbour (tests/crf/test_lattice.py) and
 its impulse response there is the closer one to the exact Gaussian (relative
 residual 0.21 against 0.24 after the best scaling).
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -26,16 +27,15 @@ from crf.synthetic import photo, smooth_logits
 H, W, L = 240, 320, 21
 
 
+PHOTO = Path(__file__).resolve().parent.parent / "data" / "photo" / "grace_hopper_320x240.png"
+
+
 def _photograph():
-    import matplotlib.cbook
     from PIL import Image
-    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as img:
-        img = img.convert("RGB")
-        width, height = img.size                      # 512 x 600
-        crop = width * 3 // 4
-        top = (height - crop) // 2
-        img = img.crop((0, top, width, top + crop)).resize((W, H), Image.BILINEAR)
-        return np.array(img, dtype=np.uint8)
+    with Image.open(PHOTO) as img:
+        image = np.array(img.convert("RGB"), dtype=np.uint8)
+    assert image.shape == (H, W, 3), image.shape
+    return image
 
 
 @pytest.fixture(scope="module", params=["photograph", "synthetic"])
