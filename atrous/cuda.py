@@ -1,4 +1,5 @@
-"""Atrous convolution on a CUDA GPU: an implicit-GEMM kernel with shared-memory tiles.
+"""Atrous convolution on a CUDA GPU: an implicit-GEMM kernel with shared-memory tiles
+and register blocking.
 
 Seen as a matrix product, a convolution of image n, group g is
 
@@ -7,15 +8,20 @@ Seen as a matrix product, a convolution of image n, group g is
 with o an output channel of the group, p = u*W_out + v an output pixel and
 k = (c, i, j) a tap of an input channel. The patch matrix is never stored
 (an explicit im2col would cost C_in*kh*kw times the image in GPU memory): each
-thread block loads a TILE x TILE block of weights and gathers a TILE x TILE
-block of the patch matrix straight from the input -- the dilated indexing
+thread block owns a block of BM output channels x BN pixels and walks k in steps
+of BK, loading a BK x BM slice of the weights and gathering a BK x BN slice of
+the patch matrix straight from the input -- the dilated indexing
 ``x_pad[c, stride*u + rate*i, stride*v + rate*j]`` happens during that load --
-into shared memory, multiplies the two tiles and moves on along k.
+into shared memory. Each of its T x T threads then accumulates a MICRO x MICRO
+block of outputs in registers (channels ``ty + T*a``, pixels ``tx + T*b``), so
+that every value read from shared memory feeds MICRO multiply-adds instead of
+one. On a GPU T = 16 and MICRO = 2, 4 or 8 by the number of output channels
+(BM = BN = 32 to 128, BK = 16); in the simulator, where every thread is a
+Python thread, T = 4 and MICRO = 2 (see :func:`tile_size`).
 
-Shared-array shapes must be compile-time constants, so kernels come from a
-factory cached per tile size: 16 on a GPU, 4 in the simulator (where every
-thread is a Python thread). Grids are ceil-divided and every kernel loops
-grid-stride, so any problem size fits any grid.
+Shared and local array shapes must be compile-time constants, so kernels come
+from a factory cached per (T, MICRO). Grids are ceil-divided and every kernel
+loops grid-stride, so any problem size fits any grid.
 
 This module imports ``numba.cuda``; :func:`atrous.conv2d` imports it only when
 the ``"cuda"`` backend is chosen.
@@ -34,9 +40,27 @@ MAX_GRID = 65535
 """Grid size cap per dimension; larger problems are covered by the grid-stride loops."""
 
 
-def tile_size():
-    """Tile edge: 4 in the CUDA simulator, 16 on a GPU (16x16 = 256 threads per block)."""
-    return 4 if config.ENABLE_CUDASIM else 16
+def tile_size(channels):
+    """Threads per block edge T and outputs per thread edge MICRO for ``channels`` output
+    channels per group.
+
+    The simulator, where every thread is a Python thread, gets (4, 2). On a GPU T = 16
+    and MICRO grows with the channels, so that a block's 16 * MICRO channels are not
+    mostly padding. Milliseconds per layer on an H100 (rates 12, 2 and 6; bench/RESULTS.md):
+
+    ==========================  =======  =======  =======
+    layer                       MICRO 2  MICRO 4  MICRO 8
+    ==========================  =======  =======  =======
+    fc6 512->1024, 65x65        14.1     10.1     8.5
+    conv5 512->512, 65x65       7.4      5.9      5.6
+    ASPP branch 2048->21        3.8      5.2      11.0
+    ==========================  =======  =======  =======
+    """
+    if config.ENABLE_CUDASIM:
+        return 4, 2
+    if channels >= 256:
+        return 16, 8
+    return (16, 4) if channels >= 64 else (16, 2)
 
 
 @contextlib.contextmanager
@@ -60,22 +84,33 @@ def _launching():
 
 
 @functools.lru_cache(maxsize=None)
-def conv_kernel(tile):
-    """Build (once per tile size) the implicit-GEMM convolution kernel.
+def conv_kernel(threads, micro):
+    """Build (once per shape) the register-blocked implicit-GEMM convolution kernel.
 
     The kernel's arguments: ``x`` (N, C_in, H, W), ``w`` (C_out, C_in/g*kh*kw),
     ``bias`` (C_out,), ``out`` (N, C_out, H_out, W_out), all float32, then the
     ints ``groups, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w``.
-    Launch with blocks of (tile, tile) threads; threadIdx.x walks pixels,
-    threadIdx.y output channels.
+    Launch with blocks of (threads, threads) threads; ``micro`` must divide
+    ``threads``. A block covers ``threads * micro`` output channels (grid y) by
+    ``threads * micro`` pixels (grid x).
     """
+    if threads % micro:
+        raise ValueError(f"micro ({micro}) must divide threads ({threads})")
+    bm = bn = threads * micro  # output channels and pixels of a block
+    bk = threads  # taps per step of the k loop
+    per_thread = micro  # shared-memory elements each thread loads per tile: bk * bm / threads**2
+    w_cols = bm + 1  # the weight tile's row length: +1 so that its column-wise stores hit distinct banks
 
     @cuda.jit
     def kernel(x, w, bias, out, groups, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-        w_tile = cuda.shared.array((tile, tile), float32)  # [channel, tap]
-        p_tile = cuda.shared.array((tile, tile), float32)  # [tap, pixel]
+        w_tile = cuda.shared.array((bk, w_cols), float32)  # [tap, channel]
+        p_tile = cuda.shared.array((bk, bn), float32)  # [tap, pixel]
+        acc = cuda.local.array((micro, micro), float32)  # [channel, pixel] of this thread: registers
+        w_reg = cuda.local.array(micro, float32)
+        p_reg = cuda.local.array(micro, float32)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
+        tid = ty * threads + tx
         n_img, c_in, h_in, w_in = x.shape
         c_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
         c_in_g = c_in // groups
@@ -83,45 +118,71 @@ def conv_kernel(tile):
         taps = kh * kw
         k_total = c_in_g * taps
         n_pix = h_out * w_out
-        tiles_o = (c_out_g + tile - 1) // tile
-        tiles_p = (n_pix + tile - 1) // tile
+        tiles_o = (c_out_g + bm - 1) // bm
+        tiles_p = (n_pix + bn - 1) // bn
+        # The patch loads: this thread always gathers pixel column tid % bn of the tile,
+        # taps tid // bn + r * (threads**2 // bn); the weight loads: tap tid % bk, channels
+        # tid // bk + r * (threads**2 // bk).
+        load_pix = tid % bn
+        load_tap = tid // bn
+        tap_step = threads * threads // bn
+        load_k = tid % bk
+        load_o = tid // bk
+        o_step = threads * threads // bk
         for z in range(cuda.blockIdx.z, n_img * groups, cuda.gridDim.z):
             n = z // groups
             g = z - n * groups
             for to in range(cuda.blockIdx.y, tiles_o, cuda.gridDim.y):
-                o = to * tile + ty  # this thread's output channel within the group
+                o0 = to * bm
                 for tp in range(cuda.blockIdx.x, tiles_p, cuda.gridDim.x):
-                    p_mine = tp * tile + tx  # this thread's output pixel
-                    acc = float32(0.0)
-                    for k0 in range(0, k_total, tile):
-                        # Weights: thread (ty, tx) loads w[o, k0 + tx] (consecutive tx: coalesced).
-                        k = k0 + tx
-                        if o < c_out_g and k < k_total:
-                            w_tile[ty, tx] = w[g * c_out_g + o, k]
-                        else:
-                            w_tile[ty, tx] = float32(0.0)
-                        # Patches: thread (ty, tx) gathers tap k0 + ty of pixel p_mine.
-                        k = k0 + ty
-                        value = float32(0.0)
-                        if k < k_total and p_mine < n_pix:
-                            c = k // taps
-                            i = (k - c * taps) // kw
-                            j = k - c * taps - i * kw
-                            u = p_mine // w_out
-                            v = p_mine - u * w_out
-                            yy = stride_h * u + dil_h * i - pad_h
-                            xx = stride_w * v + dil_w * j - pad_w
-                            if 0 <= yy < h_in and 0 <= xx < w_in:
-                                value = x[n, g * c_in_g + c, yy, xx]
-                        p_tile[ty, tx] = value
+                    p0 = tp * bn
+                    # the pixel this thread gathers, decoded once per tile
+                    p_load = p0 + load_pix
+                    u_load = p_load // w_out
+                    y0 = stride_h * u_load - pad_h
+                    x0 = stride_w * (p_load - u_load * w_out) - pad_w
+                    for a in range(micro):
+                        for b in range(micro):
+                            acc[a, b] = float32(0.0)
+                    for k0 in range(0, k_total, bk):
+                        for r in range(per_thread):
+                            o = o0 + load_o + r * o_step
+                            k = k0 + load_k
+                            value = float32(0.0)
+                            if o < c_out_g and k < k_total:
+                                value = w[g * c_out_g + o, k]
+                            w_tile[load_k, load_o + r * o_step] = value
+                        for r in range(per_thread):
+                            kk = load_tap + r * tap_step
+                            k = k0 + kk
+                            value = float32(0.0)
+                            if k < k_total and p_load < n_pix:
+                                c = k // taps
+                                i = (k - c * taps) // kw
+                                j = k - c * taps - i * kw
+                                yy = y0 + dil_h * i
+                                xx = x0 + dil_w * j
+                                if 0 <= yy < h_in and 0 <= xx < w_in:
+                                    value = x[n, g * c_in_g + c, yy, xx]
+                            p_tile[kk, load_pix] = value
                         cuda.syncthreads()
-                        for t in range(tile):
-                            acc += w_tile[ty, t] * p_tile[t, tx]
+                        for t in range(bk):
+                            for a in range(micro):
+                                w_reg[a] = w_tile[t, ty + a * threads]
+                            for b in range(micro):
+                                p_reg[b] = p_tile[t, tx + b * threads]
+                            for a in range(micro):
+                                for b in range(micro):
+                                    acc[a, b] += w_reg[a] * p_reg[b]
                         cuda.syncthreads()
-                    if o < c_out_g and p_mine < n_pix:
-                        u = p_mine // w_out
-                        v = p_mine - u * w_out
-                        out[n, g * c_out_g + o, u, v] = acc + bias[g * c_out_g + o]
+                    for a in range(micro):
+                        o = o0 + ty + a * threads
+                        if o < c_out_g:
+                            for b in range(micro):
+                                p = p0 + tx + b * threads
+                                if p < n_pix:
+                                    u = p // w_out
+                                    out[n, g * c_out_g + o, u, p - u * w_out] = acc[a, b] + bias[g * c_out_g + o]
 
     return kernel
 
@@ -142,7 +203,7 @@ def _relu_kernel(a):
 
 
 def _flat_launch(size):
-    threads = 4 * tile_size() ** 2
+    threads = 64 if config.ENABLE_CUDASIM else 1024
     return min(MAX_GRID, max(1, math.ceil(size / threads))), threads
 
 
@@ -197,12 +258,13 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze):
     d_b = _to_device(np.zeros(c_out, np.float32) if bias is None else bias)
     d_out = cuda.device_array((n_img, c_out, h_out, w_out), np.float32)
 
-    tile = tile_size()
-    grid = (min(MAX_GRID, math.ceil(h_out * w_out / tile)),
-            min(MAX_GRID, math.ceil(c_out // groups / tile)),
+    threads, micro = tile_size(c_out // groups)
+    block = threads * micro  # output channels and pixels per thread block
+    grid = (min(MAX_GRID, math.ceil(h_out * w_out / block)),
+            min(MAX_GRID, math.ceil(c_out // groups / block)),
             min(MAX_GRID, n_img * groups))
     with _launching():
-        conv_kernel(tile)[grid, (tile, tile)](d_x, d_w, d_b, d_out, groups, kh, kw, stride[0], stride[1],
-                                              pad[0], pad[1], dilation[0], dilation[1])
+        conv_kernel(threads, micro)[grid, (threads, threads)](d_x, d_w, d_b, d_out, groups, kh, kw, stride[0],
+                                                              stride[1], pad[0], pad[1], dilation[0], dilation[1])
     y = d_out[0] if squeeze else d_out
     return y.copy_to_host() if host_in else y

@@ -19,6 +19,7 @@ SIM_CASES = [
     (1, 2, 9, 8, 2, 5, 2, 4, 2, 1, True),
     (1, 1, 11, 10, 2, 7, 1, 3, 1, 1, False),
     (1, 6, 5, 6, 5, 3, 1, 0, 1, 1, True),       # no padding; C_out not a tile multiple
+    (1, 3, 5, 6, 11, 3, 1, 2, 2, 1, True),      # C_out over one block of channels (8 in the simulator)
 ]
 
 
@@ -112,8 +113,8 @@ def test_grid_stride_loops_cover_everything_with_a_one_block_grid(monkeypatch):
     monkeypatch.setattr(atrous.cuda, "MAX_GRID", 1)
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, (2, 4, 5, 6)).astype(np.float32)
-    weight = rng.uniform(-1, 1, (10, 2, 3, 3)).astype(np.float32)  # 5 outputs per group: 2 channel tiles
-    bias = rng.uniform(-1, 1, 10).astype(np.float32)
+    weight = rng.uniform(-1, 1, (20, 2, 3, 3)).astype(np.float32)  # 10 outputs per group: 2 channel blocks
+    bias = rng.uniform(-1, 1, 20).astype(np.float32)
     got = atrous.conv2d(x, weight, bias, pad=1, dilation=1, groups=2, backend="cuda")
     expected = atrous.conv2d(x, weight, bias, pad=1, dilation=1, groups=2, backend="cpu")
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
