@@ -9,7 +9,8 @@ rates 6/12/18/24, 2048 -> 21) at 65x65 -- and prints for each the median
 time, GFLOP/s (2 * C_out * C_in * kh * kw * H_out * W_out per layer, padding
 taps included), the fraction of NumPy's float32 GEMM rate measured in the same
 run, torch's ``conv2d`` in the same run with the same thread count (when torch
-is importable) and the ratio ours / torch, and the peak memory of one call.
+is importable; on the GPU cuDNN in float32, TF32 off) and the ratio ours / torch,
+and the peak memory of one call.
 
 Peak memory is measured with ``tracemalloc``: it counts the NumPy arrays a
 call allocates (output and scratch buffers), not BLAS's internal buffers;
@@ -130,6 +131,9 @@ def run(args):
         sync = cuda.synchronize
         if torch is not None and torch.cuda.is_available():
             torch_device = "cuda"
+            # float32 against float32: cuDNN would otherwise use TF32 tensor cores (10-bit mantissas)
+            torch.backends.cudnn.allow_tf32 = False
+            torch_note = f"{torch_note}, cuDNN in float32 (TF32 off)"
         elif torch is not None:
             torch, torch_note = None, f"{torch_note} without CUDA: not compared"  # no peer for a GPU kernel
     rows = []

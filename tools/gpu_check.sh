@@ -8,7 +8,7 @@
 # NumPy reference, compares CPU and CUDA at full size (the dense CRF on the
 # benchmark photograph, two whole nets), runs the CUDA tests on the real device
 # and times the GPU benchmarks. Everything is also written to OUT_DIR. Each step
-# has its own time limit; together they stop it within 8 minutes, the important
+# has its own time limit; together they stop it within 9 minutes, the important
 # steps first.
 set -uo pipefail
 out=${1:?usage: tools/gpu_check.sh OUT_DIR}
@@ -36,6 +36,7 @@ step check 120 "$PY" -m nets.cli check --backend cuda
 step compare 120 "$PY" tools/gpu_compare.py
 step pytest_cuda 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
 step bench_atrous 45 "$PY" bench/atrous.py --backend cuda --repeat 5 --markdown
+step bench_cuda_tiles 45 "$PY" bench/cuda_tiles.py --repeat 5
 step bench_crf 30 "$PY" bench/crf.py --backend cuda --repeat 2 --markdown
 echo "gpu_check: overall exit $status" | tee "$out/summary.txt"
 exit $status
