@@ -73,3 +73,13 @@ def test_auto_falls_back_to_the_cpu_when_no_kernel_compiles(run_python, package)
         "assert backend.resolve_backend('cuda', np.zeros(1)) == 'cuda'  # asked for by name: no fallback\n")
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("package", ["atrous", "crf"])
+def test_the_probe_kernel_runs_where_cuda_works(package):
+    """The one-line kernel behind ``cuda_usable`` compiles and runs (the simulator or a GPU)."""
+    import importlib
+    backend = importlib.import_module(f"{package}.backend")
+    backend._probe()
+    assert backend._probe_result == (True, "")
