@@ -24,7 +24,7 @@ every point writes only its own row) fuse the lattice's slice with the message
 of every kernel and the softmax (:func:`slice_messages_cpu`): one pass over
 the points instead of four per kernel. :func:`softmax_cpu` gives the
 initial ``softmax(-U)``. Their exp is a vectorisable polynomial accurate to
-about one float32 ulp (see ``_softmax_rows``).
+about one float32 ulp (see ``_softmax_block``).
 
 References
 ----------
@@ -55,17 +55,26 @@ _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.flo
 
 
 @njit(inline="always")
-def _softmax_rows(energy, out, p0, p1, bits):
-    """``out[p] = softmax(energy[p])`` for rows p0..p1-1; ``bits`` (>= p1-p0, L) int32 scratch."""
+def _softmax_block(block, count, out, p0, top, total, bits):
+    """``out[p0 + i] = softmax(block[:, i])`` for the columns i < count of ``block`` (L, B).
+
+    The block holds B points label-major, so that every loop below runs over the
+    points of one label: LLVM vectorises those loops (no reduction across a
+    vector), while each point still takes its max, exp sum and division label by
+    label, in the same order as a loop over one point's labels. ``top``,
+    ``total`` (B,) float32 and ``bits`` (B,) int32 are scratch.
+    """
+    n_labels = block.shape[0]
     scale = bits.view(np.float32)
-    n_labels = energy.shape[1]
-    for p in range(p0, p1):
-        top = energy[p, 0]
-        for lab in range(1, n_labels):
-            top = max(top, energy[p, lab])
-        row = p - p0
-        for lab in range(n_labels):
-            v = max(energy[p, lab] - top, np.float32(-87.0))
+    for i in range(count):
+        top[i] = block[0, i]
+        total[i] = np.float32(0.0)
+    for lab in range(1, n_labels):
+        for i in range(count):
+            top[i] = max(top[i], block[lab, i])
+    for lab in range(n_labels):
+        for i in range(count):
+            v = max(block[lab, i] - top[i], np.float32(-87.0))
             fx = np.float32(math.floor(v * _LOG2E + np.float32(0.5)))
             r = v - fx * _LN2_HI - fx * _LN2_LO
             poly = _P0
@@ -74,15 +83,15 @@ def _softmax_rows(energy, out, p0, p1, bits):
             poly = poly * r + _P3
             poly = poly * r + _P4
             poly = poly * r + _P5
-            out[p, lab] = poly * r * r + r + np.float32(1.0)
-            bits[row, lab] = (np.int32(fx) + np.int32(127)) << np.int32(23)
-        total = np.float32(0.0)
+            bits[i] = (np.int32(fx) + np.int32(127)) << np.int32(23)  # 2^n, built from its exponent bits
+            y = (poly * r * r + r + np.float32(1.0)) * scale[i]
+            block[lab, i] = y
+            total[i] += y
+    for i in range(count):
+        total[i] = np.float32(1.0) / total[i]
+    for i in range(count):
         for lab in range(n_labels):
-            out[p, lab] *= scale[row, lab]
-            total += out[p, lab]
-        inv = np.float32(1.0) / total
-        for lab in range(n_labels):
-            out[p, lab] *= inv
+            out[p0 + i, lab] = block[lab, i] * total[i]
 
 
 def add_message_numpy(energy, qf, w, kind, mu):
@@ -117,8 +126,15 @@ def _softmax_kernel(energy, out):
     n, n_labels = energy.shape
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
-        bits = np.empty((_BLOCK, n_labels), np.int32)
-        _softmax_rows(energy, out, b * _BLOCK, min(n, (b + 1) * _BLOCK), bits)
+        block = np.empty((n_labels, _BLOCK), np.float32)
+        top, total = np.empty(_BLOCK, np.float32), np.empty(_BLOCK, np.float32)
+        bits = np.empty(_BLOCK, np.int32)
+        p0 = b * _BLOCK
+        count = min(n, p0 + _BLOCK) - p0
+        for i in range(count):
+            for lab in range(n_labels):
+                block[lab, i] = energy[p0 + i, lab]
+        _softmax_block(block, count, out, p0, top, total, bits)
 
 
 def softmax_cpu(energy, out):
@@ -156,7 +172,10 @@ def _slice_messages_kernel(lats, offsets, weights, posts, mus, alphas, ws, kinds
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
         sliced = np.empty(n_labels, np.float32)
-        bits = np.empty((_BLOCK, n_labels), np.int32)
+        energy = np.empty(n_labels, np.float32)
+        block = np.empty((n_labels, _BLOCK), np.float32)  # the block's energies, label-major
+        top, total = np.empty(_BLOCK, np.float32), np.empty(_BLOCK, np.float32)
+        bits = np.empty(_BLOCK, np.int32)
         p0 = b * _BLOCK
         p1 = min(n, p0 + _BLOCK)
         for p in range(p0, p1):
@@ -165,7 +184,7 @@ def _slice_messages_kernel(lats, offsets, weights, posts, mus, alphas, ws, kinds
                     for k in range(offsets[m].shape[1]):
                         prefetch_row(lats[m], offsets[m][p + aheads[m], k])
             for lab in range(n_labels):
-                q_out[p, lab] = -u[p, lab]  # the energy, turned into Q below
+                energy[lab] = -u[p, lab]
             for m in range(n_kernels):
                 lat = lats[m]
                 mu = mus[m]
@@ -182,17 +201,19 @@ def _slice_messages_kernel(lats, offsets, weights, posts, mus, alphas, ws, kinds
                 if kinds[m] == 0:  # Potts s (1 - I): + w s (N K Q), the per-point constant dropped
                     sp = s * mu[0, 0]
                     for lab in range(n_labels):
-                        q_out[p, lab] += sp * sliced[lab]
+                        energy[lab] += sp * sliced[lab]
                 elif kinds[m] == 1:
                     for lab in range(n_labels):
-                        q_out[p, lab] -= s * mu[0, lab] * sliced[lab]
+                        energy[lab] -= s * mu[0, lab] * sliced[lab]
                 else:
                     for lab in range(n_labels):
                         acc = np.float32(0.0)
                         for k in range(n_labels):
                             acc += sliced[k] * mu[k, lab]
-                        q_out[p, lab] -= s * acc
-        _softmax_rows(q_out, q_out, p0, p1, bits)
+                        energy[lab] -= s * acc
+            for lab in range(n_labels):
+                block[lab, p - p0] = energy[lab]
+        _softmax_block(block, p1 - p0, q_out, p0, top, total, bits)
 
 
 _NO_SCALE = np.empty(0, np.float32)
