@@ -17,7 +17,7 @@ block of outputs in registers (channels ``ty + T*a``, pixels ``tx + T*b``), so
 that every value read from shared memory feeds MICRO multiply-adds instead of
 one. On a GPU T = 16 and MICRO = 2, 4 or 8 by the number of output channels
 (BM = BN = 32 to 128, BK = 16); in the simulator, where every thread is a
-Python thread, T = 4 and MICRO = 2 (see :func:`tile_size`).
+Python thread, T = 4 and MICRO = 2 (see :func:`block_shape`).
 
 Shared and local array shapes must be compile-time constants, so kernels come
 from a factory cached per (T, MICRO). Grids are ceil-divided and every kernel
@@ -40,7 +40,7 @@ MAX_GRID = 65535
 """Grid size cap per dimension; larger problems are covered by the grid-stride loops."""
 
 
-def tile_size(channels):
+def block_shape(channels):
     """Threads per block edge T and outputs per thread edge MICRO for ``channels`` output
     channels per group.
 
@@ -258,7 +258,7 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze):
     d_b = _to_device(np.zeros(c_out, np.float32) if bias is None else bias)
     d_out = cuda.device_array((n_img, c_out, h_out, w_out), np.float32)
 
-    threads, micro = tile_size(c_out // groups)
+    threads, micro = block_shape(c_out // groups)
     block = threads * micro  # output channels and pixels per thread block
     grid = (min(MAX_GRID, math.ceil(h_out * w_out / block)),
             min(MAX_GRID, math.ceil(c_out // groups / block)),

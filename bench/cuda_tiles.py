@@ -4,7 +4,7 @@
 
 For DeepLab's heavy atrous layers (LargeFOV fc6 at 65x65 and 41x41, VGG conv5, a
 ResNet ASPP branch) it times ``atrous.cuda.conv_kernel`` with 16x16 threads, each
-accumulating 2x2, 4x4 or 8x8 outputs, prints which one ``atrous.cuda.tile_size``
+accumulating 2x2, 4x4 or 8x8 outputs, prints which one ``atrous.cuda.block_shape``
 picks, and times torch's cuDNN convolution in float32 and with TF32 tensor cores
 (torch's default). Every result is checked against the CPU backend. Needs a CUDA
 GPU (or, for a smoke run on a tiny layer, NUMBA_ENABLE_CUDASIM=1).
@@ -63,15 +63,15 @@ def main(argv=None):
         expected = atrous.conv2d(x, weight, bias, pad=rate, dilation=rate, backend="cpu")
         d_x, d_w, d_b = cuda.to_device(x), cuda.to_device(weight), cuda.to_device(bias)
         cells, worst = [], 0.0
-        picked = atrous_cuda.tile_size
+        picked = atrous_cuda.block_shape
         for shape in shapes:
-            atrous_cuda.tile_size = lambda channels, shape=shape: shape  # this shape for every layer
+            atrous_cuda.block_shape = lambda channels, shape=shape: shape  # this shape for every layer
             try:
                 call = lambda: atrous.conv2d(d_x, d_w, d_b, pad=rate, dilation=rate, backend="cuda")  # noqa: E731
                 seconds = _median_time(call, args.repeat, cuda.synchronize)
                 worst = max(worst, float(np.abs(call().copy_to_host() - expected).max()))
             finally:
-                atrous_cuda.tile_size = picked
+                atrous_cuda.block_shape = picked
             cells.append(f"{seconds * 1e3:.2f} ms")
         torch_cells = ["-", "-"]
         if torch is not None:
