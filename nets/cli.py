@@ -165,8 +165,9 @@ def cmd_crf(args):
     import os
 
     from nets.imageio import read_image, read_label_png, write_label_png
-    from nets.refine import load_probabilities, refine
+    from nets.refine import change_report, load_probabilities, refine
     from nets.segment import resolve_preset, save_probabilities
+    probs = coarse = None
     try:
         preset = resolve_preset(args.preset)
         image = read_image(args.image)
@@ -174,7 +175,8 @@ def cmd_crf(args):
             probs = load_probabilities(args.probs, *image.shape[:2], logits=args.from_logits)
             q = refine(image, probabilities=probs, preset=preset, logits=args.from_logits, backend=args.backend)
         else:
-            q = refine(image, labels=read_label_png(args.labels), num_labels=args.num_labels,
+            coarse = read_label_png(args.labels)
+            q = refine(image, labels=coarse, num_labels=args.num_labels,
                        gt_prob=args.gt_prob, preset=preset, backend=args.backend)
     except (OSError, ValueError) as exc:
         _err("crf", exc)
@@ -183,6 +185,8 @@ def cmd_crf(args):
     labels = L.argmax(q[None], axis=1, backend="numpy")[0, 0].astype("uint8")  # Caffe's tie rule
     write_label_png(args.output, labels)
     print(f"wrote {args.output}")
+    for line in change_report(q, probabilities=probs, labels=coarse, logits=args.from_logits):
+        print(line)
     if args.save_probs:
         path = os.path.splitext(args.output)[0] + "_probs.npy"
         save_probabilities(path, q)

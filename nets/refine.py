@@ -112,3 +112,48 @@ def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
         unary = crf.unary_from_labels(labels, num_labels, gt_prob=gt_prob, unsure=255)
     return np.asarray(crf.deeplab_refine(np.ascontiguousarray(image), -unary, preset=preset, backend=backend))
 
+
+
+#: A pixel whose top input probability is above this is "near one-hot": the CRF can barely move it.
+NEAR_ONE_HOT = 0.999
+
+
+def change_report(q, probabilities=None, labels=None, logits=False):
+    """What the CRF did, in a few lines for ``deeplab crf``: the pixels whose label changed, and
+    a warning when the input was almost one-hot everywhere (then the CRF cannot move it).
+
+    Parameters
+    ----------
+    q : ndarray of shape (L, H, W)
+        The CRF's marginals.
+    probabilities : ndarray of shape (L, H, W), optional
+        The input probabilities (or scores, with ``logits``).
+    labels : ndarray of shape (H, W), optional
+        The coarse input labels (255: unsure, not counted).
+    logits : bool
+
+    Returns
+    -------
+    list of str
+    """
+    after = q.argmax(axis=0)
+    if probabilities is not None:
+        p = np.asarray(probabilities, np.float64)
+        if logits:
+            p = np.exp(p - p.max(axis=0, keepdims=True))
+            p /= p.sum(axis=0, keepdims=True)
+        before, counted = p.argmax(axis=0), np.ones(after.shape, bool)
+    else:
+        before = np.asarray(labels)
+        counted = before != 255
+    changed = int(((before != after) & counted).sum())
+    total = int(counted.sum())
+    lines = [f"changed {changed} of {total} pixels ({100 * changed / max(total, 1):.2f} %) against the input's "
+             f"{'labels' if labels is not None else 'argmax'}"]
+    if probabilities is not None:
+        sharp = float((p.max(axis=0) > NEAR_ONE_HOT).mean())
+        if sharp > 0.95:
+            lines.append(f"warning: {100 * sharp:.1f} % of pixels have a top probability above {NEAR_ONE_HOT}: "
+                         "the unary -log P dwarfs the pairwise terms there and the CRF can hardly move them; "
+                         "pass the network's softmax (not a one-hot map) or its scores with --from-logits")
+    return lines

@@ -117,12 +117,24 @@ def test_crf_from_probabilities_and_from_coarse_labels(tmp_path, largefov):
     got = read_label_png(tmp_path / "refined.png")
     assert (got == q.argmax(0)).mean() > 0.999
     assert np.load(tmp_path / "refined_probs.npy", allow_pickle=False).shape == (6, 97, 97)
+    changed = int(((probs.argmax(0) != q.argmax(0))).sum())
+    assert f"changed {changed} of {97 * 97} pixels" in proc.stdout, proc.stdout
+    assert "warning" not in proc.stdout
+
+    # A one-hot input: the CRF cannot move it, and says so.
+    np.save(tmp_path / "hard.npy", np.eye(6, dtype=np.float32)[probs.argmax(0)].transpose(2, 0, 1))
+    proc = deeplab("crf", HELDOUT / "image_01.png", "--probs", "hard.npy", "-o", "hard.png", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: 100.0 % of pixels have a top probability above 0.999" in proc.stdout, proc.stdout
 
     coarse = read_label_png(HELDOUT / "label_01.png")
     proc = deeplab("crf", HELDOUT / "image_01.png", "--labels", HELDOUT / "label_01.png", "--gt-prob", "0.7",
                    "--num-labels", "6", "-o", "from_labels.png", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert (read_label_png(tmp_path / "from_labels.png") == coarse).mean() > 0.9
+    refined = read_label_png(tmp_path / "from_labels.png")
+    assert (refined == coarse).mean() > 0.9
+    known = coarse != 255
+    assert f"changed {int(((refined != coarse) & known).sum())} of {int(known.sum())} pixels" in proc.stdout
 
     np.save(tmp_path / "swapped.npy", np.zeros((6, 97, 96), np.float32))
     proc = deeplab("crf", HELDOUT / "image_01.png", "--probs", "swapped.npy", "-o", "bad.png", cwd=tmp_path)
