@@ -46,7 +46,9 @@ def block_shape(channels):
 
     The simulator, where every thread is a Python thread, gets (4, 2). On a GPU T = 16
     and MICRO grows with the channels, so that a block's 16 * MICRO channels are not
-    mostly padding. Milliseconds per layer on an H100 (rates 12, 2 and 6; bench/RESULTS.md):
+    mostly padding: MICRO 8 from 256 channels, 4 from 64, else 2 (the thresholds between the
+    measured layers are interpolated). Milliseconds per layer on an H100 (rates 12, 2 and 6;
+    bench/RESULTS.md):
 
     ==========================  =======  =======  =======
     layer                       MICRO 2  MICRO 4  MICRO 8
@@ -99,7 +101,7 @@ def conv_kernel(threads, micro):
     bm = bn = threads * micro  # output channels and pixels of a block
     bk = threads  # taps per step of the k loop
     per_thread = micro  # shared-memory elements each thread loads per tile: bk * bm / threads**2
-    w_cols = bm + 1  # the weight tile's row length: +1 so that its column-wise stores hit distinct banks
+    w_cols = bm + 1  # the weight tile's row length: +1 spreads its column-wise stores over the banks (at most 2-way)
 
     @cuda.jit
     def kernel(x, w, bias, out, groups, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):

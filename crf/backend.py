@@ -1,10 +1,11 @@
 """Choosing where a kernel runs: ``backend="numpy" | "cpu" | "cuda" | "auto"``.
 
 ``"auto"`` means CUDA only when a real GPU answers: ``numba.cuda.is_available()``
-is true *and* the CUDA simulator is off (in the simulator ``is_available()``
-is true as well, and a simulated kernel is thousands of times slower than the
-CPU one). A CUDA device array given to ``"auto"`` always selects ``"cuda"``,
-so that a forward pass keeps its activations on the GPU.
+is true, the CUDA simulator is off (in the simulator ``is_available()`` is true
+as well, and a simulated kernel is thousands of times slower than the CPU one),
+and a one-line kernel compiles and runs (checked once per process; see
+:func:`cuda_usable`). A CUDA device array given to ``"auto"`` always selects
+``"cuda"``, so that a forward pass keeps its activations on the GPU.
 
 The ``atrous`` package has its own copy of these few lines on purpose: ``atrous``
 and ``crf`` never import each other, so each can be read and reused alone.
@@ -71,7 +72,7 @@ def _probe():
     except Exception as exc:
         import warnings
         reason = f"a GPU was found but a test kernel failed: {type(exc).__name__}: {exc}"
-        warnings.warn(f"{reason}; backend='auto' uses the CPU", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{reason}; backend='auto' uses the CPU", RuntimeWarning, stacklevel=4)
         _probe_result = (False, reason)
         return
     _probe_result = (True, "")

@@ -11,16 +11,17 @@ blur passes went from 6.4 ms to 3.9 ms.
 ``prefetch_row(a, i)`` (and ``prefetch_item`` for one element of a 1-D array) is
 only a hint (LLVM's ``llvm.prefetch``: read, keep in every cache level): it never
 faults, even past the array's end, and changes no result.
+
+Numba's on-disk cache (``cache=True``) checks only the source file of the cached
+kernel itself: after editing this module, clear the ``__pycache__`` of
+``crf/lattice_cpu.py`` and ``crf/meanfield.py`` (an installed upgrade rewrites them all).
 """
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 _LINE = 64  # bytes in a cache line (x86-64 and most ARM64 cores)
-# LLVM 15 made pointers opaque and renamed the overloaded intrinsic.
-_NAME = "llvm.prefetch.p0" if llvm_binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
 @intrinsic
@@ -44,8 +45,9 @@ def _prefetch_address(typingctx, array, row, byte):
         i8p = ir.IntType(8).as_pointer()
         address = builder.gep(builder.bitcast(start, i8p), [offset])
         i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            _NAME)
+        # llvmlite names the overloaded intrinsic for its pointer type (LLVM remangles it for opaque pointers)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p],
+                                              ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
         # (address, 0 = read, 3 = keep in every cache level, 1 = data cache)
         builder.call(fn, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()

@@ -165,7 +165,7 @@ def cmd_crf(args):
     import os
 
     from nets.imageio import read_image, read_label_png, write_label_png
-    from nets.refine import change_report, load_probabilities, refine
+    from nets.refine import change_report, label_map, load_probabilities, refine
     from nets.segment import resolve_preset, save_probabilities
     probs = coarse = None
     try:
@@ -181,11 +181,10 @@ def cmd_crf(args):
     except (OSError, ValueError) as exc:
         _err("crf", exc)
         return 1
-    from nets import layers as L
-    labels = L.argmax(q[None], axis=1, backend="numpy")[0, 0].astype("uint8")  # Caffe's tie rule
-    write_label_png(args.output, labels)
+    labels = label_map(q)  # Caffe's tie rule
+    write_label_png(args.output, labels.astype("uint8"))
     print(f"wrote {args.output}")
-    for line in change_report(q, probabilities=probs, labels=coarse, logits=args.from_logits):
+    for line in change_report(labels, probabilities=probs, labels=coarse, logits=args.from_logits):
         print(line)
     if args.save_probs:
         path = os.path.splitext(args.output)[0] + "_probs.npy"

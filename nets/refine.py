@@ -113,21 +113,28 @@ def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
     return np.asarray(crf.deeplab_refine(np.ascontiguousarray(image), -unary, preset=preset, backend=backend))
 
 
-
 #: A pixel whose top input probability is above this is "near one-hot": the CRF can barely move it.
 NEAR_ONE_HOT = 0.999
+#: Warn when more than this fraction of the pixels is near one-hot.
+NEAR_ONE_HOT_WARN_FRACTION = 0.95
 
 
-def change_report(q, probabilities=None, labels=None, logits=False):
+def label_map(q):
+    """The (H, W) labels of (L, H, W) scores or marginals, with Caffe's ArgMax tie rule."""
+    from nets import layers as L
+    return L.argmax(np.asarray(q, np.float32)[None], axis=1, backend="numpy")[0, 0].astype(np.int64)
+
+
+def change_report(refined, probabilities=None, labels=None, logits=False):
     """What the CRF did, in a few lines for ``deeplab crf``: the pixels whose label changed, and
     a warning when the input was almost one-hot everywhere (then the CRF cannot move it).
 
     Parameters
     ----------
-    q : ndarray of shape (L, H, W)
-        The CRF's marginals.
+    refined : ndarray of shape (H, W), integer
+        The labels written after the CRF (:func:`label_map` of its marginals).
     probabilities : ndarray of shape (L, H, W), optional
-        The input probabilities (or scores, with ``logits``).
+        The input probabilities (or scores, with ``logits``); compared through :func:`label_map`.
     labels : ndarray of shape (H, W), optional
         The coarse input labels (255: unsure, not counted).
     logits : bool
@@ -136,23 +143,23 @@ def change_report(q, probabilities=None, labels=None, logits=False):
     -------
     list of str
     """
-    after = q.argmax(axis=0)
+    if probabilities is not None:
+        before = label_map(probabilities)  # the same labels with or without a softmax
+        counted = np.ones(before.shape, bool)
+    else:
+        before = np.asarray(labels)
+        counted = before != 255
+    changed = int(((before != refined) & counted).sum())
+    total = int(counted.sum())
+    lines = [f"changed {changed} of {total} pixels ({100 * changed / max(total, 1):.2f} %) against the input's "
+             f"{'labels' if labels is not None else 'argmax'}"]
     if probabilities is not None:
         p = np.asarray(probabilities, np.float64)
         if logits:
             p = np.exp(p - p.max(axis=0, keepdims=True))
             p /= p.sum(axis=0, keepdims=True)
-        before, counted = p.argmax(axis=0), np.ones(after.shape, bool)
-    else:
-        before = np.asarray(labels)
-        counted = before != 255
-    changed = int(((before != after) & counted).sum())
-    total = int(counted.sum())
-    lines = [f"changed {changed} of {total} pixels ({100 * changed / max(total, 1):.2f} %) against the input's "
-             f"{'labels' if labels is not None else 'argmax'}"]
-    if probabilities is not None:
         sharp = float((p.max(axis=0) > NEAR_ONE_HOT).mean())
-        if sharp > 0.95:
+        if sharp > NEAR_ONE_HOT_WARN_FRACTION:
             lines.append(f"warning: {100 * sharp:.1f} % of pixels have a top probability above {NEAR_ONE_HOT}: "
                          "the unary -log P dwarfs the pairwise terms there and the CRF can hardly move them; "
                          "pass the network's softmax (not a one-hot map) or its scores with --from-logits")

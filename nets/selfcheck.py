@@ -23,10 +23,10 @@ def _families():
 def run_checks(backend="cpu", quick=False, seed=0, out=None):
     """Run every family's cases; print a table; return 0 if all pass, else 1."""
     if backend == "cuda":
-        from atrous.backend import cuda_usable
+        from atrous.backend import cuda_problem, cuda_usable
         from numba import config
         if not (cuda_usable() or config.ENABLE_CUDASIM):
-            print("deeplab check: --backend cuda needs a CUDA GPU (or NUMBA_ENABLE_CUDASIM=1)",
+            print(f"deeplab check: --backend cuda needs a CUDA GPU (or NUMBA_ENABLE_CUDASIM=1): {cuda_problem()}",
                   file=out)
             return 2
     rng = np.random.default_rng(seed)

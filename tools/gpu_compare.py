@@ -29,7 +29,8 @@ import numpy as np
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
-def _best(fn, repeat):
+def _timed(fn, repeat):
+    """(the last result, the seconds of each of ``repeat`` calls after a warm-up call)."""
     fn()  # warm-up: compilation, caches, the first allocations
     times = []
     for _ in range(repeat):
@@ -92,7 +93,7 @@ def compare_nets(cases):
         timing = {}
         scores = {}
         for backend in ("cpu", "cuda"):
-            scores[backend], times = _best(lambda: net.forward(x, outputs=[out], backend=backend)[out], 3)
+            scores[backend], times = _timed(lambda: net.forward(x, outputs=[out], backend=backend)[out], 3)
             timing[backend] = statistics.median(times)
         a, b = scores["cpu"].astype(np.float64), scores["cuda"].astype(np.float64)
         rel = float(np.abs(a - b).max() / (a.max() - a.min()))

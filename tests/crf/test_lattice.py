@@ -257,11 +257,30 @@ def test_prefetching_changes_no_result(monkeypatch):
     v = rng.standard_normal((3000, 7)).astype(np.float32)
     lat = L.build(f, backend="cpu")
     monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 0)  # the two-buffer blur, which prefetches
-    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 1 << 40)
+    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", v.nbytes + 1)
+    assert lattice_cpu.prefetch_distance(v, 32) == 0  # below the threshold: no prefetch
     plain = lat.filter(v, backend="cpu")
     monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 0)
     for vertices, points in ((1, 1), (32, 8), (10 ** 6, 10 ** 6)):
         monkeypatch.setattr(lattice_cpu, "AHEAD_VERTICES", vertices)
         monkeypatch.setattr(lattice_cpu, "AHEAD_POINTS", points)
-        assert lattice_cpu.prefetch_distance(v, vertices) == vertices
         np.testing.assert_array_equal(lat.filter(v, backend="cpu"), plain)
+
+
+def test_mean_field_with_and_without_prefetching_is_bit_identical(monkeypatch):
+    """The fused slice-messages-softmax pass prefetches too; the marginals must not change."""
+    import crf
+    rng = np.random.default_rng(10)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    unary = rng.standard_normal((5, 30, 40)).astype(np.float32)
+
+    def marginals():
+        model = crf.DenseCRF(unary, backend="cpu")
+        model.add_bilateral(image, theta_alpha=8, theta_beta=10, w=4)
+        model.add_gaussian(theta_gamma=3, w=3)
+        return model.inference(5)
+
+    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 1 << 40)
+    plain = marginals()
+    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 0)
+    np.testing.assert_array_equal(marginals(), plain)
