@@ -42,6 +42,7 @@ References
 P. Kraehenbuehl, V. Koltun, "Efficient Inference in Fully Connected CRFs with
 Gaussian Edge Potentials", NIPS 2011, sections 2-4.
 """
+import time
 from numbers import Real
 
 import numpy as np
@@ -166,13 +167,16 @@ class Kernel:
 
     ``pre`` and ``post`` ((N,) float32 or None) scale Q before and after the
     lattice filter; ``kind``/``mu`` feed :mod:`crf.meanfield`; ``mu_full`` is
-    the (L, L) penalty used by the free energy.
+    the (L, L) penalty used by the free energy. ``name`` ("bilateral",
+    "gaussian" or "kernel") and ``build_seconds`` (lattice and normaliser)
+    are for :meth:`DenseCRF.summary`.
     """
 
     def __init__(self, lattice, w, kind, mu, mu_full, pre, post):
         self.lattice, self.w, self.kind, self.mu, self.mu_full = lattice, w, kind, mu, mu_full
         self.pre, self.post = pre, post
         self.device = None  # the CUDA runner's copies
+        self.name, self.build_seconds = "kernel", 0.0
 
 
 def lattice_and_norm(features, backend):
@@ -212,6 +216,8 @@ class DenseCRF:
     kl_history : list of float
         After ``inference(..., track_kl=True)``: the free energy
         :meth:`kl_divergence` of Q before the first update and after each one.
+    inference_seconds : float or None
+        Wall time of the last :meth:`inference` (``None`` before one); see :meth:`summary`.
 
     Examples
     --------
@@ -229,6 +235,7 @@ class DenseCRF:
         self._u = np.ascontiguousarray(self.unary.reshape(self.n_labels, n).T)  # (N, L)
         self.kernels = []
         self.kl_history = []
+        self.inference_seconds, self._iterations_run = None, 0
         self._runner = None
 
     # -- pairwise terms ------------------------------------------------------------------------
@@ -250,11 +257,11 @@ class DenseCRF:
         if f.ndim != 3 or f.shape[1:] != (self.height, self.width) or f.shape[0] < 1:
             raise ValueError(f"features must have shape (d, H={self.height}, W={self.width}), got {f.shape}")
         flat = np.ascontiguousarray(f.reshape(f.shape[0], -1).T, dtype=np.float32)  # (N, d)
-        self._add(flat, w, compat, normalization)
+        self._add(flat, w, compat, normalization, "kernel")
 
     def add_gaussian(self, theta_gamma, w, compat=None, normalization="per_pixel"):
         """Add the smoothness kernel ``w exp(-|p_i - p_j|^2 / (2 theta_gamma^2))``."""
-        self._add(gaussian_features(self.height, self.width, theta_gamma), w, compat, normalization)
+        self._add(gaussian_features(self.height, self.width, theta_gamma), w, compat, normalization, "gaussian")
 
     def add_bilateral(self, image, theta_alpha, theta_beta, w, compat=None, normalization="per_pixel"):
         """Add the appearance kernel over positions and colours.
@@ -267,11 +274,14 @@ class DenseCRF:
             The colours I, in the order given (DeepLab's offline tool: RGB).
         """
         image = check_image(image, self.height, self.width)
-        self._add(bilateral_features(image, theta_alpha, theta_beta), w, compat, normalization)
+        self._add(bilateral_features(image, theta_alpha, theta_beta), w, compat, normalization, "bilateral")
 
-    def _add(self, features, w, compat, normalization):
+    def _add(self, features, w, compat, normalization, name):
         w = _finite("w", w)
-        self.kernels.append(make_kernel(features, w, compat, normalization, self.n_labels, self.backend))
+        start = time.perf_counter()
+        kernel = make_kernel(features, w, compat, normalization, self.n_labels, self.backend)
+        kernel.name, kernel.build_seconds = name, time.perf_counter() - start
+        self.kernels.append(kernel)
         self._runner = None
 
     # -- inference -----------------------------------------------------------------------------
@@ -322,6 +332,7 @@ class DenseCRF:
         """
         if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
             raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+        start = time.perf_counter()
         runner = self._get_runner()
         q = runner.start()
         self.kl_history = []
@@ -331,7 +342,32 @@ class DenseCRF:
             q = runner.step(q)
         if track_kl:
             self.kl_history.append(self._free_energy(q))
-        return self._to_lhw(runner.to_host(q))
+        q = self._to_lhw(runner.to_host(q))
+        self.inference_seconds, self._iterations_run = time.perf_counter() - start, int(iterations)
+        return q
+
+    def summary(self):
+        """The model's sizes, memory and times, one line each (``deeplab crf --verbose`` prints them).
+
+        Per kernel: the feature dimension d, the lattice's vertices, the memory of its
+        structure and of the lattice values inference filters ((M+1) x L float32, two
+        buffers), and the build time (lattice and normaliser). Then the last
+        inference's time, if one ran. The first build or inference in a process
+        includes Numba's compilation or cache load.
+        """
+        lines = [f"dense CRF: {self.n_labels} labels, {self.height} x {self.width} pixels, "
+                 f"backend {self.backend}"]
+        for kernel in self.kernels:
+            lat = kernel.lattice
+            values = 2 * (lat.n_vertices + 1) * self.n_labels * 4
+            lines.append(f"  {kernel.name} (d={lat.d}, w={kernel.w:g}): {lat.n_vertices:,} lattice vertices, "
+                         f"{lat.nbytes() / 2**20:.1f} MiB + {values / 2**20:.1f} MiB of values, "
+                         f"built in {kernel.build_seconds:.3f} s")
+        if self.inference_seconds is not None:
+            each = self.inference_seconds / max(self._iterations_run, 1)
+            lines.append(f"  inference: {self._iterations_run} iterations in {self.inference_seconds:.3f} s "
+                         f"({1e3 * each:.1f} ms each)")
+        return lines
 
     def map(self, iterations=10):
         """Most likely label per pixel after ``iterations`` updates, (H, W) int32."""

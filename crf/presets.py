@@ -69,6 +69,19 @@ def _check_scores(scores, height, width):
     return s
 
 
+def deeplab_crf(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto"):
+    """The model of :func:`deeplab_refine` before inference: a :class:`DenseCRF` with the preset's
+    kernels (run ``.inference(get_preset(preset).iterations)``; ``.summary()`` gives sizes and times)."""
+    p = get_preset(preset)
+    if not isinstance(image, np.ndarray) or image.ndim != 3:
+        raise ValueError(f"image must be an (H, W, 3) uint8 array, got {getattr(image, 'shape', image)!r}")
+    s = _check_scores(scores, image.shape[0], image.shape[1])
+    crf = DenseCRF(-np.asarray(s, dtype=np.float32), backend=backend)  # unary = -score
+    crf.add_bilateral(image, p.theta_alpha, p.theta_beta, p.w_bilateral)
+    crf.add_gaussian(p.theta_gamma, p.w_gaussian)
+    return crf
+
+
 def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto"):
     """DeepLab's offline CRF: refine pre-softmax scores with an RGB image.
 
@@ -85,14 +98,7 @@ def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="au
     ndarray of shape (L, H, W), float32
         Q after ``preset.iterations`` updates; ``Q.argmax(0)`` is the labelling.
     """
-    p = get_preset(preset)
-    if not isinstance(image, np.ndarray) or image.ndim != 3:
-        raise ValueError(f"image must be an (H, W, 3) uint8 array, got {getattr(image, 'shape', image)!r}")
-    s = _check_scores(scores, image.shape[0], image.shape[1])
-    crf = DenseCRF(-np.asarray(s, dtype=np.float32), backend=backend)  # unary = -score
-    crf.add_bilateral(image, p.theta_alpha, p.theta_beta, p.w_bilateral)
-    crf.add_gaussian(p.theta_gamma, p.w_gaussian)
-    return crf.inference(p.iterations)
+    return deeplab_crf(image, scores, preset, backend).inference(get_preset(preset).iterations)
 
 
 def caffe_layer_refine(scores, data, data_dim, preset="deeplab-v2-resnet101-voc", backend="auto"):

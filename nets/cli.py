@@ -164,8 +164,9 @@ def cmd_evaluate(args):
 def cmd_crf(args):
     import os
 
+    import crf
     from nets.imageio import read_image, read_label_png, write_label_png
-    from nets.refine import change_report, label_map, load_probabilities, refine
+    from nets.refine import change_report, label_map, load_probabilities, refine_model
     from nets.segment import resolve_preset, save_probabilities
     probs = coarse = None
     try:
@@ -173,11 +174,13 @@ def cmd_crf(args):
         image = read_image(args.image)
         if args.probs is not None:
             probs = load_probabilities(args.probs, *image.shape[:2], logits=args.from_logits)
-            q = refine(image, probabilities=probs, preset=preset, logits=args.from_logits, backend=args.backend)
+            model = refine_model(image, probabilities=probs, preset=preset, logits=args.from_logits,
+                                 backend=args.backend)
         else:
             coarse = read_label_png(args.labels)
-            q = refine(image, labels=coarse, num_labels=args.num_labels,
-                       gt_prob=args.gt_prob, preset=preset, backend=args.backend)
+            model = refine_model(image, labels=coarse, num_labels=args.num_labels,
+                                 gt_prob=args.gt_prob, preset=preset, backend=args.backend)
+        q = model.inference(crf.get_preset(preset).iterations)
     except (OSError, ValueError) as exc:
         _err("crf", exc)
         return 1
@@ -186,6 +189,9 @@ def cmd_crf(args):
     print(f"wrote {args.output}")
     for line in change_report(labels, probabilities=probs, labels=coarse, logits=args.from_logits):
         print(line)
+    if args.verbose:
+        for line in model.summary():
+            print(line)
     if args.save_probs:
         path = os.path.splitext(args.output)[0] + "_probs.npy"
         save_probabilities(path, q)
@@ -282,6 +288,7 @@ def build_parser():
     p.add_argument("--preset", default="deeplab-v2-resnet101-voc", help="CRF preset name")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png")
     p.add_argument("--save-probs", action="store_true", help="also write OUT_probs.npy, (L, H, W) float32")
+    p.add_argument("--verbose", action="store_true", help="lattice sizes, memory and the time of each stage")
     p.add_argument("--backend", choices=backends, default="auto")
     _add_threads(p)
     p.set_defaults(func=cmd_crf)

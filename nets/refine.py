@@ -20,6 +20,8 @@ per pixel, which the mean-field softmax does not see).
 """
 import numpy as np
 
+import crf
+
 #: Largest allowed |sum over labels - 1| of probabilities.
 SUM_TOLERANCE = 1e-3
 
@@ -75,6 +77,9 @@ def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
            preset="deeplab-v2-resnet101-voc", logits=False, backend="auto"):
     """Dense-CRF marginals for an image from probabilities or from a coarse labelling.
 
+    The model itself, for its :meth:`crf.DenseCRF.summary`, comes from :func:`refine_model`
+    with the same arguments.
+
     Parameters
     ----------
     image : ndarray of shape (H, W, 3), uint8, RGB
@@ -96,7 +101,13 @@ def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
     ndarray of shape (L, H, W), float32
         The CRF's marginals Q.
     """
-    import crf
+    model = refine_model(image, probabilities, labels, num_labels, gt_prob, preset, logits, backend)
+    return model.inference(crf.get_preset(preset).iterations)
+
+
+def refine_model(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
+                 preset="deeplab-v2-resnet101-voc", logits=False, backend="auto"):
+    """The :class:`crf.DenseCRF` of :func:`refine` (same arguments), before inference."""
     if (probabilities is None) == (labels is None):
         raise ValueError("pass exactly one of probabilities and labels")
     height, width = image.shape[:2]
@@ -110,7 +121,7 @@ def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
             raise ValueError(f"the coarse labels must be an (H, W) map of the image's size ({height}, {width}), "
                              f"got shape {labels.shape}")
         unary = crf.unary_from_labels(labels, num_labels, gt_prob=gt_prob, unsure=255)
-    return np.asarray(crf.deeplab_refine(np.ascontiguousarray(image), -unary, preset=preset, backend=backend))
+    return crf.deeplab_crf(np.ascontiguousarray(image), -unary, preset=preset, backend=backend)
 
 
 #: A pixel whose top input probability is above this is "near one-hot": the CRF can barely move it.

@@ -291,3 +291,21 @@ def test_two_buffer_blur_in_mean_field(scene, monkeypatch):
     ref = _full_crf(image, unary, "numpy").inference(4)
     monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 0)
     np.testing.assert_allclose(_full_crf(image, unary, "cpu").inference(4), ref, atol=2e-5)
+
+
+def test_summary_reports_the_lattices_and_the_times():
+    rng = np.random.default_rng(21)
+    image = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    model = crf.deeplab_crf(image, rng.standard_normal((4, 12, 16)).astype(np.float32),
+                            preset="deeplab-v1-largefov-voc", backend="cpu")
+    assert model.inference_seconds is None
+    before = model.summary()
+    assert before[0] == "dense CRF: 4 labels, 12 x 16 pixels, backend cpu" and len(before) == 3
+    bilateral, gaussian = model.kernels
+    assert f"bilateral (d=5, w=4): {bilateral.lattice.n_vertices:,} lattice vertices" in before[1]
+    assert f"gaussian (d=2, w=3): {gaussian.lattice.n_vertices:,} lattice vertices" in before[2]
+    model.inference(3)
+    assert model.inference_seconds > 0 and "inference: 3 iterations in" in model.summary()[-1]
+    # deeplab_refine is this model run for the preset's iterations
+    np.testing.assert_array_equal(model.inference(10), crf.deeplab_refine(image, -model.unary,
+                                                                          "deeplab-v1-largefov-voc", backend="cpu"))

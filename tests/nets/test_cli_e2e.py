@@ -123,9 +123,15 @@ def test_crf_from_probabilities_and_from_coarse_labels(tmp_path, largefov):
 
     # A one-hot input: the CRF cannot move it, and says so.
     np.save(tmp_path / "hard.npy", np.eye(6, dtype=np.float32)[probs.argmax(0)].transpose(2, 0, 1))
-    proc = deeplab("crf", HELDOUT / "image_01.png", "--probs", "hard.npy", "-o", "hard.png", cwd=tmp_path)
+    proc = deeplab("crf", HELDOUT / "image_01.png", "--probs", "hard.npy", "-o", "hard.png", "--verbose",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "warning: 100.0 % of pixels have a top probability above 0.999" in proc.stdout, proc.stdout
+    # --verbose: the model's summary (sizes, memory, times)
+    assert "dense CRF: 6 labels, 97 x 97 pixels" in proc.stdout, proc.stdout
+    assert re.search(r"bilateral \(d=5, w=4\): [\d,]+ lattice vertices", proc.stdout), proc.stdout
+    assert re.search(r"gaussian \(d=2, w=3\): [\d,]+ lattice vertices", proc.stdout), proc.stdout
+    assert re.search(r"inference: 10 iterations in [\d.]+ s", proc.stdout), proc.stdout
 
     coarse = read_label_png(HELDOUT / "label_01.png")
     proc = deeplab("crf", HELDOUT / "image_01.png", "--labels", HELDOUT / "label_01.png", "--gt-prob", "0.7",
