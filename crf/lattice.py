@@ -66,16 +66,14 @@ chains   : for the CPU blur, (d+1, M) int32 ``chain_order`` and (d+1, B+1)
            same floating-point operations as the two-buffer blur of the NumPy
            reference and the CUDA kernels. Chain order visits rows out of
            memory order, which pays only while the lattice values stay in
-           cache: alone, the six axes of the bilateral lattice at 500x375
-           (15 MB, 21 labels) take 27 ms against 35 ms with two buffers, but
-           inside mean field, where every iteration's slice and messages
-           sweep the cache, the two-buffer blur is as fast or faster (10
-           iterations: 265 against 300 ms with OpenMP's default wait policy,
-           about equal under OMP_WAIT_POLICY=PASSIVE), and at 1000x750 it is
-           faster even alone (88 against 104 ms). So the CPU blurs along
+           cache. For the bilateral lattice at 500x375 (180k vertices, 21
+           labels: 15 MB; 2 threads) the six axes take 4.1 ms with two
+           buffers, which read the vertices in order and prefetch their
+           neighbours' rows (:mod:`crf.prefetch`), against 6.4 ms along chains
+           even with prefetching (9.2 ms without). So the CPU blurs along
            chains only up to ``CHAIN_BLUR_MAX_BYTES`` (512 KiB: small
            lattices) and with two buffers beyond; the bilateral lattice's
-           chains are then not built at 500x375 (4 ms of the build saved).
+           chains are then not built.
 lattice values during the filter: (M+1, C) float32, row M is always zero
            (the NumPy reference and CUDA read it for an absent neighbour).
 
