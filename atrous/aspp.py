@@ -66,14 +66,21 @@ def _relu(a):
     return np.maximum(a, 0, out=a)  # np.maximum keeps NaN
 
 
-def _accumulate(total, term):
-    """``total + term`` (total None on the first branch), in place where possible."""
-    if total is None:
-        return term
-    if is_device_array(total):
-        from atrous import cuda as cuda_impl
-        return cuda_impl.add_(total, term)
-    total += term
+def _sum_branches(branches, rates, run):
+    """``sum(run(branch, rate))`` over the branches, one per rate, added in place as they come."""
+    if len(branches) != len(rates):
+        raise ValueError(f"need one branch per rate: {len(rates)} rates {tuple(rates)}, "
+                         f"got {len(branches)} branches")
+    total = None
+    for branch, rate in zip(branches, rates):
+        term = run(branch, rate)
+        if total is None:
+            total = term
+        elif is_device_array(total):
+            from atrous import cuda as cuda_impl
+            total = cuda_impl.add_(total, term)
+        else:
+            total += term
     return total
 
 
@@ -98,13 +105,7 @@ def aspp_resnet(x, branches, rates=RESNET_RATES, backend="auto"):
     -------
     scores : ndarray of shape (classes, H, W) or (N, classes, H, W), float32
     """
-    if len(branches) != len(rates):
-        raise ValueError(f"need one branch per rate: {len(rates)} rates {tuple(rates)}, "
-                         f"got {len(branches)} branches")
-    total = None
-    for weight_bias, rate in zip(branches, rates):
-        total = _accumulate(total, _atrous_3x3(x, weight_bias, rate, backend))
-    return total
+    return _sum_branches(branches, rates, lambda weight_bias, rate: _atrous_3x3(x, weight_bias, rate, backend))
 
 
 def vgg_branch(x, branch, rate, backend="auto"):
@@ -144,13 +145,7 @@ def aspp_vgg(x, branches, rates=ASPP_L_RATES, backend="auto"):
     -------
     scores : ndarray of shape (classes, H, W) or (N, classes, H, W), float32
     """
-    if len(branches) != len(rates):
-        raise ValueError(f"need one branch per rate: {len(rates)} rates {tuple(rates)}, "
-                         f"got {len(branches)} branches")
-    total = None
-    for branch, rate in zip(branches, rates):
-        total = _accumulate(total, vgg_branch(x, branch, rate, backend))
-    return total
+    return _sum_branches(branches, rates, lambda branch, rate: vgg_branch(x, branch, rate, backend))
 
 
 def largefov(x, branch, rate=LARGEFOV_RATE, backend="auto"):
