@@ -166,7 +166,8 @@ def cmd_crf(args):
 
     import crf
     from nets.imageio import read_image, read_label_png, write_label_png
-    from nets.refine import change_report, label_map, load_probabilities, refine_model
+    from nets.deeplab import label_map
+    from nets.refine import change_report, load_probabilities, refine_model
     from nets.segment import resolve_preset, save_probabilities
     probs = coarse = None
     try:

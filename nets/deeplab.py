@@ -158,6 +158,11 @@ class Prediction:
     labels: np.ndarray
 
 
+def label_map(scores):
+    """The (H, W) int64 labels of (L, H, W) scores or marginals, with Caffe's ArgMax tie rule."""
+    return L.argmax(np.asarray(scores, np.float32)[None], axis=1, backend="numpy")[0, 0].astype(np.int64)
+
+
 def postprocess(scores, height, width):
     """Crop the top-left ``height`` x ``width`` of (L, H', W') scores; softmax and argmax.
 
@@ -170,8 +175,7 @@ def postprocess(scores, height, width):
         raise ValueError(f"scores must be (L, H', W') with H' >= {height} and W' >= {width}, got {scores.shape}")
     s = np.ascontiguousarray(scores[:, :height, :width])
     probabilities = L.softmax(s[None], axis=1, backend="numpy")[0]
-    labels = L.argmax(s[None], axis=1, backend="numpy")[0, 0].astype(np.int64)
-    return Prediction(s, probabilities, labels)
+    return Prediction(s, probabilities, label_map(s))
 
 
 class DeepLab:
@@ -223,7 +227,7 @@ class DeepLab:
             import crf as dense_crf
             q = dense_crf.deeplab_refine(np.ascontiguousarray(image), result.scores, preset=self.info.crf_preset,
                                          backend=backend)
-            result = Prediction(result.scores, q, L.argmax(q[None], axis=1, backend="numpy")[0, 0].astype(np.int64))
+            result = Prediction(result.scores, q, label_map(q))
         return result
 
 

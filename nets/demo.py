@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nets import layers as L
+from nets.deeplab import label_map
 from nets.evaluate import confusion_matrix, mean_iou
 from nets.imageio import colorize, read_image, read_label_png, save_image_atomic
 from nets.segment import DEMO_MODELS, demo_dir, demo_manifest, demo_preset, load_model, segment_image
@@ -130,7 +130,7 @@ def run_demo(out_dir="deeplab-demo", backend="auto"):
             timings["network"] += result.timings["network"]
             timings["crf"] += result.timings["crf"]
             # The network's own labels come from the same scores the CRF refined.
-            plain.append(L.argmax(result.scores[None], axis=1, backend="numpy")[0, 0].astype(np.uint8))
+            plain.append(label_map(result.scores).astype(np.uint8))
             refined.append(result.labels)
         scores = []
         for maps in (plain, refined):

@@ -21,6 +21,7 @@ per pixel, which the mean-field softmax does not see).
 import numpy as np
 
 import crf
+from nets.deeplab import label_map
 
 #: Largest allowed |sum over labels - 1| of probabilities.
 SUM_TOLERANCE = 1e-3
@@ -130,12 +131,6 @@ NEAR_ONE_HOT = 0.999
 NEAR_ONE_HOT_WARN_FRACTION = 0.95
 
 
-def label_map(q):
-    """The (H, W) labels of (L, H, W) scores or marginals, with Caffe's ArgMax tie rule."""
-    from nets import layers as L
-    return L.argmax(np.asarray(q, np.float32)[None], axis=1, backend="numpy")[0, 0].astype(np.int64)
-
-
 def change_report(refined, probabilities=None, labels=None, logits=False):
     """What the CRF did, in a few lines for ``deeplab crf``: the pixels whose label changed, and
     a warning when the input was almost one-hot everywhere (then the CRF cannot move it).
@@ -143,9 +138,10 @@ def change_report(refined, probabilities=None, labels=None, logits=False):
     Parameters
     ----------
     refined : ndarray of shape (H, W), integer
-        The labels written after the CRF (:func:`label_map` of its marginals).
+        The labels written after the CRF (:func:`nets.deeplab.label_map` of its marginals).
     probabilities : ndarray of shape (L, H, W), optional
-        The input probabilities (or scores, with ``logits``); compared through :func:`label_map`.
+        The input probabilities (or scores, with ``logits``); compared through
+        :func:`nets.deeplab.label_map`.
     labels : ndarray of shape (H, W), optional
         The coarse input labels (255: unsure, not counted).
     logits : bool

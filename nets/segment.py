@@ -54,7 +54,7 @@ from PIL import Image
 from nets import layers as L
 from nets.caffe import read_caffemodel, read_prototxt
 from nets.convert import load_npz
-from nets.deeplab import CROP_SIZE, MODELS, model_spec, postprocess, preprocess
+from nets.deeplab import CROP_SIZE, MODELS, label_map, model_spec, postprocess, preprocess
 from nets.graph import Net
 from nets.imageio import VOC_CLASSES, read_image
 
@@ -366,7 +366,7 @@ def segment_image(image, model, weights=None, crf=None, scales=(1.0,), backend="
         import crf as dense_crf
         t = time.perf_counter()
         probabilities = np.asarray(dense_crf.deeplab_refine(work, pred.scores, preset=preset, backend=backend))
-        labels = L.argmax(probabilities[None], axis=1, backend="numpy")[0, 0]
+        labels = label_map(probabilities)
         times["crf"] = time.perf_counter() - t
     scores_out = pred.scores
     if (work_h, work_w) != (height, width):
