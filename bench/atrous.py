@@ -193,7 +193,7 @@ def report(args, result, markdown):
         notes.append("peak MB: tracemalloc peak of one call (NumPy arrays: output and scratch; "
                      "not BLAS internals)")
     else:
-        from nets.environment import cuda_status
+        from nets.app.environment import cuda_status
         notes.append(f"GPU: {cuda_status()[1]}; device arrays in and out, synchronized after each call")
     if markdown:
         print("| " + " | ".join(header) + " |")

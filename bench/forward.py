@@ -1,6 +1,6 @@
 """Forward-pass speed and memory of the official DeepLab nets: this project against OpenCV's DNN module.
 
-Cases (seeded random weights from ``nets.random_weights``, the same caffemodel for both):
+Cases (seeded random weights from ``nets.engine.random_weights``, the same caffemodel for both):
 
 * DeepLab-LargeFOV (v1) at 513x513 and 321x321;
 * DeepLab-v2 ResNet-101 ASPP, single scale, at 321x321;
@@ -10,7 +10,7 @@ Each measurement runs in a fresh process with 2 threads (Numba, BLAS, and
 ``cv2.setNumThreads(2)``), so that its peak resident memory is its own. OpenCV runs
 twice: in its default mode (layer fusion and Winograd convolutions) and with
 Winograd off. The project runs the released test prototxt; OpenCV a deploy twin
-(nets.deploy). One warm-up pass, then the median of ``--repeat`` passes.
+(nets.engine.deploy). One warm-up pass, then the median of ``--repeat`` passes.
 
 Usage::
 
@@ -44,7 +44,7 @@ def _prepare(folder, model):
     """Write the caffemodel (and the deploy twins' folder) for a model once."""
     from nets.caffe import read_prototxt, write_caffemodel
     from nets.deeplab import model_spec, prototxt_path
-    from nets.random_weights import random_weights
+    from nets.engine.random_weights import random_weights
     path = folder / f"{model}.caffemodel"
     if not path.exists():
         spec = model_spec(model)
@@ -64,7 +64,7 @@ def _measure(impl, model, side, caffemodel, repeat):
     if impl == "ours":
         from nets.deeplab import model_spec
         from nets.caffe import read_caffemodel
-        from nets.graph import Net
+        from nets.engine.net import Net
         net = Net.from_spec(model_spec(model), read_caffemodel(caffemodel))
         out = net.outputs[0]
 
@@ -74,7 +74,7 @@ def _measure(impl, model, side, caffemodel, repeat):
         import cv2
         from nets.caffe import format_prototxt
         from nets.deeplab import model_spec
-        from nets.deploy import deploy_spec
+        from nets.engine.deploy import deploy_spec
         cv2.setNumThreads(THREADS)
         proto = Path(caffemodel).with_suffix(f".{side}.deploy.prototxt")
         deploy = deploy_spec(model_spec(model), x.shape)

@@ -1,19 +1,29 @@
 """DeepLab networks: Caffe files read by hand, Caffe layer semantics, the forward pass, the CLI.
 
-The main names load on first use (``nets.Net``, ``nets.convert``, ``nets.deeplab``), so
+The subpackages form layers that import downwards only::
+
+    nets.app       the ``deeplab`` command: files and folders, evaluate, refine, demo, info, check
+      nets.deeplab   the DeepLab models by name, their pipeline, one Model/segment API
+        nets.engine    runs a Caffe net layer by layer: Net, weights, conversion, deploy twins
+          nets.layers    Caffe layer maths (pooling, Interp, BatchNorm, ...), three tiers each
+          nets.caffe     Caffe files by hand: protobuf, prototxt, caffemodel, the .npz format
+
+(and :mod:`atrous`, :mod:`crf` below them all). The main names load on first use, so
 ``import nets`` stays light: no Numba kernels compiled, no ``numba.cuda`` loaded.
 
 * :class:`nets.Net`: run a Caffe network (``Net.load(path)``, ``net.forward(data)``);
 * :func:`nets.convert`: a caffemodel and its prototxt -> a plain ``.npz``;
-* :mod:`nets.deeplab`: the official DeepLab models by name, pre- and post-processing.
+* :class:`nets.Model` and :func:`nets.segment`: a DeepLab model by name or file, an image
+  in, labels out (:mod:`nets.deeplab`).
 """
 import importlib
 
-_LAZY = {"Net": ("nets.graph", "Net"), "convert": ("nets.convert", "convert"),
-         "load_npz": ("nets.convert", "load_npz"), "DeepLab": ("nets.deeplab", "DeepLab")}
-_SUBMODULES = ("caffe", "convert", "deeplab", "graph", "layers", "weights")
+_LAZY = {"Net": ("nets.engine.net", "Net"), "convert": ("nets.engine.convert", "convert"),
+         "load_weights": ("nets.engine.weights", "load_weights"), "Model": ("nets.deeplab.model", "Model"),
+         "Segmentation": ("nets.deeplab.model", "Segmentation"), "segment": ("nets.deeplab.model", "segment")}
+_SUBMODULES = ("app", "caffe", "deeplab", "engine", "layers")
 
-__all__ = sorted(_LAZY) + ["deeplab"]
+__all__ = sorted(_LAZY) + list(_SUBMODULES)
 
 
 def __getattr__(name):

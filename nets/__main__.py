@@ -1,5 +1,5 @@
 import sys
 
-from nets.cli import main
+from nets.app.cli import main
 
 sys.exit(main())

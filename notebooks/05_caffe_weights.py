@@ -711,8 +711,8 @@ print("Net with and without folding agree; output", folded.shape)
 
 # %%
 largefov = nets.Net(read_prototxt(largefov_path))
-shapes = largefov.shapes({"data": (1, 3, 513, 513)}, check=False)
-blob_shapes = largefov.blob_shapes({"data": (1, 3, 513, 513)})
+shapes = largefov.infer_shapes({"data": (1, 3, 513, 513)}, check=False)
+param_shapes = largefov.param_shapes({"data": (1, 3, 513, 513)})
 print("inputs", largefov.inputs, "| outputs", largefov.outputs)
 
 size = {"data": 513}
@@ -732,7 +732,7 @@ for layer in largefov.spec.layers:
 for name, h in size.items():
     assert shapes[name][2:] == (h, h), (name, shapes[name], h)
 assert shapes["fc8_voc12"] == (1, 21, 65, 65) and shapes["fc8_interp"] == (1, 21, 513, 513)
-n_params = sum(int(np.prod(s)) for blobs in blob_shapes.values() for s in blobs)
+n_params = sum(int(np.prod(s)) for blobs in param_shapes.values() for s in blobs)
 print(f"{len(size) - 1} layers change the size or the channels; {n_params:,} parameters")
 vgg16_convs = (3 * 64 + 64 * 64 + 64 * 128 + 128 * 128 + 128 * 256 + 2 * 256 * 256 + 256 * 512
                + 5 * 512 * 512) * 9 + (2 * 64 + 2 * 128 + 3 * 256 + 6 * 512)

@@ -34,7 +34,7 @@
 #
 # **The nets.** The official DeepLab weights are hundreds of megabytes and cannot be shipped with
 # the package. The package ships two small DeepLabs trained on a procedural data set instead
-# (`nets.shapes`: disks, squares, triangles, rings and bars on textured backgrounds, 97x97 pixels;
+# (`nets.deeplab.shapes_dataset`: disks, squares, triangles, rings and bars on textured backgrounds, 97x97 pixels;
 # `nets/data/demo/TRAINING.md` records how they were trained). Both have DeepLab's form: a
 # VGG-like trunk with three stride-2 poolings, atrous convolutions after the last one, and a
 # LargeFOV head (fc6 3x3 at rate 3) or an ASPP head (four branches at rates 1, 2, 3, 4, summed).
@@ -68,18 +68,16 @@ from scipy import ndimage
 import atrous
 import crf
 from nets import layers as L
-from nets import shapes
+from nets.app.demo import heldout_samples
+from nets.app.evaluate import class_iou, confusion_matrix, format_table, mean_iou
+from nets.app.imageio import colorize, read_label_png, voc_palette
 from nets.caffe import read_caffemodel
-from nets.deeplab import MEAN_BGR, preprocess
-from nets.demo import heldout_samples
-from nets.evaluate import class_iou, confusion_matrix, format_table, mean_iou
-from nets.imageio import colorize, read_label_png, voc_palette
-from nets.segment import demo_dir, demo_manifest, demo_preset, load_model, segment_image
+from nets.deeplab import MEAN_BGR, Model, demo_dir, demo_manifest, demo_preset, preprocess, shapes_dataset
 
 plt.rcParams.update({"figure.dpi": 72, "axes.titlesize": 9, "image.interpolation": "nearest"})
 GRAY32, MAGMA32, VIRIDIS32 = (plt.get_cmap(name, 32) for name in ("gray", "magma", "viridis"))  # small PNGs
 START = time.perf_counter()
-CLASSES = shapes.CLASSES
+CLASSES = shapes_dataset.CLASSES
 N_CLASSES = len(CLASSES)
 LEGEND = [Patch(color=voc_palette()[k] / 255.0, label=name) for k, name in enumerate(CLASSES)]
 
@@ -94,22 +92,22 @@ def show(ax, picture, title):
 # %% [markdown]
 # ## 1 · The data and the two nets
 #
-# A sample of `nets.shapes` is a pure function of its split and index. The held-out split was
+# A sample of `nets.deeplab.shapes_dataset` is a pure function of its split and index. The held-out split was
 # never trained on, and its images 0..7 also ship as PNGs with the package (`heldout/`,
 # palette label maps). We check that the generator gives the same pixels as the files, then load
-# both nets by name. `load_model` reads `shapes_*.prototxt` and `shapes_*.caffemodel` with the
+# both nets by name. `Model.load` reads `shapes_*.prototxt` and `shapes_*.caffemodel` with the
 # project's Caffe reader; `demo_preset()` is the CRF preset tuned on the *training* split.
 
 # %%
 N_SUBSET = 24  # held-out images for the ablation; images 0..7 are the shipped PNGs
-images, truths = shapes.dataset(range(N_SUBSET), "heldout")  # (N, 97, 97, 3) uint8, (N, 97, 97) uint8
+images, truths = shapes_dataset.dataset(range(N_SUBSET), "heldout")  # (N, 97, 97, 3) uint8, (N, 97, 97) uint8
 shipped_images, shipped_labels = heldout_samples()
 assert len(shipped_images) == 8
 for k in range(8):
     np.testing.assert_array_equal(shipped_images[k], images[k])
     np.testing.assert_array_equal(shipped_labels[k], truths[k])
 
-models = {"LargeFOV": load_model("demo-largefov"), "ASPP": load_model("demo-aspp")}
+models = {"LargeFOV": Model.load("demo-largefov"), "ASPP": Model.load("demo-aspp")}
 preset = demo_preset()
 manifest = demo_manifest()
 SIZE = manifest["input_size"]
@@ -135,7 +133,7 @@ plt.show()
 #
 # To see the padding, we cut a 70x85 window out of image 0 and pad it to 97x97. The labels are
 # then the top-left 70x85 of the scores, as DeepLab's evaluation script keeps them;
-# `segment_image` does all of it. (The shapes that the window's edge cuts in half are partly
+# `Model.segment` does all of it. (The shapes that the window's edge cuts in half are partly
 # mislabelled: a cut shape is ambiguous.)
 
 # %%
@@ -156,7 +154,7 @@ assert not data_window[0, :, 70:, :].any() and not data_window[0, :, :, 85:].any
 print("data blob:", data_window.shape, data_window.dtype,
       f"values {data_window.min():.1f} .. {data_window.max():.1f} (mean-centred 0-255, not 0-1)")
 
-result_window = segment_image(window, models["LargeFOV"])
+result_window = models["LargeFOV"].segment(window)
 assert result_window.labels.shape == (70, 85)
 
 fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.4))
@@ -212,7 +210,7 @@ plt.show()
 # %% [markdown]
 # Dividing by 255 shrinks the input to a range about 255 times narrower than the one the weights
 # were trained on, and the net labels almost everything as background. The channel swap costs
-# only a little *here*, because in `nets.shapes` colour carries no class information: object
+# only a little *here*, because in `nets.deeplab.shapes_dataset` colour carries no class information: object
 # colours are random offsets from the background, and the classes are told apart by form. A VOC
 # net can also learn colour cues (skin for "person", green for "potted plant"), so a swap may cost
 # it more. This notebook has no VOC weights to measure that.
@@ -415,17 +413,17 @@ plt.show()
 #
 # ## 6 · Labels and the score
 #
-# `segment_image` runs sections 2 to 5 in one call. It must give the same scores and labels as
+# `Model.segment` runs sections 2 to 5 in one call. It must give the same scores and labels as
 # the pieces above. The score is then a confusion matrix; the naive version of one class's IoU
 # counts pixels with boolean masks. Ground truth comes from **palette** PNGs and must be read as
 # indices: reading them as RGB gives colours, a classic source of nonsense scores.
 
 # %%
-result = segment_image(images[0], models["LargeFOV"], crf=preset)
+result = models["LargeFOV"].segment(images[0], crf=preset)
 np.testing.assert_array_equal(result.scores, scores0)
 np.testing.assert_array_equal(result.probabilities, q)
 np.testing.assert_array_equal(result.labels, crf_labels)
-print("segment_image timings (s):", {k: round(v, 3) for k, v in result.timings.items()})
+print("Model.segment timings (s):", {k: round(v, 3) for k, v in result.timings.items()})
 
 matrix0 = confusion_matrix(truths[0], crf_labels, N_CLASSES)
 for c in range(N_CLASSES):
@@ -448,7 +446,7 @@ print(f"read as indices: values {np.unique(read_label_png(png)).tolist()}; read 
 # the input through shared weights: 1, 0.75 (`Interp shrink 4 zoom 3`, 513 -> 385) and 0.5
 # (`shrink 2`, 513 -> 257). Each tower's scores are resized by Interp to the scale-1 score map,
 # fused by **Eltwise MAX**, then zoomed x8. For a single-scale net,
-# `segment_image(..., scales=(1, 0.75, 0.5))` does the same. The teaching version below composes
+# `model.segment(..., scales=(1, 0.75, 0.5))` does the same. The teaching version below composes
 # it from `nets.layers.interp` and `Net.forward`; at 97 pixels the same Interp factors give 73
 # and 49, and score maps of 10x10 and 7x7.
 
@@ -476,7 +474,7 @@ assert L.interp_output_size(10, 10, zoom_factor=4, shrink_factor=3) == (13, 13)
 assert L.interp_output_size(7, 7, zoom_factor=2) == (13, 13)
 
 msc_scores, towers = msc_naive(models["LargeFOV"], batch[:8])  # (8, 6, 97, 97)
-library_msc = segment_image(images[0], models["LargeFOV"], scales=SCALES)
+library_msc = models["LargeFOV"].segment(images[0], scales=SCALES)
 np.testing.assert_array_equal(library_msc.scores, msc_scores[0])
 np.testing.assert_array_equal(towers[0], variant_scores["correct: BGR - mean"][:, :, ::8, ::8])
 
@@ -506,7 +504,7 @@ plt.show()
 # during training (TPAMI 2018, Table 4: MSC takes ResNet-101 from 68.72 to 71.27; random
 # scaling, added after COCO pretraining, from 73.28 to 74.87).
 # MSC is a property of how a net was trained, not a free test-time add-on. This is also why
-# `segment_image` refuses `scales` for the MSC net, which already fuses its own towers.
+# `Model.segment` refuses `scales` for the MSC net, which already fuses its own towers.
 #
 # ## 8 · The ablation in miniature
 #

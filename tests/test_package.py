@@ -23,7 +23,7 @@ def test_tests_run_against_the_installed_package():
 
 def test_import_does_not_load_cuda(run_python):
     """The package imports with no GPU and no CUDA driver: numba.cuda stays unloaded."""
-    code = ("import sys, atrous, crf, nets, nets.cli\n"
+    code = ("import sys, atrous, crf, nets, nets.app.cli\n"
             "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda'))]\n"
             "assert not loaded, loaded\n")
     proc = run_python(code)

@@ -10,7 +10,7 @@ compares them where a GPU's arithmetic and scheduling actually matter:
   divergence after the last iteration, and the time of each backend (lattice build and
   inference, best of 3 after a warm-up);
 * DeepLab-LargeFOV at 513x513 and DeepLab-v2 ResNet-101 ASPP at 321x321 with seeded
-  random weights (``nets.random_weights``): the largest score difference relative to the
+  random weights (``nets.engine.random_weights``): the largest score difference relative to the
   scores' range, the agreement of the argmax, and the time of one forward pass (median
   of 3 after a warm-up), CPU with every core of the machine.
 
@@ -82,8 +82,8 @@ def compare_crf(sizes):
 
 def compare_nets(cases):
     from nets.deeplab import model_spec
-    from nets.graph import Net
-    from nets.random_weights import random_weights
+    from nets.engine.net import Net
+    from nets.engine.random_weights import random_weights
     failures = 0
     for model, side in cases:
         spec = model_spec(model)
@@ -111,7 +111,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="the smaller size of each case only")
     args = parser.parse_args(argv)
     import numba
-    from nets.environment import cuda_status
+    from nets.app.environment import cuda_status
     print(f"numba {numba.__version__}, {numba.get_num_threads()} CPU threads; GPU: {cuda_status()[1]}")
     sizes = [(500, 375)] if args.quick else [(500, 375), (1000, 750)]
     nets = [("deeplab-v1-largefov", 321)] if args.quick else [("deeplab-v1-largefov", 513),

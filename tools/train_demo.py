@@ -11,7 +11,7 @@ Writes into ``--out``:
   ``shapes_aspp.prototxt`` / ``shapes_aspp.caffemodel``: deploy prototxts and real
   new-dialect caffemodels written by :mod:`nets.caffe`;
 * ``heldout/image_XX.png`` (RGB) and ``heldout/label_XX.png`` (VOC palette): held-out
-  samples 0..7 of :mod:`nets.shapes`;
+  samples 0..7 of :mod:`nets.deeplab.shapes_dataset`;
 * ``demo.json``: classes, input size, preprocessing, the models and their scores;
 * ``training_log.json``: every number of the run (losses, validation and held-out mIoU,
   export errors, times), which ``TRAINING.md`` summarises.
@@ -49,14 +49,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from nets import shapes
+from nets.deeplab import shapes_dataset
 from nets.caffe import LayerSpec, NetSpec, format_prototxt, read_caffemodel, write_caffemodel
-from nets.evaluate import confusion_matrix, mean_iou
-from nets.imageio import atomic_write, save_image_atomic, write_label_png
+from nets.app.evaluate import confusion_matrix, mean_iou
+from nets.app.imageio import save_image_atomic, write_label_png
+from nets.caffe import atomic_write
 
 MEAN_BGR = (104.008, 116.669, 122.675)
-SIZE = shapes.DEFAULT_SIZE
-NUM_CLASSES = len(shapes.CLASSES)
+SIZE = shapes_dataset.DEFAULT_SIZE
+NUM_CLASSES = len(shapes_dataset.CLASSES)
 WIDTH = 64          # channels of fc6 / fc7 (per ASPP branch)
 LARGEFOV_RATE = 3
 ASPP_RATES = (1, 2, 3, 4)
@@ -386,9 +387,9 @@ def main(argv=None):
     sizes = check_geometry()
     log(f"sizes through the trunk: {' -> '.join(map(str, sizes))}; Interp zoom 8 -> {SIZE}")
     t = time.time()
-    train_data = shapes.dataset(range(args.train_samples), "train")
-    val_data = shapes.dataset(range(1_000_000, 1_000_000 + args.val_samples), "train")
-    heldout_images, heldout_labels = shapes.dataset(range(args.heldout_samples), "heldout")
+    train_data = shapes_dataset.dataset(range(args.train_samples), "train")
+    val_data = shapes_dataset.dataset(range(1_000_000, 1_000_000 + args.val_samples), "train")
+    heldout_images, heldout_labels = shapes_dataset.dataset(range(args.heldout_samples), "heldout")
     log(f"generated {args.train_samples} training, {args.val_samples} validation and "
         f"{args.heldout_samples} held-out samples in {time.time() - t:.1f} s")
 
@@ -421,7 +422,7 @@ def main(argv=None):
         save_image_atomic(Image.fromarray(heldout_images[n], "RGB"), heldout_dir / f"image_{n:02d}.png")
         write_label_png(heldout_dir / f"label_{n:02d}.png", heldout_labels[n])
     manifest = {
-        "classes": list(shapes.CLASSES), "input_size": SIZE, "mean_bgr": list(MEAN_BGR),
+        "classes": list(shapes_dataset.CLASSES), "input_size": SIZE, "mean_bgr": list(MEAN_BGR),
         "input": "BGR, minus mean_bgr, no scaling, (1, 3, 97, 97); no padding",
         "heldout": {"split": "heldout", "indices": list(range(SHIPPED_HELDOUT)), "folder": "heldout"},
         "models": {n: {k: r[k] for k in ("prototxt", "caffemodel", "rates", "heldout_miou")}

@@ -27,12 +27,12 @@ import numba
 import numpy as np
 
 from crf import Preset, deeplab_refine
-from nets import shapes
-from nets.evaluate import confusion_matrix, mean_iou
-from nets.imageio import atomic_write
+from nets.deeplab import shapes_dataset
+from nets.app.evaluate import confusion_matrix, mean_iou
+from nets.caffe import atomic_write
 
 MEAN_BGR = np.float32((104.008, 116.669, 122.675))
-NUM_CLASSES = len(shapes.CLASSES)
+NUM_CLASSES = len(shapes_dataset.CLASSES)
 TUNE_OFFSET = 2_000_000
 GRID = {"w_bilateral": (5.0, 10.0, 20.0, 40.0), "theta_alpha": (3.0, 5.0, 10.0, 20.0),
         "theta_beta": (5.0, 10.0, 20.0), "w_gaussian": (1.0, 3.0), "theta_gamma": (1.0, 3.0)}
@@ -77,8 +77,8 @@ def main(argv=None):
     numba.set_num_threads(args.threads)
     manifest = json.loads((args.out / "demo.json").read_text())
     nets = list(manifest["models"])
-    tune_images, tune_labels = shapes.dataset(range(TUNE_OFFSET, TUNE_OFFSET + args.tune_samples), "train")
-    heldout_images, heldout_labels = shapes.dataset(range(args.heldout_samples), "heldout")
+    tune_images, tune_labels = shapes_dataset.dataset(range(TUNE_OFFSET, TUNE_OFFSET + args.tune_samples), "train")
+    heldout_images, heldout_labels = shapes_dataset.dataset(range(args.heldout_samples), "heldout")
     tune_scores, heldout_scores = {}, {}
     for name in nets:
         model = manifest["models"][name]

@@ -5,7 +5,13 @@
   both dialects, DeepLab's ``${...}`` templates, V1 -> new upgrade.
 * :class:`NetSpec` / :class:`LayerSpec`: the one normalised network description both
   produce (see :mod:`nets.caffe.spec`), with :func:`conv_geometry` / :func:`pool_geometry`.
+* :func:`read_npz` / :func:`write_npz`: the converted-network ``.npz`` (a prototxt and
+  float32 blobs, no pickle).
+* :func:`atomic_write`: every file of the project is written through it.
 * :class:`CaffeFormatError`: the one error class (a ``ValueError``).
+
+This package reads and writes files and knows no layer maths: it imports nothing
+else of :mod:`nets`, and no image library.
 
 Example::
 
@@ -19,17 +25,19 @@ Example::
 
 Modules: :mod:`.wire` (protobuf wire format), :mod:`.schema` (field numbers of both
 dialects), :mod:`.codec` (schema-driven messages), :mod:`.spec`, :mod:`.prototxt`,
-:mod:`.caffemodel`.
+:mod:`.caffemodel`, :mod:`.npz`, :mod:`.atomic`.
 """
+from .atomic import atomic_write
 from .caffemodel import decode_caffemodel, encode_caffemodel, read_caffemodel, write_caffemodel
 from .errors import CaffeFormatError
+from .npz import is_npz, read_npz, write_npz
 from .prototxt import (DEFAULT_TEMPLATE_VALUES, format_prototxt, parse_prototxt, read_prototxt,
                        upgrade_prototxt)
 from .spec import ConvGeometry, LayerSpec, NetSpec, PoolGeometry, conv_geometry, pool_geometry
 
 __all__ = [
     "CaffeFormatError", "ConvGeometry", "DEFAULT_TEMPLATE_VALUES", "LayerSpec", "NetSpec",
-    "PoolGeometry", "conv_geometry", "decode_caffemodel", "encode_caffemodel", "format_prototxt",
-    "parse_prototxt", "pool_geometry", "read_caffemodel", "read_prototxt", "upgrade_prototxt",
-    "write_caffemodel",
+    "PoolGeometry", "atomic_write", "conv_geometry", "decode_caffemodel", "encode_caffemodel",
+    "format_prototxt", "is_npz", "parse_prototxt", "pool_geometry", "read_caffemodel", "read_npz",
+    "read_prototxt", "upgrade_prototxt", "write_caffemodel", "write_npz",
 ]

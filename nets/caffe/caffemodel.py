@@ -13,7 +13,7 @@ is not held twice; the arrays are read-only views that keep the map alive.
 import mmap
 import os
 
-from ..imageio import atomic_write
+from .atomic import atomic_write
 from .codec import decode_message, encode_message
 from .errors import CaffeFormatError
 from .spec import net_from_raw, net_to_raw

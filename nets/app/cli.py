@@ -1,0 +1,319 @@
+"""The ``deeplab`` command (also ``python -m nets``).
+
+This is the only module that parses arguments. Heavy imports (numpy, numba)
+happen after parsing, so that ``--threads`` can set the thread counts of Numba
+and of the BLAS library before either starts its thread pool.
+"""
+import argparse
+import os
+import sys
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_threads(parser):
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="threads for Numba kernels and BLAS (default: NUMBA_NUM_THREADS "
+                             "or all cores)")
+
+
+def _apply_threads(n):
+    """Set Numba's and BLAS's thread counts; must run before numpy/numba are imported."""
+    if n is None:
+        return
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(n))
+    import numba
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def cmd_info(args):
+    from nets.app.environment import describe
+    rows = describe()
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_check(args):
+    from nets.app.selfcheck import run_checks
+    return run_checks(backend=args.backend, quick=args.quick, seed=args.seed, out=sys.stdout)
+
+
+def cmd_convert(args):
+    import warnings
+    from pathlib import Path
+
+    from nets.engine.convert import convert
+    prototxt = args.prototxt
+    if not Path(prototxt).exists():
+        from nets.deeplab import MODELS, prototxt_path
+        if prototxt not in MODELS:
+            print(f"deeplab convert: {prototxt}: no such file, and not a model name ({sorted(MODELS)})",
+                  file=sys.stderr)
+            return 2
+        prototxt = prototxt_path(prototxt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            shapes = convert(args.caffemodel, prototxt, args.output, strict=args.strict)
+        except (OSError, ValueError) as exc:
+            print(f"deeplab convert: {exc}", file=sys.stderr)
+            return 1
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"wrote {args.output}: {len(shapes)} blobs")
+    return 0
+
+
+def _err(command, message):
+    print(f"deeplab {command}: {message}", file=sys.stderr)
+
+
+def cmd_segment(args):
+    from nets.app.files import image_files, segment_files
+    from nets.deeplab import Model, parse_scales, resolve_preset
+    try:
+        scales = parse_scales(args.scales)
+        model = Model.load(args.model, args.weights)
+        preset = resolve_preset(args.crf, model)
+        model.check_scales(scales)
+    except (OSError, ValueError) as exc:
+        _err("segment", exc)
+        return 1
+    paths = image_files(args.inputs)
+    if not paths:
+        _err("segment", f"no image files in {args.inputs}")
+        return 1
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        errors = segment_files(paths, model, args.output, crf=preset, scales=scales, backend=args.backend,
+                               overlay=args.overlay, save_probs=args.save_probs, verbose=args.verbose, log=log)
+    except (OSError, ValueError) as exc:
+        _err("segment", exc)
+        return 1
+    print(f"wrote {len(paths) - len(errors)} of {len(paths)} label maps to {args.output}")
+    if errors:
+        _err("segment", f"{len(errors)} of {len(paths)} images failed:\n  " + "\n  ".join(errors))
+        return 1
+    return 0
+
+
+def cmd_evaluate(args):
+    import numpy as np
+
+    from nets.app.evaluate import confusion_matrix, format_table, pair_files
+    from nets.app.imageio import ImageReadError, read_image, read_label_png
+    if (args.images is None) == (args.predictions is None):
+        _err("evaluate", "give either --images with --model, or --predictions")
+        return 2
+    try:
+        stems = None
+        if args.list is not None:
+            with open(args.list) as f:
+                stems = [line.split()[0] for line in f if line.strip()]
+        if args.predictions is not None:
+            pairs, errors = pair_files(args.labels, args.predictions, suffix=".png", stems=stems)
+            model, num_classes, classes = None, args.num_classes, None
+        else:
+            if args.model is None:
+                _err("evaluate", "--images needs --model")
+                return 2
+            from nets.deeplab import Model, parse_scales, resolve_preset
+            pairs, errors = pair_files(args.labels, args.images, stems=stems)
+            model = Model.load(args.model, args.weights)
+            preset, scales = resolve_preset(args.crf, model), parse_scales(args.scales)
+            model.check_scales(scales)
+            classes = model.classes
+            num_classes = len(classes) if classes else args.num_classes
+    except (OSError, ValueError) as exc:
+        _err("evaluate", exc)
+        return 1
+    matrix, done = np.zeros((num_classes, num_classes), np.int64), 0
+    for k, (label_path, other) in enumerate(pairs, 1):
+        try:
+            truth = read_label_png(label_path)
+            if model is None:
+                predicted = read_label_png(other)
+            else:
+                predicted = model.segment(read_image(other), crf=preset, scales=scales, backend=args.backend).labels
+            matrix += confusion_matrix(truth, predicted, num_classes)
+            done += 1
+        except (ImageReadError, ValueError, TypeError) as exc:
+            errors.append(f"{label_path}: {exc}")
+            continue
+        print(f"[{k}/{len(pairs)}] {other}", file=sys.stderr, flush=True)
+    print(f"{done} images, {matrix.sum()} pixels counted (255 ignored)")
+    print("confusion matrix (rows: ground truth, columns: prediction):")
+    for row in matrix:
+        print("  " + " ".join(f"{v:>9d}" for v in row))
+    print("\n".join(format_table(matrix, classes)))
+    if errors:
+        _err("evaluate", f"{len(errors)} problems:\n  " + "\n  ".join(errors))
+        return 1
+    return 0
+
+
+def cmd_crf(args):
+    import os
+
+    import crf
+    from nets.app.files import save_probabilities
+    from nets.app.imageio import read_image, read_label_png, write_label_png
+    from nets.app.refine import change_report, load_probabilities, refine_model
+    from nets.deeplab import label_map, resolve_preset
+    probs = coarse = None
+    try:
+        preset = resolve_preset(args.preset)
+        image = read_image(args.image)
+        if args.probs is not None:
+            probs = load_probabilities(args.probs, *image.shape[:2], logits=args.from_logits)
+            model = refine_model(image, probabilities=probs, preset=preset, logits=args.from_logits,
+                                 backend=args.backend)
+        else:
+            coarse = read_label_png(args.labels)
+            model = refine_model(image, labels=coarse, num_labels=args.num_labels,
+                                 gt_prob=args.gt_prob, preset=preset, backend=args.backend)
+        q = model.inference(crf.get_preset(preset).iterations)
+    except (OSError, ValueError) as exc:
+        _err("crf", exc)
+        return 1
+    labels = label_map(q)  # Caffe's tie rule
+    write_label_png(args.output, labels)
+    print(f"wrote {args.output}")
+    for line in change_report(labels, probabilities=probs, labels=coarse, logits=args.from_logits):
+        print(line)
+    if args.verbose:
+        for line in model.summary():
+            print(line)
+    if args.save_probs:
+        path = os.path.splitext(args.output)[0] + "_probs.npy"
+        save_probabilities(path, q)
+        print(f"wrote {path} ({q.shape[0]}, {q.shape[1]}, {q.shape[2]}) float32")
+    return 0
+
+
+def cmd_demo(args):
+    from nets.app.demo import format_table, run_demo
+    try:
+        result = run_demo(args.output, backend=args.backend)
+    except (OSError, ValueError) as exc:
+        _err("demo", exc)
+        return 1
+    print(f"figure: {os.path.abspath(result.figure)}")
+    print("\n".join(format_table(result)))
+    t = result.timings
+    print(f"time: {t['total']:.2f} s in all (network {t['network']:.2f} s, CRF {t['crf']:.2f} s, "
+          f"loading {t['load']:.2f} s, figure {t['figure']:.2f} s)")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="deeplab",
+        description="DeepLab v1/v2 in NumPy and Numba: atrous convolution, ASPP, dense CRF.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("info", help="versions, Numba threading layer, threads, CUDA, backends")
+    _add_threads(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("check", help="verify the kernels on this machine against the NumPy reference")
+    p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
+                   help="backend compared with the reference (default: cpu)")
+    p.add_argument("--quick", action="store_true", help="a few small cases only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random cases (default: 0)")
+    _add_threads(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("convert", help="convert a caffemodel and its prototxt into a plain .npz")
+    p.add_argument("caffemodel", metavar="MODEL.caffemodel")
+    p.add_argument("--prototxt", required=True, metavar="NET",
+                   help="the network to run (a .prototxt, or a model name such as deeplab-v1-largefov)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when the caffemodel holds layers the net does not have")
+    p.set_defaults(func=cmd_convert)
+
+    backends = ("auto", "numpy", "cpu", "cuda")
+    p = sub.add_parser("segment", help="segment images with a DeepLab model (label PNGs, overlays, probabilities)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                   help="deeplab-v1-largefov, deeplab-v2-resnet101[-msc], deeplab-v2-vgg16-aspp-l, "
+                        "demo-largefov, demo-aspp, a converted .npz or a .prototxt")
+    p.add_argument("--weights", metavar="FILE", help="the released .caffemodel or a converted .npz")
+    p.add_argument("--crf", default="none", metavar="PRESET",
+                   help="none (default), auto (the model's preset) or a preset name")
+    p.add_argument("--scales", default="1", help="input scales fused by MAX, e.g. 1,0.75,0.5 "
+                                                 "(single-scale nets; default 1)")
+    p.add_argument("--backend", choices=backends, default="auto")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
+    p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png")
+    p.add_argument("--save-probs", action="store_true", help="also write NAME_probs.npy, (L, H, W) float32")
+    p.add_argument("--verbose", action="store_true", help="time per stage for every image")
+    _add_threads(p)
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate", help="confusion matrix, per-class IoU and mIoU over a folder")
+    p.add_argument("--labels", required=True, metavar="DIR", help="ground-truth label PNGs (indices, 255 void)")
+    p.add_argument("--images", metavar="DIR", help="images of the same stems, segmented with --model")
+    p.add_argument("--predictions", metavar="DIR", help="or: label PNGs already written (e.g. by segment)")
+    p.add_argument("--list", metavar="FILE", help="only these stems, one per line (e.g. VOC's val.txt)")
+    p.add_argument("--model", metavar="NAME_OR_PATH")
+    p.add_argument("--weights", metavar="FILE")
+    p.add_argument("--crf", default="none", metavar="PRESET")
+    p.add_argument("--scales", default="1")
+    p.add_argument("--num-classes", type=_positive_int, default=21,
+                   help="classes when the model does not name them, or with --predictions (default 21)")
+    p.add_argument("--backend", choices=backends, default="auto")
+    _add_threads(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("crf", help="refine a segmentation with DeepLab's dense CRF")
+    p.add_argument("image", metavar="IMAGE")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--probs", metavar="P.npy", help="probabilities, (L, H, W) or (H, W, L)")
+    source.add_argument("--labels", metavar="COARSE.png", help="coarse label PNG (255: unsure)")
+    p.add_argument("--from-logits", action="store_true",
+                   help="--probs holds pre-softmax scores (any finite values), not probabilities")
+    p.add_argument("--gt-prob", type=float, default=0.7, help="confidence of a coarse label (default 0.7)")
+    p.add_argument("--num-labels", type=_positive_int, default=21, help="labels with --labels (default 21)")
+    p.add_argument("--preset", default="deeplab-v2-resnet101-voc", help="CRF preset name")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("--save-probs", action="store_true", help="also write OUT_probs.npy, (L, H, W) float32")
+    p.add_argument("--verbose", action="store_true", help="lattice sizes, memory and the time of each stage")
+    p.add_argument("--backend", choices=backends, default="auto")
+    _add_threads(p)
+    p.set_defaults(func=cmd_crf)
+
+    p = sub.add_parser("demo", help="both embedded demo nets on held-out images: figure and mIoU table")
+    p.add_argument("-o", "--output", default="deeplab-demo", metavar="DIR",
+                   help="folder of figure.png (default ./deeplab-demo)")
+    p.add_argument("--backend", choices=backends, default="auto")
+    _add_threads(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _apply_threads(getattr(args, "threads", None))
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The one segmentation API: :class:`Model` loads a network by name or by file, :meth:`Model.segment`
+runs DeepLab's pipeline on an image and returns a :class:`Segmentation`.
+
+Models (:meth:`Model.load`)
+    * an official DeepLab model by name (:data:`nets.deeplab.MODELS`), with its
+      released ``.caffemodel`` or a converted ``.npz``;
+    * an embedded demo model by name, ``demo-largefov`` or ``demo-aspp``
+      (:data:`nets.deeplab.DEMO_MODELS`; 97x97 input, no weights to download; they
+      know only the procedural shapes of :mod:`nets.deeplab.shapes_dataset`);
+    * a network file: a converted ``.npz`` (weights inside), or a ``.prototxt``
+      with ``weights=`` a ``.caffemodel`` or ``.npz``.
+
+The pipeline (:mod:`nets.deeplab.processing` for each step)::
+
+    RGB image -> [resize rule] -> preprocess -> network (scales fused by MAX) -> x8 Interp
+              -> crop to the image -> softmax | dense CRF -> argmax -> labels
+
+An image larger than the crop size (513 for DeepLab, 97 for the demo nets) is never
+cropped: it is resized so that its long side equals the crop size (pillow's bilinear
+filter, which averages when it shrinks), with a ``UserWarning``; the network and the CRF
+run at that size; the labels are brought back to the original size by nearest neighbour
+and the probabilities and scores by Caffe's Interp (bilinear, aligned corners). Smaller
+images are padded bottom/right with the mean colour, as in DeepLab.
+
+Example::
+
+    model = Model.load("deeplab-v2-resnet101-msc", weights="resnet101_msc.npz")
+    result = model.segment(image, crf="auto")       # image: (H, W, 3) uint8 RGB
+    result.labels                                   # (H, W) uint8
+"""
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+from PIL import Image
+
+from nets import layers as L
+from nets.caffe import is_npz, read_prototxt
+from nets.deeplab import shapes_dataset
+from nets.deeplab.models import (CROP_SIZE, DEMO_MODELS, MODELS, VOC_CLASSES, demo_files, demo_manifest,
+                                 demo_preset, model_spec)
+from nets.deeplab.processing import (crop_scores, forward_scores, label_map, parse_scales, preprocess,
+                                     resize_rule, softmax)
+from nets.engine import Net, load_weights
+
+
+@dataclass
+class Segmentation:
+    """What a model says about one image.
+
+    Attributes
+    ----------
+    labels : ndarray of shape (H, W), uint8
+        Class per pixel (argmax, Caffe's tie rule: the highest label among equals).
+    probabilities : ndarray of shape (L, H, W), float32
+        Softmax of the scores, or the CRF's marginals Q when a CRF ran.
+    scores : ndarray of shape (L, H, W), float32
+        The network's pre-softmax scores (``fc8_interp`` / ``fc1_interp``), top-left HxW.
+    timings : dict of str to float
+        Seconds per stage: ``resize``, ``preprocess``, ``network``, ``crf``, ``postprocess``.
+    working_size : (int, int)
+        The size the network and CRF ran at (smaller than the image when it was resized).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    scores: np.ndarray
+    timings: dict = field(default_factory=dict)
+    working_size: tuple = None
+
+
+def postprocess(scores, height, width):
+    """The network's part of a :class:`Segmentation`: crop the top-left ``height`` x ``width`` of
+    ``(L, H', W')`` scores, softmax over the labels, argmax with Caffe's tie rule."""
+    scores = crop_scores(scores, height, width)
+    return Segmentation(label_map(scores), softmax(scores), scores, working_size=(height, width))
+
+
+@dataclass
+class Model:
+    """A network ready to segment images.
+
+    Attributes
+    ----------
+    name : str
+        The model's name, or the file it came from.
+    net : nets.Net
+    scores : str
+        The blob holding the full-resolution pre-softmax scores (``fc8_interp``).
+    crop_size : int
+        Side of the padded square input (513, or 97 for the demo nets).
+    crf_preset : crf.Preset or str or None
+        The CRF settings that go with the model (``crf="auto"``).
+    classes : tuple of str or None
+        Class names by label.
+    """
+
+    name: str
+    net: Net
+    scores: str
+    crop_size: int
+    crf_preset: object = None
+    classes: tuple = None
+
+    @classmethod
+    def load(cls, model, weights=None, num_labels=21, crop_size=None):
+        """A model from a name or a file.
+
+        Parameters
+        ----------
+        model : str or PathLike or Model
+            An official name (:data:`nets.deeplab.MODELS`), ``demo-largefov`` /
+            ``demo-aspp``, a converted ``.npz`` or a ``.prototxt``. A loaded
+            :class:`Model` is returned as it is.
+        weights : str or PathLike, optional
+            ``.caffemodel`` or converted ``.npz``. Required for official models and
+            prototxts; replaces the shipped weights of a demo model.
+        num_labels : int
+            ``${NUM_LABELS}`` of the official templates.
+        crop_size : int, optional
+            The padded input side instead of the model's own (513 for DeepLab; a
+            smaller one makes quick tests).
+
+        Raises
+        ------
+        ValueError
+            An unknown name, missing weights, or an unreadable or mismatching weight
+            file (the message names the file).
+        FileNotFoundError
+            A weight file that does not exist.
+        """
+        if isinstance(model, Model):
+            return model
+        loaded = _load(os.fspath(model), weights, num_labels)
+        if crop_size is not None:
+            loaded.crop_size = int(crop_size)
+        return loaded
+
+    @property
+    def multi_scale(self):
+        """True when the net resizes its own input (the MSC net): ``scales`` is refused then."""
+        return any(layer.type == "Interp" and set(layer.bottoms) & set(self.net.inputs)
+                   for layer in self.net.spec.layers)
+
+    def check_scales(self, scales):
+        """Refuse several scales for a net that already resizes its own input (the MSC net)."""
+        if tuple(scales) != (1.0,) and self.multi_scale:
+            raise ValueError(f"{self.name} already fuses several scales of its input; scales are for "
+                             f"single-scale nets (e.g. deeplab-v2-resnet101 for the MSC model's tower)")
+
+    def segment(self, image, crf=None, scales=(1.0,), backend="auto"):
+        """Segment one RGB image.
+
+        Parameters
+        ----------
+        image : ndarray of shape (H, W, 3), uint8, RGB
+            (Files are read by :func:`nets.app.imageio.read_image`.)
+        crf : str, crf.Preset or None
+            A preset name, ``"auto"`` (the model's preset) or None/``"none"``: DeepLab's
+            offline CRF (:func:`crf.deeplab_refine`) on the network's scores.
+        scales : sequence of float or str
+            Input scales fused by MAX (:mod:`nets.deeplab.processing`); ``(1,)`` is the
+            plain forward pass.
+        backend : {"numpy", "cpu", "cuda", "auto"}
+
+        Returns
+        -------
+        Segmentation
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+            raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} "
+                             f"dtype {image.dtype}")
+        preset = resolve_preset(crf, self)
+        scales = parse_scales(scales)
+        self.check_scales(scales)
+        times = {}
+        height, width = image.shape[:2]
+        t = time.perf_counter()
+        work_h, work_w = resize_rule(height, width, self.crop_size)
+        work = image
+        if (work_h, work_w) != (height, width):
+            warnings.warn(f"the image is {height}x{width}, larger than the net's {self.crop_size}x"
+                          f"{self.crop_size} input: it is resized to {work_h}x{work_w} and the labels are "
+                          f"resized back (nearest neighbour)", UserWarning, stacklevel=2)
+            work = np.asarray(Image.fromarray(image).resize((work_w, work_h), Image.BILINEAR))
+        work = np.ascontiguousarray(work)
+        times["resize"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        data = preprocess(work, self.crop_size)
+        times["preprocess"] = time.perf_counter() - t
+        t = time.perf_counter()
+        scores = np.asarray(forward_scores(self.net, data, self.scores, scales, backend))[0]  # (L, crop, crop)
+        times["network"] = time.perf_counter() - t
+        t = time.perf_counter()
+        result = postprocess(scores, work_h, work_w)
+        times["postprocess"] = time.perf_counter() - t
+        times["crf"] = 0.0
+        if preset is not None:
+            import crf as dense_crf
+            t = time.perf_counter()
+            result.probabilities = np.asarray(dense_crf.deeplab_refine(work, result.scores, preset=preset,
+                                                                       backend=backend))
+            result.labels = label_map(result.probabilities)
+            times["crf"] = time.perf_counter() - t
+        if (work_h, work_w) != (height, width):
+            t = time.perf_counter()
+            result.labels = np.asarray(Image.fromarray(result.labels).resize((width, height), Image.NEAREST))
+            result.probabilities = L.interp(np.ascontiguousarray(result.probabilities), height=height,
+                                            width=width, backend="numpy")
+            result.scores = L.interp(result.scores, height=height, width=width, backend="numpy")
+            times["resize"] += time.perf_counter() - t
+        result.timings = times
+        return result
+
+
+def segment(image, model, weights=None, crf=None, scales=(1.0,), backend="auto"):
+    """Segment one RGB image with a model given by name, file or as a loaded :class:`Model`.
+
+    ``Model.load(model, weights).segment(image, crf, scales, backend)``; load the model
+    once with :meth:`Model.load` to segment many images.
+    """
+    return Model.load(model, weights).segment(image, crf=crf, scales=scales, backend=backend)
+
+
+def _load(name, weights, num_labels):
+    if name in MODELS:
+        if weights is None:
+            raise ValueError(f"model {name!r} needs its weights: pass the released .caffemodel or a converted "
+                             f".npz (weights=... / --weights); see the README for where to obtain them")
+        net = Net.from_spec(model_spec(name, num_labels), load_weights(weights)[1])
+        info = MODELS[name]
+        return Model(name, net, info.scores, CROP_SIZE, info.crf_preset, VOC_CLASSES)
+    if name in DEMO_MODELS:
+        prototxt, caffemodel = demo_files(name)
+        if not prototxt.is_file() or (weights is None and not caffemodel.is_file()):
+            raise ValueError(f"demo model {name!r}: {prototxt} or {caffemodel} is missing from the package "
+                             f"(regenerate them with tools/train_demo.py)")
+        manifest = demo_manifest() or {}
+        with resources.as_file(prototxt) as p:
+            spec = read_prototxt(p)
+        with resources.as_file(caffemodel) as c:
+            net = Net.from_spec(spec, load_weights(weights if weights is not None else c)[1])
+        classes = tuple(manifest.get("classes", shapes_dataset.CLASSES))
+        crop = int(manifest.get("input_size", _declared_crop(net)))
+        return Model(name, net, _score_blob(net), crop, demo_preset(), classes)
+    if not os.path.isfile(name):
+        raise ValueError(f"{name}: not a model name ({sorted(MODELS) + sorted(DEMO_MODELS)}) and no such file")
+    if is_npz(name):
+        stored, stored_weights = load_weights(name)
+        net = Net.from_spec(stored, stored_weights if weights is None else load_weights(weights)[1])
+    else:
+        if weights is None:
+            raise ValueError(f"{name}: a prototxt needs weights (a .caffemodel or converted .npz)")
+        net = Net.from_spec(read_prototxt(name, NUM_LABELS=num_labels), load_weights(weights)[1])
+    return Model(name, net, _score_blob(net), _declared_crop(net))
+
+
+def _score_blob(net):
+    """The last output written by an Interp layer (DeepLab's ``fc8_interp``), else the last output."""
+    interp_tops = [t for layer in net.spec.layers if layer.type == "Interp" for t in layer.tops]
+    candidates = [o for o in net.outputs if o in interp_tops]
+    return (candidates or net.outputs)[-1]
+
+
+def _declared_crop(net):
+    """The side of a declared square input, else DeepLab's 513."""
+    shapes = net.spec.input_shapes
+    shape = tuple(shapes[0]) if shapes else None
+    if shape and len(shape) == 4 and shape[2] == shape[3] and shape[2]:
+        return int(shape[2])
+    return CROP_SIZE
+
+
+def resolve_preset(crf_preset, model=None):
+    """The CRF preset to use: None, a :class:`crf.Preset`, a preset name, ``"auto"`` or ``"none"``.
+
+    ``"auto"`` is the model's own preset (DeepLab's VOC values for the official
+    models, the tuned preset for the demo nets); ``"none"``/None runs no CRF.
+    ``"deeplab-demo-shapes"`` names the demo's tuned preset.
+    """
+    if crf_preset is None or (isinstance(crf_preset, str) and crf_preset.lower() == "none"):
+        return None
+    import crf
+    if isinstance(crf_preset, crf.Preset):
+        return crf_preset
+    if crf_preset == "auto":
+        if model is None or model.crf_preset is None:
+            name = model.name if model is not None else "no model"
+            raise ValueError(f"crf='auto': {name} has no CRF preset of its own; name one of "
+                             f"{sorted(crf.PRESETS)}")
+        return crf.get_preset(model.crf_preset)
+    demo = demo_preset()
+    if demo is not None and crf_preset == demo.name:
+        return demo
+    known = sorted(crf.PRESETS) + ([demo.name] if demo is not None else [])
+    if crf_preset not in known:
+        raise ValueError(f"unknown CRF preset {crf_preset!r}; expected 'none', 'auto' or one of {known}")
+    return crf.get_preset(crf_preset)

@@ -1,0 +1,425 @@
+"""Running a Caffe network: layers in file order over named blobs, reshaped to every input.
+
+:class:`Net` holds a network description (:class:`~nets.caffe.NetSpec`) and its learned
+blobs, and runs it the way Caffe's ``Net::Forward`` does:
+
+* the TEST-phase net (``include``/``exclude`` rules applied);
+* layers in file order; a top named like its bottom is written **in place**, so a
+  blob's value is the one the *last* layer writing it left (after ReLU, Dropout,
+  BatchNorm, Scale), as Caffe's ``net.blobs[name]`` holds after the pass;
+* the net is reshaped to the input as Caffe's ``Net::Reshape`` does: declared
+  input shapes (``input_dim``, ``Input`` shapes, ``crop_size``) are defaults used
+  only to check the weights early;
+* ``Input``, ``Data``, ``ImageData`` and ``ImageSegData`` layers are where the
+  caller's arrays go in; ImageSegData's ``data_dim`` top is
+  ``(min(H, crop), min(W, crop))``; MatWrite, SegAccuracy and Silence are not run;
+* weights are matched by layer name, shared blobs (``param { name }``) resolved
+  across the layers sharing them (:mod:`nets.engine.weights`);
+* a Convolution followed in place by BatchNorm and Scale is folded into one
+  convolution at load time (``fold=True``, the default), which changes nothing a
+  caller can observe: the convolution's top is overwritten by both anyway.
+
+Example::
+
+    net = Net.load("lenet_iter_10000.caffemodel", prototxt="lenet.prototxt")
+    scores = net.forward(images)["ip2"]            # images: (N, 1, 28, 28) float32
+"""
+import os
+
+import numpy as np
+
+from atrous.backend import is_device_array, resolve_backend
+from nets.caffe import is_npz, read_prototxt
+from nets.engine.ops import INPUT_TYPES, SKIPPED_TYPES, LayerError, batchnorm_eps, make_ops
+from nets.engine.weights import check_blobs, load_weights, resolve_weights, weights_by_layer
+from nets.layers import fold_batchnorm_scale
+
+
+class _Step:
+    """One layer to run and the op that runs it."""
+
+    __slots__ = ("layer", "op")
+
+    def __init__(self, layer, op):
+        self.layer, self.op = layer, op
+
+
+class Net:
+    """A Caffe network with its weights, ready to run.
+
+    Build one with :meth:`load` (a converted ``.npz``, or a caffemodel and its
+    prototxt) or :meth:`from_spec`.
+
+    Attributes
+    ----------
+    spec : NetSpec
+        The TEST-phase network that runs.
+    inputs : list of str
+        Blobs the caller provides (the first one is ``data`` in DeepLab's nets).
+    outputs : list of str
+        Blobs no later layer reads: what :meth:`forward` returns by default.
+    blobs : list of str
+        Every blob a forward pass computes, in order of first appearance.
+    declared_shapes : dict of str to tuple of int or None
+        The input shapes the network file declares (``input_dim``, ``Input`` shapes,
+        a data layer's ``crop_size``), None where it declares none. Defaults only:
+        the net runs at any input size.
+    """
+
+    def __init__(self, spec, weights=None, fold=True):
+        self.spec = spec.for_phase("TEST")
+        self._ops = make_ops(self.spec.dialect)
+        self.declared_shapes = {}
+        self._input_layers = {}
+        self._steps = []
+        known = set()
+        for name, shape in zip(self.spec.inputs, self.spec.input_shapes or [None] * len(self.spec.inputs)):
+            self.declared_shapes[name] = tuple(shape) if shape else None
+            known.add(name)
+        for layer in self.spec.layers:
+            if layer.type in SKIPPED_TYPES:
+                continue
+            if layer.type in INPUT_TYPES:
+                self._add_input_layer(layer)
+                known.update(layer.tops)
+                continue
+            op = self._ops.get(layer.type)
+            if op is None:
+                raise ValueError(f"layer {layer.name!r} has type {layer.type!r} (written "
+                                 f"{layer.source_type or layer.type!r}), which is not supported; supported "
+                                 f"types: {sorted(self._ops) + list(INPUT_TYPES) + list(SKIPPED_TYPES)}")
+            for bottom in layer.bottoms:
+                if bottom not in known:
+                    raise ValueError(f"layer {layer.name!r} ({layer.type}) reads blob {bottom!r}, which no "
+                                     f"earlier layer produces and which is not a net input; known blobs: "
+                                     f"{sorted(known)}")
+            known.update(layer.tops)
+            self._steps.append(_Step(layer, op))
+        self.inputs = list(self.declared_shapes)
+        if not self.inputs:
+            raise ValueError("the net has no input: expected NetParameter input fields or an Input, Data or "
+                             "ImageSegData layer")
+        self._weights = resolve_weights([s.layer for s in self._steps], weights_by_layer(weights))
+        self._checked = {}
+        self._folded_cache = {}
+        self._device_cache = {}
+        self._shape_cache = {}
+        self._fold_groups = self._find_fold_groups() if fold else {}
+        self.outputs = self._find_outputs()
+        self.blobs = list(dict.fromkeys(
+            self.inputs + list(self._input_layers) + [t for s in self._steps for t in s.layer.tops]))
+        defaults = [self.declared_shapes[name] for name in self.inputs]
+        if weights is not None and all(d is not None for d in defaults):
+            self.infer_shapes(dict(zip(self.inputs, defaults)), context="for the declared input shape")
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_spec(cls, spec, weights=None, fold=True):
+        """A net from a parsed network and its weights.
+
+        Parameters
+        ----------
+        spec : NetSpec
+            The network (its TEST phase runs).
+        weights : NetSpec or mapping of str to sequence of ndarray, optional
+            A decoded caffemodel, or blobs by layer name. Layers absent from the net are
+            ignored, as Caffe ignores them.
+        fold : bool
+            Fold BatchNorm + Scale into the preceding convolution where that is exact.
+        """
+        return cls(spec, weights, fold)
+
+    @classmethod
+    def load(cls, path, prototxt=None, fold=True, **template_values):
+        """A net from a converted ``.npz`` (see :func:`nets.convert`) or a caffemodel and its prototxt.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            ``.npz`` written by :func:`nets.convert`, or a ``.caffemodel``.
+        prototxt : str or PathLike, optional
+            The network to run (required with a caffemodel; with an ``.npz`` it replaces
+            the stored definition).
+        fold : bool
+        **template_values
+            Values for ``${...}`` placeholders in the prototxt (``NUM_LABELS=21`` by default).
+        """
+        if prototxt is None and os.path.isfile(path) and not is_npz(path):
+            raise ValueError(f"{os.fspath(path)}: a caffemodel needs its network definition: pass "
+                             f"prototxt=... (the caffemodel holds the training net)")
+        stored, weights = load_weights(path)
+        spec = stored if prototxt is None else read_prototxt(prototxt, **template_values)
+        return cls(spec, weights, fold)
+
+    def _add_input_layer(self, layer):
+        """Record an input layer's tops and their declared (default) shapes."""
+        if layer.type == "Input":
+            shapes = [tuple(s.get("dim", [])) for s in layer.params.get("input_param", {}).get("shape", [])]
+            for i, top in enumerate(layer.tops):
+                shape = shapes[i] if i < len(shapes) else (shapes[0] if len(shapes) == 1 else None)
+                self.declared_shapes[top] = shape or None
+            return
+        transform = layer.params.get("transform_param", {})
+        crop = int(transform.get("crop_size", 0))
+        batch = int(layer.params.get("image_data_param", layer.params.get("data_param", {})).get("batch_size", 1))
+        top = layer.tops[0]
+        channels = 3 if layer.type in ("ImageData", "ImageSegData") else None
+        self.declared_shapes[top] = (batch, channels, crop, crop) if crop and channels else None
+        self._input_layers[top] = layer
+        if layer.type == "ImageSegData" and len(layer.tops) > 2:
+            self._input_layers[layer.tops[2]] = layer
+
+    def _find_outputs(self):
+        """Blobs that no later layer reads (Caffe's net outputs), skipped layers ignored."""
+        consumed, outputs = set(), []
+        for step in reversed(self._steps):
+            for top in step.layer.tops:
+                if top not in consumed and top not in outputs:
+                    outputs.append(top)
+            consumed.update(b for b in step.layer.bottoms if b not in step.layer.tops)
+        return outputs[::-1]
+
+    def _find_fold_groups(self):
+        """``{conv step index: (bn step index, scale step index)}`` where folding is exact.
+
+        Exact when the convolution's top is next written in place by a BatchNorm and then
+        by a Scale, with no layer reading it in between (it would see the unnormalised value).
+        """
+        groups = {}
+        steps = self._steps
+        for i, step in enumerate(steps):
+            layer = step.layer
+            if layer.type != "Convolution" or len(layer.tops) != 1 or layer.tops[0] in layer.bottoms:
+                continue
+            top = layer.tops[0]
+            users = [j for j in range(i + 1, len(steps))
+                     if top in steps[j].layer.bottoms or top in steps[j].layer.tops][:2]
+            if len(users) != 2:
+                continue
+            bn, sc = (steps[j].layer for j in users)
+            if (bn.type == "BatchNorm" and bn.bottoms == [top] and bn.tops == [top]
+                    and sc.type == "Scale" and sc.bottoms == [top] and sc.tops == [top]):
+                groups[i] = tuple(users)
+        return groups
+
+    @property
+    def layers(self):
+        """The layers that run, in order (input and skipped layers left out): ``list of LayerSpec``."""
+        return [step.layer for step in self._steps]
+
+    @property
+    def folded_layers(self):
+        """Names of the convolutions that BatchNorm and Scale are folded into."""
+        return [self._steps[i].layer.name for i in self._fold_groups]
+
+    # ------------------------------------------------------------------ shapes
+
+    def infer_shapes(self, inputs, context=None, check=True):
+        """Every blob's shape for inputs of the given shapes (and check the weights).
+
+        Parameters
+        ----------
+        inputs : dict of str to tuple of int
+            Shapes of the input blobs; ``data_dim`` may be left out.
+        context : str, optional
+            Appended to error messages.
+        check : bool
+            Check the weights (False: shapes only, e.g. for a net without weights).
+
+        Returns
+        -------
+        dict of str to tuple of int
+
+        Raises
+        ------
+        ValueError
+            A layer that cannot take its inputs, or weights of the wrong shape or missing:
+            the message names the layer and both shapes.
+        """
+        if not check:
+            return self._infer(inputs, "", check=False)[0]
+        key = tuple(sorted((k, tuple(v)) for k, v in inputs.items()))
+        if key not in self._shape_cache:
+            context = context or f"for input shapes {dict(inputs)}"
+            self._shape_cache[key] = self._infer(inputs, context, check=True)[0]
+        return self._shape_cache[key]
+
+    def checked_weights(self, inputs=None):
+        """Every layer's learned blobs in Caffe's shapes, checked for inputs of these shapes.
+
+        Parameters
+        ----------
+        inputs : dict of str to tuple of int, optional
+            Input shapes; by default the declared ones (:attr:`declared_shapes`).
+
+        Returns
+        -------
+        dict of str to list of ndarray
+            float32 blobs by layer name, for the layers that take blobs.
+
+        Raises
+        ------
+        ValueError
+            No input shape given or declared, or weights missing or of the wrong shape.
+        """
+        if inputs is None:
+            declared = [self.declared_shapes.get(name) for name in self.inputs]
+            if any(d is None for d in declared):
+                raise ValueError(f"the net declares no complete input shape ({dict(zip(self.inputs, declared))}); "
+                                 f"pass the input shape, (N, C, H, W)")
+            inputs = dict(zip(self.inputs, declared))
+        self.infer_shapes(inputs, context=f"for input shapes {dict(inputs)}")
+        return {layer.name: list(self._checked[layer.name]) for layer in self.layers if layer.name in self._checked}
+
+    def param_shapes(self, inputs):
+        """The learned blobs every layer needs for inputs of these shapes (weights not consulted).
+
+        Returns
+        -------
+        dict of str to list of tuple of int
+            Shapes by layer name, in blob order, for the layers that take blobs.
+        """
+        return self._infer(inputs, "", check=False)[1]
+
+    def _infer(self, inputs, context, check):
+        """Propagate shapes layer by layer (Caffe's ``Reshape``); check or collect blob shapes."""
+        shapes = {name: tuple(int(d) for d in s) for name, s in inputs.items()}
+        for top, layer in self._input_layers.items():
+            if top != layer.tops[0] and top not in shapes and layer.tops[0] in shapes:
+                shapes[top] = (shapes[layer.tops[0]][0], 1, 1, 2)  # data_dim
+        for name in self.inputs:
+            if name not in shapes:
+                raise ValueError(f"input blob {name!r} is not given; the net's inputs are {self.inputs}")
+        expected_by_layer = {}
+        for step in self._steps:
+            layer = step.layer
+            missing = [b for b in layer.bottoms if b not in shapes]
+            if missing:
+                raise ValueError(f"layer {layer.name!r} ({layer.type}) reads {missing}, which have no value "
+                                 f"(a data layer's label is not an input)")
+            bottom_shapes = [shapes[b] for b in layer.bottoms]
+            expected = step.op.param_shapes(layer, bottom_shapes)
+            if expected:
+                expected_by_layer[layer.name] = expected
+            if check and (expected or self._weights.get(layer.name)):
+                self._checked[layer.name] = check_blobs(
+                    layer, self._weights.get(layer.name), expected,
+                    f"(its input {layer.bottoms[0]!r} has shape {bottom_shapes[0]}; {context})")
+            tops = step.op.top_shapes(layer, bottom_shapes)
+            shapes.update(zip(layer.tops, tops))
+        return shapes, expected_by_layer
+
+    def _fused_blobs(self, index):
+        """Folded weight and bias of the convolution at ``index`` (cached per shared blob set)."""
+        bn_index, scale_index = self._fold_groups[index]
+        conv, bn, sc = (self._steps[i].layer for i in (index, bn_index, scale_index))
+        # Keyed by the stored arrays themselves: towers sharing their blobs share one fold.
+        key = tuple(id(b) for layer in (conv, bn, sc) for b in self._weights.get(layer.name, []))
+        key += (batchnorm_eps(bn),)
+        if key not in self._folded_cache:
+            conv_blobs = self._checked[conv.name]
+            bias = conv_blobs[1] if len(conv_blobs) > 1 else None
+            self._folded_cache[key] = list(fold_batchnorm_scale(
+                conv_blobs[0], bias, self._checked[bn.name], self._checked[sc.name], eps=batchnorm_eps(bn)))
+        return self._folded_cache[key]
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, data, outputs=None, backend="auto"):
+        """Run the net.
+
+        Parameters
+        ----------
+        data : ndarray of shape (N, C, H, W), float32, or dict of str to ndarray
+            The first input blob (``data``), or every input by name. Any N, H, W:
+            the net is reshaped to it. ImageSegData's ``data_dim`` is
+            ``(min(H, crop), min(W, crop))`` unless given in the dict. CUDA device
+            arrays are accepted by the ``"cuda"`` backend.
+        outputs : sequence of str, optional
+            Blobs to return (default :attr:`outputs`): their values after the last
+            layer that writes them, as Caffe's ``net.blobs[name]``.
+        backend : {"numpy", "cpu", "cuda", "auto"}
+            Where every layer runs. ``"cuda"`` keeps the activations on the GPU; the
+            results come back as NumPy arrays when the input was one.
+
+        Returns
+        -------
+        dict of str to ndarray
+            float32 (ArgMax indices included, as Caffe stores them).
+        """
+        arrays = dict(data) if isinstance(data, dict) else {self.inputs[0]: data}
+        unknown = sorted(set(arrays) - set(self.inputs) - set(self._input_layers))
+        if unknown:
+            raise ValueError(f"unknown inputs {unknown}; the net's inputs are {self.inputs}")
+        wanted = list(self.outputs if outputs is None else ([outputs] if isinstance(outputs, str) else outputs))
+        bad = [name for name in wanted if name not in self.blobs]
+        if bad:
+            raise ValueError(f"no blob named {bad} in the net; its blobs are {self.blobs}")
+        host_in = not any(is_device_array(a) for a in arrays.values())
+        for name, a in list(arrays.items()):
+            arrays[name] = self._prepare_input(name, a)
+        backend = resolve_backend(backend, *arrays.values())
+        self._add_data_dim(arrays)
+        self.infer_shapes({k: tuple(v.shape) for k, v in arrays.items()})
+        if backend == "cuda":
+            from nets.engine import device  # numba.cuda is loaded only for the CUDA backend
+            arrays = {k: device.to_device(v) for k, v in arrays.items()}
+        values = dict(arrays)
+        last_use = self._last_uses(wanted)
+        skip = {j for pair in self._fold_groups.values() for j in pair}
+        for index, step in enumerate(self._steps):
+            if index not in skip:  # BatchNorm and Scale folded into their convolution do not run
+                values.update(zip(step.layer.tops, self._run(index, step, values, backend)))
+            for name in last_use.get(index, ()):
+                values.pop(name, None)
+        result = {name: values[name] for name in wanted}
+        if backend == "cuda" and host_in:
+            from nets.engine import device
+            result = {k: device.to_host(v) for k, v in result.items()}
+        return result
+
+    def _run(self, index, step, values, backend):
+        """The tops of one layer; errors from the kernels are prefixed with the layer's name."""
+        layer = step.layer
+        blobs = self._fused_blobs(index) if index in self._fold_groups else self._checked.get(layer.name, [])
+        if backend == "cuda" and layer.type == "Convolution":
+            from nets.engine import device
+            blobs = device.cached(blobs, self._device_cache)
+        try:
+            return step.op.forward(layer, blobs, [values[b] for b in layer.bottoms], backend)
+        except LayerError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"layer {layer.name!r} ({layer.type}): {exc}") from exc
+
+    def _prepare_input(self, name, a):
+        if is_device_array(a):
+            return a
+        a = np.asarray(a)
+        if a.dtype.kind not in "fiub":
+            raise TypeError(f"input {name!r} must hold real numbers (float32), got dtype {a.dtype}")
+        if a.ndim != 4 or 0 in a.shape:
+            raise ValueError(f"input {name!r} must be a non-empty (N, C, H, W) array, got shape {a.shape}")
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def _add_data_dim(self, arrays):
+        """ImageSegData's third top: the real image size, at most the crop size (DeepLab v2)."""
+        for top, layer in self._input_layers.items():
+            if top == layer.tops[0] or top in arrays or layer.tops[0] not in arrays:
+                continue
+            n, _, h, w = arrays[layer.tops[0]].shape
+            crop = int(layer.params.get("transform_param", {}).get("crop_size", 0)) or max(h, w)
+            arrays[top] = np.tile(np.array([min(h, crop), min(w, crop)], np.float32), (n, 1)).reshape(n, 1, 1, 2)
+
+    def _last_uses(self, wanted):
+        """``{step index: blobs no later step reads or writes}``, so they can be freed."""
+        last = {}
+        for index, step in enumerate(self._steps):
+            for name in list(step.layer.bottoms) + list(step.layer.tops):
+                last[name] = index
+        out = {}
+        for name, index in last.items():
+            if name not in wanted:
+                out.setdefault(index, []).append(name)
+        return out

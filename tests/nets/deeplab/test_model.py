@@ -1,0 +1,124 @@
+"""The segmentation API against the layer-by-layer forward pass, the CRF and the stated rules."""
+import numpy as np
+import pytest
+
+import crf
+from nets import layers as L
+from nets.caffe import LayerSpec, NetSpec
+from nets.deeplab import Model, parse_scales, resize_rule, resolve_preset, shapes_dataset
+from nets.engine import Net
+
+MEAN_BGR = np.float32((104.008, 116.669, 122.675))
+
+
+@pytest.fixture(scope="module")
+def largefov():
+    return Model.load("demo-largefov")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return shapes_dataset.sample(3, "heldout")
+
+
+def _caffe_input(image, side):
+    """DeepLab's blob written out independently: BGR minus the mean, zero-padded bottom/right."""
+    h, w = image.shape[:2]
+    x = np.zeros((1, 3, side, side), np.float32)
+    x[0, :, :h, :w] = (image[:, :, ::-1].astype(np.float32) - MEAN_BGR).transpose(2, 0, 1)
+    return x
+
+
+def test_segment_equals_the_layer_by_layer_forward_pass(largefov, sample):
+    image, truth = sample
+    result = largefov.segment(image, backend="cpu")
+    want = largefov.net.forward(_caffe_input(image, 97), outputs=["fc8_interp"], backend="cpu")["fc8_interp"][0]
+    np.testing.assert_array_equal(result.scores, want)
+    np.testing.assert_array_equal(result.labels, want.argmax(0))
+    e = np.exp(want - want.max(0))
+    np.testing.assert_allclose(result.probabilities, e / e.sum(0), atol=1e-6)
+    assert (result.labels == truth).mean() > 0.85  # a trained net, not noise
+    assert set(result.timings) >= {"preprocess", "network", "crf", "postprocess"}
+
+
+def test_smaller_image_is_padded_and_cropped_back(largefov, sample):
+    image = np.ascontiguousarray(sample[0][10:70, 5:85])
+    result = largefov.segment(image, backend="cpu")
+    want = largefov.net.forward(_caffe_input(image, 97), outputs=["fc8_interp"], backend="cpu")["fc8_interp"][0]
+    assert result.labels.shape == (60, 80)
+    np.testing.assert_array_equal(result.scores, want[:, :60, :80])
+
+
+def test_crf_is_deeplabs_offline_crf_on_the_network_scores(largefov, sample):
+    image = sample[0]
+    preset = crf.get_preset("deeplab-v1-largefov-voc")
+    result = largefov.segment(image, crf=preset.name, backend="cpu")
+    q = crf.deeplab_refine(image, result.scores, preset, backend="cpu")
+    np.testing.assert_allclose(result.probabilities, q, atol=1e-6)
+    np.testing.assert_array_equal(result.labels, q.argmax(0))
+
+
+def test_scale_one_twice_is_the_plain_pass(largefov, sample):
+    plain = largefov.segment(sample[0], backend="cpu")
+    twice = largefov.segment(sample[0], scales="1,1", backend="cpu")
+    np.testing.assert_allclose(twice.scores, plain.scores, atol=1e-5)
+
+
+def test_scales_follow_the_msc_prototxt(largefov, sample):
+    image = sample[0]
+    got = largefov.segment(image, scales=(1, 0.5), backend="cpu").scores
+    net = largefov.net
+    x = _caffe_input(image, 97)
+    full = net.forward(x, outputs=["fc8_shapes"], backend="numpy")["fc8_shapes"]        # (1, 6, 13, 13)
+    half_in = L.interp(x, shrink_factor=2, backend="numpy")                               # 97 -> 49, as data_res05
+    half = net.forward(half_in, outputs=["fc8_shapes"], backend="numpy")["fc8_shapes"]   # (1, 6, 7, 7)
+    half_up = L.interp(half, zoom_factor=2, backend="numpy")                              # 7 -> 13, as res05_interp
+    want = L.interp(np.maximum(full, half_up), zoom_factor=8, backend="numpy")[0]         # fc_fusion, fc1_interp
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_a_net_that_scales_its_own_input_refuses_scales():
+    interp = lambda name, bottom, **p: LayerSpec(name, "Interp", [bottom], [name], {"interp_param": p})  # noqa: E731
+    spec = NetSpec("msc", [interp("small", "data", shrink_factor=2), interp("back", "small", zoom_factor=2),
+                           LayerSpec("fused", "Eltwise", ["data", "back"], ["fused"],
+                                     {"eltwise_param": {"operation": "MAX"}}),
+                           interp("scores", "fused", zoom_factor=1)], ["data"], [(1, 3, 9, 9)])
+    model = Model("msc", Net.from_spec(spec), "scores", 9)
+    assert model.multi_scale
+    image = np.zeros((9, 9, 3), np.uint8)
+    assert model.segment(image, backend="numpy").labels.shape == (9, 9)
+    with pytest.raises(ValueError, match="already fuses"):
+        model.segment(image, scales=(1, 0.5), backend="numpy")
+
+
+def test_large_image_is_resized_with_a_warning_never_cropped(largefov, sample):
+    image, truth = sample
+    big = np.repeat(np.repeat(image, 3, axis=0), 2, axis=1)  # 291 x 194
+    assert resize_rule(*big.shape[:2], 97) == (97, 65)
+    with pytest.warns(UserWarning, match="resized to 97x65"):
+        result = largefov.segment(big, backend="cpu")
+    assert result.labels.shape == big.shape[:2] and result.probabilities.shape == (6,) + big.shape[:2]
+    assert result.working_size == (97, 65)
+    big_truth = np.repeat(np.repeat(truth, 3, axis=0), 2, axis=1)
+    assert (result.labels == big_truth).mean() > 0.75  # the whole image is segmented, not a crop
+
+
+def test_model_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="not a model name"):
+        Model.load("no-such-model")
+    with pytest.raises(ValueError, match="needs its weights"):
+        Model.load("deeplab-v1-largefov")
+    bad = tmp_path / "bad.caffemodel"
+    bad.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="bad.caffemodel"):
+        Model.load("demo-largefov", weights=bad)
+
+
+def test_presets_and_scales_are_parsed():
+    assert resolve_preset(None) is None and resolve_preset("none") is None
+    assert resolve_preset("deeplab-v2-resnet101-voc").theta_alpha == 67
+    with pytest.raises(ValueError, match="unknown CRF preset"):
+        resolve_preset("fast")
+    assert parse_scales("1,0.75,0.5") == (1.0, 0.75, 0.5)
+    with pytest.raises(ValueError, match="positive"):
+        parse_scales("1,-2")

@@ -1,0 +1,46 @@
+"""nets.Net with backend="cuda": the whole pass on the GPU equals the CPU pass (simulator: one tiny net)."""
+import numpy as np
+import pytest
+
+from nets import Net
+from nets.caffe import parse_prototxt
+from nets.engine.random_weights import random_weights
+
+pytestmark = pytest.mark.cuda
+
+TINY = """
+input: "data" input_dim: 1 input_dim: 2 input_dim: 6 input_dim: 7
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 3 kernel_size: 3 pad: 2 dilation: 2 bias_term: false } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "sc1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+        convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "bn2" type: "BatchNorm" bottom: "conv2" top: "conv2_bn" }
+layer { name: "sum" type: "Eltwise" bottom: "conv2" bottom: "conv2_bn" top: "sum"
+        eltwise_param { operation: MAX } }
+layer { name: "up" type: "Interp" bottom: "sum" top: "up" interp_param { zoom_factor: 2 } }
+layer { name: "cat" type: "Concat" bottom: "up" bottom: "up" top: "cat" }
+layer { name: "prob" type: "Softmax" bottom: "cat" top: "prob" }
+layer { name: "label" type: "ArgMax" bottom: "up" top: "label" argmax_param { axis: 1 } }
+"""
+
+
+def test_cuda_forward_equals_cpu(in_cudasim):
+    spec = parse_prototxt(TINY)
+    net = Net.from_spec(spec, random_weights(spec, (1, 2, 6, 7), seed=31))
+    x = np.random.default_rng(32).uniform(-2, 2, (1, 2, 6, 7)).astype(np.float32)
+    names = ["conv1", "pool1", "conv2_bn", "sum", "up", "prob", "label"]
+    want = net.forward(x, outputs=names, backend="cpu")
+    got = net.forward(x, outputs=names, backend="cuda")
+    for name in names:
+        assert isinstance(got[name], np.ndarray), name
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-4 * max(1.0, np.abs(want[name]).max()),
+                                   err_msg=name)
+    from numba import cuda
+    on_device = net.forward(cuda.to_device(x), outputs=["prob"], backend="auto")["prob"]
+    assert hasattr(on_device, "copy_to_host")
+    np.testing.assert_allclose(on_device.copy_to_host(), want["prob"], rtol=0, atol=1e-4)
