@@ -24,7 +24,7 @@ import numpy as np
 from numba import config, cuda
 
 from crf.backend import is_device_array
-from crf.lattice import slice_alpha
+from crf.lattice_reference import slice_alpha
 
 _THREADS = 8 if config.ENABLE_CUDASIM else 256  # the simulator runs one Python thread per GPU thread
 _MAX_BLOCKS = 2 if config.ENABLE_CUDASIM else 4096
@@ -175,12 +175,6 @@ class DeviceLattice:
         return out
 
 
-def _device_lattice(lattice):
-    if lattice._device is None:
-        lattice._device = DeviceLattice(lattice)
-    return lattice._device
-
-
 def lattice_filter(lattice, values, reverse=False):
     """:meth:`crf.lattice.Lattice.filter` on the GPU.
 
@@ -188,6 +182,7 @@ def lattice_filter(lattice, values, reverse=False):
     ----------
     lattice : crf.lattice.Lattice
     values : ndarray or CUDA device array of shape (N, C), float32
+        Host arrays come checked by the caller (:meth:`crf.lattice.Lattice.filter`).
     reverse : bool
 
     Returns
@@ -202,10 +197,9 @@ def lattice_filter(lattice, values, reverse=False):
                              f"got {values.shape} {values.dtype}")
         d_values = values
     else:
-        from crf.lattice import _check_values
-        d_values = cuda.to_device(_check_values(values, lattice.n_points))
+        d_values = cuda.to_device(np.ascontiguousarray(values, dtype=np.float32))
     out = cuda.device_array(d_values.shape, np.float32)
-    _device_lattice(lattice).filter(d_values, out, reverse=reverse)
+    lattice.on_device().filter(d_values, out, reverse=reverse)
     return out if on_device else out.copy_to_host()
 
 
@@ -218,7 +212,7 @@ class MeanFieldRunner:
         self.shape = u.shape
         self.kernels = []
         for kernel in kernels:
-            dev = _device_lattice(kernel.lattice)
+            dev = kernel.lattice.on_device()
             pre = None if kernel.pre is None else cuda.to_device(kernel.pre)
             post = None if kernel.post is None else cuda.to_device(kernel.post)
             mu = cuda.to_device(np.ascontiguousarray(kernel.mu.reshape(-1, kernel.mu.shape[-1])))

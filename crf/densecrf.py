@@ -213,9 +213,9 @@ class DenseCRF:
 
     Attributes
     ----------
-    kl_history : list of float
-        After ``inference(..., track_kl=True)``: the free energy
-        :meth:`kl_divergence` of Q before the first update and after each one.
+    free_energy_history : list of float
+        After ``inference(..., track_free_energy=True)``: the free energy
+        :meth:`free_energy` of Q before the first update and after each one.
     inference_seconds : float or None
         Wall time of the last :meth:`inference` (``None`` before one); see :meth:`summary`.
 
@@ -234,7 +234,7 @@ class DenseCRF:
         n = self.height * self.width
         self._u = np.ascontiguousarray(self.unary.reshape(self.n_labels, n).T)  # (N, L)
         self.kernels = []
-        self.kl_history = []
+        self.free_energy_history = []
         self.inference_seconds, self._iterations_run = None, 0
         self._runner = None
 
@@ -314,16 +314,16 @@ class DenseCRF:
         runner = self._get_runner()
         return self._to_lhw(runner.to_host(runner.step(self._to_nl(q))))
 
-    def inference(self, iterations=10, track_kl=False):
+    def inference(self, iterations=10, track_free_energy=False):
         """Run mean field.
 
         Parameters
         ----------
         iterations : int
             Number of updates (DeepLab: 10); 0 returns ``softmax(-U)``.
-        track_kl : bool
-            Record :meth:`kl_divergence` before the first and after every update
-            in ``kl_history`` (costs one extra filtering at the end).
+        track_free_energy : bool
+            Record :meth:`free_energy` before the first and after every update
+            in ``free_energy_history`` (costs one extra filtering at the end).
 
         Returns
         -------
@@ -335,13 +335,13 @@ class DenseCRF:
         start = time.perf_counter()
         runner = self._get_runner()
         q = runner.start()
-        self.kl_history = []
+        self.free_energy_history = []
         for _ in range(int(iterations)):
-            if track_kl:
-                self.kl_history.append(self._free_energy(q))
+            if track_free_energy:
+                self.free_energy_history.append(self._free_energy_nl(q))
             q = runner.step(q)
-        if track_kl:
-            self.kl_history.append(self._free_energy(q))
+        if track_free_energy:
+            self.free_energy_history.append(self._free_energy_nl(q))
         q = self._to_lhw(runner.to_host(q))
         self.inference_seconds, self._iterations_run = time.perf_counter() - start, int(iterations)
         return q
@@ -373,7 +373,7 @@ class DenseCRF:
         """Most likely label per pixel after ``iterations`` updates, (H, W) int32."""
         return self.inference(iterations).argmax(axis=0).astype(np.int32)
 
-    def kl_divergence(self, q):
+    def free_energy(self, q):
         """The mean-field free energy of Q, ``KL(Q || P) - log Z``.
 
         ``F(Q) = sum_i sum_l Q_il log Q_il + sum_i sum_l U_il Q_il
@@ -383,7 +383,8 @@ class DenseCRF:
         included, normalisation applied). log Z is unknown, so F can be negative;
         KL(Q || P) itself is F + log Z >= 0. pydensecrf's ``klDivergence`` is
         ``sum Q log Q + sum U Q + sum_m <Q, compat_m(K_m Q)>`` with its own
-        compat signs and without the 1/2 (see :mod:`crf.compat`).
+        compat signs and without the 1/2 (see :mod:`crf.compat`, which keeps that name and
+        that value).
 
         Parameters
         ----------
@@ -393,9 +394,9 @@ class DenseCRF:
         -------
         float
         """
-        return self._free_energy(self._to_nl(q))
+        return self._free_energy_nl(self._to_nl(q))
 
-    def _free_energy(self, q_nl):
+    def _free_energy_nl(self, q_nl):
         runner = self._get_runner()
         q = runner.to_host(q_nl).astype(np.float64)  # (N, L)
         value = float((q * np.log(np.maximum(q, 1e-20))).sum() + (self._u * q).sum())

@@ -119,7 +119,7 @@ class Lattice:
         self.n_points, d1 = offsets.shape
         self.d = d1 - 1
         self.n_vertices = keys.shape[0]
-        self._device = None  # the CUDA copy, uploaded on first use
+        self._device = None  # the CUDA copy (crf.cuda.DeviceLattice), uploaded on first use
         self._chains = None  # (chain_order, chain_bounds) for the CPU blur, built on first use
 
     def chains(self):
@@ -130,6 +130,13 @@ class Lattice:
 
     def __repr__(self):
         return f"Lattice(d={self.d}, n_points={self.n_points}, n_vertices={self.n_vertices})"
+
+    def on_device(self):
+        """The lattice's arrays on the GPU (:class:`crf.cuda.DeviceLattice`), uploaded on first use."""
+        if self._device is None:
+            from crf.cuda import DeviceLattice  # numba.cuda is loaded only for the CUDA backend
+            self._device = DeviceLattice(self)
+        return self._device
 
     def nbytes(self):
         """Bytes held by the lattice's arrays (a memory estimate)."""
@@ -155,6 +162,8 @@ class Lattice:
         backend = resolve_backend(backend, values)
         if backend == "cuda":
             from crf import cuda as crf_cuda
+            if not is_device_array(values):
+                values = _check_values(values, self.n_points)
             return crf_cuda.lattice_filter(self, values, reverse)
         values = _check_values(values, self.n_points)
         if backend == "numpy":

@@ -49,7 +49,7 @@
 # the pixel itself ($j = i$) and normalises each filter by $K\mathbf 1$ ("per pixel").
 #
 # This notebook: one update by hand; the two kernels as weight maps; mean field iteration by
-# iteration on a photograph; each parameter's effect; DeepLab's presets; the KL divergence falling;
+# iteration on a photograph; each parameter's effect; DeepLab's presets; the free energy falling;
 # and the pydensecrf-compatible facade.
 
 # %%
@@ -396,11 +396,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 7 · The KL divergence falls
+# ## 7 · The free energy falls
 #
 # Mean field minimises $\mathrm{KL}(Q\,\|\,P)$ over factorised $Q$. $\log Z$ is unknown, so the
 # library reports the free energy $F(Q) = \mathrm{KL}(Q\,\|\,P) - \log Z$ (see
-# `DenseCRF.kl_divergence`):
+# `DenseCRF.free_energy`):
 #
 # $$ F(Q) = \sum_{i,l} Q_i(l) \log Q_i(l) + \sum_{i,l} \psi_u(l)\, Q_i(l)
 #    + \tfrac12 \sum_m w^{(m)} \sum_{i,l} Q_i(l) \big[(N_m K_m Q)\,\mu\big]_i(l) .$$
@@ -414,8 +414,8 @@ plt.show()
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for label, m in [("w1 4, theta_alpha 21, w2 3 (above)", make_crf(unary)),
                  ("w1 12, w2 12 (strong)", make_crf(unary, w_bilateral=12.0, w_gaussian=12.0))]:
-    m.inference(10, track_kl=True)
-    kl = np.array(m.kl_history)
+    m.inference(10, track_free_energy=True)
+    kl = np.array(m.free_energy_history)
     print(f"{label}: F from {kl[0]:.0f} to {kl[-1]:.0f}; steps that decreased it: "
           f"{int((np.diff(kl) < 0).sum())} of {len(kl) - 1}")
     assert kl[-1] < kl[0] and kl[-1] <= kl[1] and (np.diff(kl) < 0).sum() >= len(kl) // 2

@@ -68,7 +68,7 @@ def compare_crf(sizes):
             q, build, infer, c = min((run() for _ in range(3)), key=lambda r: r[1] + r[2])
             results[backend] = (q, c, build + infer, build, infer)
         (q_cpu, c_cpu, t_cpu, b_cpu, i_cpu), (q_gpu, _, t_gpu, b_gpu, i_gpu) = results["cpu"], results["cuda"]
-        kl_cpu, kl_gpu = c_cpu.kl_divergence(q_cpu), c_cpu.kl_divergence(q_gpu)  # one energy for both
+        kl_cpu, kl_gpu = c_cpu.free_energy(q_cpu), c_cpu.free_energy(q_gpu)  # one energy for both
         dq = np.abs(q_cpu.astype(np.float64) - q_gpu)
         agree = float((q_cpu.argmax(0) == q_gpu.argmax(0)).mean())
         ok = agree >= 0.999 and dq.mean() <= 1e-4

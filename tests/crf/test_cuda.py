@@ -56,7 +56,7 @@ def test_mean_field_cuda_matches_cpu(in_cudasim, normalization, compat):
         c = crf.DenseCRF(unary, backend=backend)
         c.add_bilateral(image, 3, 10, 2.0, compat=compat, normalization=normalization)
         c.add_gaussian(1, 1.0, compat=compat, normalization=normalization)
-        out.append((c.inference(2, track_kl=True), c.kl_history))
+        out.append((c.inference(2, track_free_energy=True), c.free_energy_history))
     (q_gpu, kl_gpu), (q_cpu, kl_cpu) = out
     np.testing.assert_allclose(q_gpu, q_cpu, atol=2e-5)
     np.testing.assert_allclose(kl_gpu, kl_cpu, rtol=1e-5)

@@ -111,16 +111,16 @@ def test_free_energy(scene):
     c = crf.DenseCRF(unary, backend="cpu")
     u = unary.astype(np.float64)
     log_z = np.log(np.exp(-(u - u.min(0))).sum(0)) - u.min(0)
-    assert abs(c.kl_divergence(c.start()) + log_z.sum()) <= 1e-6 * abs(log_z.sum())
-    # with them: the free energy of every iterate, recorded, matches kl_divergence, and falls
+    assert abs(c.free_energy(c.start()) + log_z.sum()) <= 1e-6 * abs(log_z.sum())
+    # with them: the free energy of every iterate, recorded, matches free_energy, and falls
     c = _full_crf(image, unary)
-    c.inference(4, track_kl=True)
-    assert len(c.kl_history) == 5
+    c.inference(4, track_free_energy=True)
+    assert len(c.free_energy_history) == 5
     q = c.start()
-    for value in c.kl_history:
-        assert value == pytest.approx(c.kl_divergence(q), rel=1e-6)
+    for value in c.free_energy_history:
+        assert value == pytest.approx(c.free_energy(q), rel=1e-6)
         q = c.step(q)
-    assert c.kl_history[-1] < c.kl_history[0]
+    assert c.free_energy_history[-1] < c.free_energy_history[0]
 
 
 def test_generic_features_equal_bilateral(scene):

@@ -106,7 +106,7 @@ def test_native_matches_pydensecrf(require_oracle, scene, runs, normalization, n
     c = crf.DenseCRF(unary, backend="cpu")
     c.add_gaussian(theta_gamma=3, w=3, normalization=normalization)
     c.add_bilateral(image, theta_alpha=67, theta_beta=3, w=4, normalization=normalization)
-    q = c.inference(10, track_kl=True)
+    q = c.inference(10, track_free_energy=True)
     _agreement(q, ref, f"native {normalization}")
     # native F(Q) = entropy + <U, Q> + 1/2 sum_m w_m <Q, N K Q (1 - I)>; with the facade's (pydensecrf's)
     # pairwise part P = -sum_m w_m <Q, N K Q> and, per pixel, sum_l (N K Q)_l = (N K 1): for per-pixel
@@ -115,7 +115,7 @@ def test_native_matches_pydensecrf(require_oracle, scene, runs, normalization, n
         qs = [c.start()]
         for _ in range(10):
             qs.append(c.step(qs[-1]))
-        for value, ref_value, qi in zip(c.kl_history, facade_kl, qs):
+        for value, ref_value, qi in zip(c.free_energy_history, facade_kl, qs):
             qi = qi.astype(np.float64)
             base = (qi * np.log(np.maximum(qi, 1e-20))).sum() + (unary * qi).sum()
             expected = base + (3 + 4) * H * W / 2 + (ref_value - base) / 2
