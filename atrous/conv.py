@@ -11,16 +11,31 @@ import numpy as np
 from atrous.backend import is_device_array, resolve_backend
 
 
-def _pair(value, name, minimum):
-    """``value`` (an int or an (h, w) pair of ints) as a tuple of two ints >= ``minimum``."""
-    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
+def _is_int(v):
+    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def int_pair(value, name, minimum):
+    """``value`` (an int or an (h, w) pair of ints) as a tuple of two ints >= ``minimum``.
+
+    The one parser of the project's size arguments (kernel, stride, pad, dilation of
+    :func:`conv2d` and of :mod:`nets.layers`' pooling). A pair is a tuple, a list or a
+    1-D array of two ints; booleans are not ints here.
+
+    Raises
+    ------
+    TypeError
+        Not an int nor a pair of ints.
+    ValueError
+        A value below ``minimum``.
+    """
+    if _is_int(value):
         pair = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool)
-                  for v in value)):
+    elif (isinstance(value, (tuple, list, np.ndarray)) and np.ndim(value) == 1 and len(value) == 2
+          and all(_is_int(v) for v in value)):
         pair = (int(value[0]), int(value[1]))
     else:
-        raise ValueError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
     if min(pair) < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{name} must be {kind} (>= {minimum}), got {value!r}")
@@ -43,11 +58,11 @@ def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
         May be zero or negative when the dilated kernel does not fit; the
         caller decides whether that is an error (:func:`conv2d` raises).
     """
-    size = _pair(size, "size", 0)
-    kernel = _pair(kernel, "kernel", 1)
-    stride = _pair(stride, "stride", 1)
-    pad = _pair(pad, "pad", 0)
-    dilation = _pair(dilation, "dilation", 1)
+    size = int_pair(size, "size", 0)
+    kernel = int_pair(kernel, "kernel", 1)
+    stride = int_pair(stride, "stride", 1)
+    pad = int_pair(pad, "pad", 0)
+    dilation = int_pair(dilation, "dilation", 1)
     return tuple((n + 2 * p - (d * (k - 1) + 1)) // s + 1
                  for n, k, s, p, d in zip(size, kernel, stride, pad, dilation))
 
@@ -110,14 +125,14 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
         stride or dilation, negative pad, an output smaller than 1x1, a bias
         of the wrong shape.
     TypeError
-        Complex, object or other non-real dtypes.
+        Complex, object or other non-real dtypes; stride, pad or dilation that is
+        not an int or a pair of ints (:func:`int_pair`).
 
     References
     ----------
     L.-C. Chen et al., "DeepLab: Semantic Image Segmentation with Deep Convolutional
     Nets, Atrous Convolution, and Fully Connected CRFs", TPAMI 2018, Sec. 3.1, Eq. (1).
     """
-    on_device = is_device_array(x)
     x, weight = _prepare(x, "x"), _prepare(weight, "weight")
     bias = None if bias is None else _prepare(bias, "bias")
     if x.ndim not in (3, 4):
@@ -128,9 +143,9 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
     if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     groups = int(groups)
-    stride = _pair(stride, "stride", 1)
-    pad = _pair(pad, "pad", 0)
-    dilation = _pair(dilation, "dilation", 1)
+    stride = int_pair(stride, "stride", 1)
+    pad = int_pair(pad, "pad", 0)
+    dilation = int_pair(dilation, "dilation", 1)
 
     squeeze = x.ndim == 3
     n, c_in, h, w = (1,) + tuple(x.shape) if squeeze else tuple(x.shape)

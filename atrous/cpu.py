@@ -44,7 +44,7 @@ For stride 1 the rule compares the scratch matrices: "shift" writes kh*kw tap
 images of C_out/g channels, "band" about kw copies of C_in/g channels, so
 "shift" moves less memory when C_out/g < C_in/g (ASPP: 21 < 2048). Otherwise
 "band" runs when its products have an inner dimension C_in/g*kw of at least
-``BAND_MIN_INNER`` and the gathering it saves over im2col exceeds the weights
+``atrous.config.BAND_MIN_INNER`` and the gathering it saves over im2col exceeds the weights
 it regroups (VGG's conv1_2 .. conv5_3, LargeFOV's fc6 at 65x65), else im2col
 (VGG's conv1_1, 3 -> 64; fc6 at 41x41); see :func:`choose_strategy`.
 
@@ -54,7 +54,7 @@ them by zero; the results agree with the reference except that a NaN or inf
 propagates identically in every strategy).
 
 "shift", "band" and "im2col" work on blocks of output rows whose scratch
-buffers hold at most ``TILE_BYTES`` (for "shift" and "band", at least one
+buffers hold at most ``atrous.config.TILE_BYTES`` (for "shift" and "band", at least one
 output row plus its halo of ``dilation_h*(kh-1)`` input rows), so memory stays
 bounded at any image size (an unblocked im2col of VGG's conv1_2 at 513x513
 would take 600 MB).
@@ -62,13 +62,7 @@ would take 600 MB).
 import numpy as np
 from numba import njit, prange
 
-TILE_BYTES = 64 * 2**20
-"""Upper bound on the scratch buffer of one row block (bytes). Larger blocks mean
-fewer hand-overs between BLAS's threads and Numba's, each of which costs
-milliseconds on a machine with few cores: at 65x65, im2col of fc6 and conv5
-needs two blocks with 64 MB and ran 2-9% faster than in three blocks with 32 MB;
-"band" fits either in one block with 64 MB and ran 5-6% faster than in two
-blocks with 32 MB."""
+from atrous import config
 
 @njit(parallel=True, cache=True)
 def parallel_probe(x):
@@ -204,17 +198,11 @@ def _band_weights(weight, bias, w_rows):
             dst[k] = bias[o] if i == 0 else 0.0
 
 
-BAND_MIN_INNER = 64
-"""The "band" products need an inner dimension ``C_in/g * kw`` of at least this: a
-shorter one leaves BLAS bound by writing its output, which "band" does kh times
-(VGG's conv1_1, 3 -> 64: 2x slower than im2col at 513x513)."""
-
-
 def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size):
     """Which CPU strategy runs a layer: ``"gemm"``, ``"shift"``, ``"band"`` or ``"im2col"`` (see module doc).
 
     ``out_size`` is (H_out, W_out). "band" is chosen (stride 1, C_out/g >= C_in/g)
-    when it pays: its products are long enough (``BAND_MIN_INNER``) and the
+    when it pays: its products are long enough (``atrous.config.BAND_MIN_INNER``) and the
     gathering it saves per image, ``C_in/g*kw * W_out * (kh-1) * (H_out - dilation_h)``
     elements, exceeds the weights it regroups, ``C_out/g * C_in/g*kw * kh`` per
     group (LargeFOV's fc6 at 41x41 stays with im2col, at 65x65 takes "band").
@@ -224,14 +212,14 @@ def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size):
         return "gemm"
     if stride == (1, 1) and c_out_g < c_in_g:
         return "shift"
-    if (stride == (1, 1) and c_in_g * kw >= BAND_MIN_INNER
+    if (stride == (1, 1) and c_in_g * kw >= config.BAND_MIN_INNER
             and w_out * (kh - 1) * (h_out - dilation[0]) > kh * c_out_g):
         return "band"
     return "im2col"
 
 
 def _rows_per_block(bytes_per_row):
-    return max(1, TILE_BYTES // max(1, bytes_per_row))
+    return max(1, config.TILE_BYTES // max(1, bytes_per_row))
 
 
 def _conv_shift(x, w_taps, bias, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation):
@@ -273,7 +261,7 @@ def _conv_band(x, w_rows, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation):
     k = c_in_g * kw + 1  # the last row of the band is ones, for the bias
     halo = dh * (kh - 1)
     # Scratch per block: the band, k x (rows + halo) x W_out, and one product, C_out/g x rows x W_out.
-    block = max(1, (TILE_BYTES // (4 * w_out) - k * halo) // (k + c_out_g))
+    block = max(1, (config.TILE_BYTES // (4 * w_out) - k * halo) // (k + c_out_g))
     block = min(block, h_out)
     band = np.empty((k, (block + halo) * w_out), np.float32)  # (C_in/g*kw + 1, rows_in*W_out)
     band[k - 1] = 1.0

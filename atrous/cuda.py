@@ -15,9 +15,8 @@ the patch matrix straight from the input -- the dilated indexing
 into shared memory. Each of its T x T threads then accumulates a MICRO x MICRO
 block of outputs in registers (channels ``ty + T*a``, pixels ``tx + T*b``), so
 that every value read from shared memory feeds MICRO multiply-adds instead of
-one. On a GPU T = 16 and MICRO = 2, 4 or 8 by the number of output channels
-(BM = BN = 32 to 128, BK = 16); in the simulator, where every thread is a
-Python thread, T = 4 and MICRO = 2 (see :func:`block_shape`).
+one. T = 16 and MICRO = 2, 4 or 8 by the number of output channels
+(BM = BN = 32 to 128, BK = 16; see :func:`block_shape` and :mod:`atrous.config`).
 
 Shared and local array shapes must be compile-time constants, so kernels come
 from a factory cached per (T, MICRO). Grids are ceil-divided and every kernel
@@ -26,29 +25,24 @@ loops grid-stride, so any problem size fits any grid.
 This module imports ``numba.cuda``; :func:`atrous.conv2d` imports it only when
 the ``"cuda"`` backend is chosen.
 """
-import contextlib
 import functools
 import math
-import sys
 
 import numpy as np
-from numba import config, cuda, float32
+from numba import cuda, float32
 
+from atrous import config
 from atrous.backend import is_device_array
-
-MAX_GRID = 65535
-"""Grid size cap per dimension; larger problems are covered by the grid-stride loops."""
 
 
 def block_shape(channels):
     """Threads per block edge T and outputs per thread edge MICRO for ``channels`` output
-    channels per group.
+    channels per group (:data:`atrous.config.CUDA_CONV_BLOCKS`).
 
-    The simulator, where every thread is a Python thread, gets (4, 2). On a GPU T = 16
-    and MICRO grows with the channels, so that a block's 16 * MICRO channels are not
-    mostly padding: MICRO 8 from 256 channels, 4 from 64, else 2 (the thresholds between the
-    measured layers are interpolated). Milliseconds per layer on an H100 (rates 12, 2 and 6;
-    bench/RESULTS.md):
+    T = 16, and MICRO grows with the channels, so that a block's 16 * MICRO channels are
+    not mostly padding: MICRO 8 from 256 channels, 4 from 64, else 2 (the thresholds
+    between the measured layers are interpolated). Milliseconds per layer on an H100
+    (rates 12, 2 and 6; bench/RESULTS.md):
 
     ==========================  =======  =======  =======
     layer                       MICRO 2  MICRO 4  MICRO 8
@@ -58,31 +52,10 @@ def block_shape(channels):
     ASPP branch 2048->21        3.8      5.2      11.0
     ==========================  =======  =======  =======
     """
-    if config.ENABLE_CUDASIM:
-        return 4, 2
-    if channels >= 256:
-        return 16, 8
-    return (16, 4) if channels >= 64 else (16, 2)
-
-
-@contextlib.contextmanager
-def _launching():
-    """Around a launch in the simulator: a short interpreter switch interval.
-
-    The simulator runs each thread of a block as a Python thread and polls them
-    while holding the GIL; with the default 5 ms switch interval every
-    ``syncthreads`` costs milliseconds. 50 us makes small kernels about ten
-    times faster. On a GPU this does nothing.
-    """
-    if not config.ENABLE_CUDASIM:
-        yield
-        return
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(5e-5)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
+    for minimum, shape in config.CUDA_CONV_BLOCKS:
+        if channels >= minimum:
+            return shape
+    return config.CUDA_CONV_BLOCKS[-1][1]
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,33 +170,54 @@ def _add_kernel(a, b):
 
 
 @cuda.jit
-def _relu_kernel(a):
-    """a = max(a, 0) in place on a flat float32 array; NaN stays NaN."""
-    for t in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
-        if a[t] < 0:
-            a[t] = 0.0
+def _relu_kernel(x, slope, out):
+    """Caffe's ReLU on flat float32 arrays: ``out = max(x, 0) + slope * min(x, 0)``.
+
+    ``max`` and ``min`` as C++'s ``std::max``/``std::min``, so that a NaN stays NaN;
+    ``out`` may be ``x`` (in place).
+    """
+    zero = float32(0)
+    for t in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        v = x[t]
+        out[t] = (zero if v < zero else v) + slope * (zero if zero < v else v)
 
 
 def _flat_launch(size):
-    threads = 64 if config.ENABLE_CUDASIM else 1024
-    return min(MAX_GRID, max(1, math.ceil(size / threads))), threads
+    threads = config.CUDA_FLAT_THREADS
+    return min(config.CUDA_MAX_GRID, max(1, math.ceil(size / threads))), threads
 
 
 def add_(a, b):
     """In place ``a += b`` for two C-contiguous float32 device arrays of one shape; returns a."""
     a_flat, b_flat = a.reshape(a.size), b.reshape(b.size)
     blocks, threads = _flat_launch(a.size)
-    with _launching():
-        _add_kernel[blocks, threads](a_flat, b_flat)
+    _add_kernel[blocks, threads](a_flat, b_flat)
     return a
+
+
+def relu(x, negative_slope=0.0, out=None):
+    """Caffe's ReLU of a C-contiguous float32 device array (see ``_relu_kernel``).
+
+    Parameters
+    ----------
+    x : device array, float32, C-contiguous
+    negative_slope : float
+    out : device array of x's shape, float32, optional
+        Where to write (``x`` itself for in place); a new array by default.
+
+    Returns
+    -------
+    device array of x's shape
+    """
+    out = cuda.device_array(x.shape, np.float32) if out is None else out
+    blocks, threads = _flat_launch(x.size)
+    _relu_kernel[blocks, threads](x.reshape(x.size), np.float32(negative_slope), out.reshape(out.size))
+    return out
 
 
 def relu_(a):
     """In place ReLU of a C-contiguous float32 device array; returns a."""
-    blocks, threads = _flat_launch(a.size)
-    with _launching():
-        _relu_kernel[blocks, threads](a.reshape(a.size))
-    return a
+    return relu(a, 0.0, out=a)
 
 
 def _to_device(a):
@@ -262,11 +256,11 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze):
 
     threads, micro = block_shape(c_out // groups)
     block = threads * micro  # output channels and pixels per thread block
-    grid = (min(MAX_GRID, math.ceil(h_out * w_out / block)),
-            min(MAX_GRID, math.ceil(c_out // groups / block)),
-            min(MAX_GRID, n_img * groups))
-    with _launching():
-        conv_kernel(threads, micro)[grid, (threads, threads)](d_x, d_w, d_b, d_out, groups, kh, kw, stride[0],
-                                                              stride[1], pad[0], pad[1], dilation[0], dilation[1])
+    max_grid = config.CUDA_MAX_GRID
+    grid = (min(max_grid, math.ceil(h_out * w_out / block)),
+            min(max_grid, math.ceil(c_out // groups / block)),
+            min(max_grid, n_img * groups))
+    conv_kernel(threads, micro)[grid, (threads, threads)](d_x, d_w, d_b, d_out, groups, kh, kw, stride[0],
+                                                          stride[1], pad[0], pad[1], dilation[0], dilation[1])
     y = d_out[0] if squeeze else d_out
     return y.copy_to_host() if host_in else y

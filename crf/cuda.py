@@ -21,17 +21,16 @@ never loads ``numba.cuda``.
 import math
 
 import numpy as np
-from numba import config, cuda
+from numba import cuda
 
+from crf import config
 from crf.backend import is_device_array
 from crf.lattice_reference import slice_alpha
 
-_THREADS = 8 if config.ENABLE_CUDASIM else 256  # the simulator runs one Python thread per GPU thread
-_MAX_BLOCKS = 2 if config.ENABLE_CUDASIM else 4096
-
 
 def _grid(n):
-    return max(1, min(_MAX_BLOCKS, (n + _THREADS - 1) // _THREADS)), _THREADS
+    threads = config.CUDA_THREADS
+    return max(1, min(config.CUDA_MAX_BLOCKS, (n + threads - 1) // threads)), threads
 
 
 @cuda.jit(cache=True)

@@ -71,7 +71,7 @@ chains   : for the CPU blur, (d+1, M) int32 ``chain_order`` and (d+1, B+1)
            buffers, which read the vertices in order and prefetch their
            neighbours' rows (:mod:`crf.prefetch`), against 6.4 ms along chains
            even with prefetching (9.2 ms without). So the CPU blurs along
-           chains only up to ``CHAIN_BLUR_MAX_BYTES`` (512 KiB: small
+           chains only up to ``crf.config.CHAIN_BLUR_MAX_BYTES`` (512 KiB: small
            lattices) and with two buffers beyond; the bilateral lattice's
            chains are then not built.
 lattice values during the filter: (M+1, C) float32, row M is always zero

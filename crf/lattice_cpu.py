@@ -25,36 +25,34 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from crf import config
 from crf.lattice_reference import feature_scale, slice_alpha
 from crf.prefetch import prefetch_item, prefetch_row
 
 _BLOCK = 256  # points per parallel work item in the embedding (scratch arrays per block)
 _CHAIN_BLOCK = 2048  # chain positions per parallel work item of the in-place blur
-CHAIN_BLUR_MAX_BYTES = 512 << 10  # lattice values up to this size: in-place chain blur, else two buffers
-SERIAL_WORK = 1 << 16  # below this many values per stage, kernels run on the calling thread only
-SERIAL_BLUR = 1 << 20  # the same for one blur pass, which is cheap per value
-HASH_BLOCKS_PER_THREAD = 2  # blocks of points per thread in the parallel hash (load balance vs merge work)
-# How far ahead the filter kernels prefetch the rows they will gather (crf.prefetch), in
-# vertices (blur, splat) or points (slice); measured at 500x375 among 4-128. Arrays that
-# fit in the per-core cache gain nothing from it, and their kernels get 0 (no prefetch).
-AHEAD_VERTICES = 32
-AHEAD_POINTS = 8
-PREFETCH_MIN_BYTES = 1 << 20
 
 
 def prefetch_distance(gathered, distance):
-    """The prefetch distance for kernels that gather rows of ``gathered``: ``distance``, or 0 if it is small."""
-    return distance if gathered.nbytes >= PREFETCH_MIN_BYTES else 0
+    """The prefetch distance for kernels that gather rows of ``gathered``: ``distance``, or 0 if it is small.
+
+    How far ahead the filter kernels prefetch the rows they will gather (:mod:`crf.prefetch`),
+    in vertices (blur, splat; ``crf.config.AHEAD_VERTICES``) or points (slice;
+    ``AHEAD_POINTS``), was measured at 500x375 among 4-128. Arrays that fit in the per-core
+    cache (below ``crf.config.PREFETCH_MIN_BYTES``) gain nothing from it, and their kernels get 0.
+    """
+    return distance if gathered.nbytes >= config.PREFETCH_MIN_BYTES else 0
 
 
 @contextlib.contextmanager
-def threads_for(work, threshold=SERIAL_WORK):
+def threads_for(work, threshold=None):
     """Run the enclosed Numba kernels on one thread when ``work`` < ``threshold``.
 
     A parallel region costs a wake-up and a barrier; on a small image that
     costs more than the work, and on a busy machine a descheduled worker can
     make every barrier wait a whole time slice (measured: 8 ms per region).
     """
+    threshold = config.SERIAL_WORK if threshold is None else threshold
     if work >= threshold or numba.get_num_threads() == 1:
         yield
         return
@@ -295,7 +293,7 @@ def _table_size(n_keys):
 def hash_cpu(rem0, rank, offsets, n_threads):
     """Step 4: fill ``offsets`` (N, d+1) with vertex indices; return (table, keys (M, d) int32).
 
-    With several threads the points are cut into ``HASH_BLOCKS_PER_THREAD *
+    With several threads the points are cut into ``crf.config.HASH_BLOCKS_PER_THREAD *
     n_threads`` contiguous blocks hashed in parallel (4a), then merged (4b,
     O(sum of the blocks' key counts), a fraction of the N (d+1) corners) and
     renumbered (4c). Vertices are numbered in the order a sequential pass over
@@ -306,7 +304,7 @@ def hash_cpu(rem0, rank, offsets, n_threads):
     if n_threads <= 1:
         table, m = _hash_points(rem0, rank, 0, n, keys, offsets)
         return table, keys[:m].copy()
-    n_blocks = min(HASH_BLOCKS_PER_THREAD * n_threads, n)
+    n_blocks = min(config.HASH_BLOCKS_PER_THREAD * n_threads, n)
     bounds = np.linspace(0, n, n_blocks + 1).astype(np.int64)
     visit = np.concatenate([np.arange(t, n_blocks, n_threads) for t in range(n_threads)])
     counts = np.empty(n_blocks, np.int64)
@@ -586,11 +584,11 @@ def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None):
         scratch[:] = [np.empty((m + 1, c), np.float32)]
     lat = scratch[0]
     _splat_kernel(values, _NO_SCALE if pre is None else pre, lattice.starts, lattice.splat_point,
-                  lattice.splat_weight, lat, prefetch_distance(values, AHEAD_VERTICES))
+                  lattice.splat_weight, lat, prefetch_distance(values, config.AHEAD_VERTICES))
     d1 = lattice.d + 1
     axes = range(d1 - 1, -1, -1) if reverse else range(d1)
-    with threads_for(m * c, SERIAL_BLUR):
-        if lat.nbytes <= CHAIN_BLUR_MAX_BYTES:
+    with threads_for(m * c, config.SERIAL_BLUR):
+        if lat.nbytes <= config.CHAIN_BLUR_MAX_BYTES:
             order, bounds = lattice.chains()
             for j in axes:
                 _blur_kernel(lat, order[j], bounds[j])
@@ -598,7 +596,7 @@ def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None):
             if len(scratch) < 2:
                 scratch.append(np.empty_like(lat))
             tmp = scratch[1]
-            distance = prefetch_distance(lat, AHEAD_VERTICES)
+            distance = prefetch_distance(lat, config.AHEAD_VERTICES)
             for j in axes:
                 _blur_two_buffer_kernel(lat, lattice.n1[j], lattice.n2[j], tmp, distance)
                 lat, tmp = tmp, lat
@@ -608,5 +606,6 @@ def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None):
 def filter_cpu(lattice, values, reverse, out, scratch=None):
     """Filter ``values`` (N, C) into ``out`` (N, C) with the Numba kernels."""
     lat = splat_blur_cpu(lattice, values, None, reverse, scratch)
-    _slice_kernel(lat, lattice.offsets, lattice.weights, slice_alpha(lattice.d), out, prefetch_distance(lat, AHEAD_POINTS))
+    _slice_kernel(lat, lattice.offsets, lattice.weights, slice_alpha(lattice.d), out,
+                  prefetch_distance(lat, config.AHEAD_POINTS))
     return out

@@ -37,7 +37,8 @@ import numpy as np
 from numba import njit, prange
 
 from crf.lattice import slice_alpha
-from crf.lattice_cpu import AHEAD_POINTS, prefetch_distance
+from crf import config
+from crf.lattice_cpu import prefetch_distance
 from crf.prefetch import prefetch_row
 
 KIND_POTTS, KIND_DIAGONAL, KIND_MATRIX = 0, 1, 2
@@ -239,4 +240,4 @@ def slice_messages_cpu(lats, kernels, u, q_out):
         tuple(np.ascontiguousarray(k.mu.reshape(-1, k.mu.shape[-1])) for k in kernels),
         np.array([slice_alpha(k.lattice.d) for k in kernels], np.float32),
         np.array([k.w for k in kernels], np.float32), np.array([k.kind for k in kernels], np.int64),
-        u, q_out, np.array([prefetch_distance(lat, AHEAD_POINTS) for lat in lats], np.int64))
+        u, q_out, np.array([prefetch_distance(lat, config.AHEAD_POINTS) for lat in lats], np.int64))

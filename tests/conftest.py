@@ -9,6 +9,13 @@
 * ``in_cudasim``: true inside the CUDA-simulator child process. Tests marked
   ``cuda`` use it to keep to a dozen tiny cases there and run the full matrix
   on a real GPU.
+* In the simulator, where every GPU thread is a Python thread, the launch shapes of
+  the three packages' configs (``atrous.config``, ``crf.config``,
+  ``nets.layers.config``) are made small here, and the interpreter's switch interval
+  short (the simulator polls its threads while holding the GIL, so every
+  ``syncthreads`` would cost milliseconds). Production code never asks whether it
+  runs in the simulator; ``production_launch_shapes`` restores the shapes a GPU
+  gets, for the tests that run them on tiny inputs.
 """
 import importlib
 import os
@@ -17,6 +24,35 @@ import sys
 import tempfile
 
 import pytest
+
+#: Launch shapes for the simulator: (module, name, value).
+SIMULATOR_SHAPES = (
+    ("atrous.config", "CUDA_CONV_BLOCKS", ((0, (4, 2)),)),
+    ("atrous.config", "CUDA_FLAT_THREADS", 64),
+    ("crf.config", "CUDA_THREADS", 8),
+    ("crf.config", "CUDA_MAX_BLOCKS", 2),
+    ("nets.layers.config", "CUDA_GEMM_TILE", 4),
+)
+_PRODUCTION_SHAPES = []  # (module, name, value) as the package ships them
+
+
+def pytest_configure(config):
+    from numba import config as numba_config
+    if not numba_config.ENABLE_CUDASIM:
+        return
+    sys.setswitchinterval(5e-5)
+    for module, name, value in SIMULATOR_SHAPES:
+        target = importlib.import_module(module)
+        _PRODUCTION_SHAPES.append((target, name, getattr(target, name)))
+        setattr(target, name, value)
+
+
+@pytest.fixture
+def production_launch_shapes(monkeypatch):
+    """The launch shapes a GPU gets, also inside the simulator (for tiny inputs only)."""
+    for target, name, value in _PRODUCTION_SHAPES:
+        monkeypatch.setattr(target, name, value)
+
 
 ORACLE_PACKAGES = {
     "cv2": "opencv-python-headless>=4.10,<5",

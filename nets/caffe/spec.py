@@ -186,10 +186,14 @@ class PoolGeometry(NamedTuple):
     round_mode: str
 
 
-def _pair(p, key, h_key, w_key, default, where):
-    """Caffe's rule: explicit ``_h``/``_w`` win; else a list of 0 (default), 1 or 2 values.
+def _field_pair(p, key, h_key, w_key, default, where):
+    """An (h, w) pair read from a parameter message by Caffe's rule: explicit ``_h``/``_w``
+    fields win; else the repeated field holds 0 (the default), 1 or 2 values.
 
-    ``h_key``/``w_key`` are None for ``dilation``, which has no ``_h``/``_w`` form.
+    This resolves *fields* of a decoded message (``kernel_size`` or ``kernel_h`` and
+    ``kernel_w``), not a Python argument: the layer maths check their own arguments
+    (:func:`atrous.conv.int_pair`). ``h_key``/``w_key`` are None for ``dilation``,
+    which has no ``_h``/``_w`` form.
     """
     if h_key is not None and (h_key in p or w_key in p):
         if not (h_key in p and w_key in p):
@@ -228,10 +232,10 @@ def conv_geometry(layer):
     where = f"layer {layer.name!r} (convolution_param)"
     if "num_output" not in p:
         raise CaffeFormatError(f"{where}: num_output is required")
-    kernel = _pair(p, "kernel_size", "kernel_h", "kernel_w", None, where)
-    stride = _pair(p, "stride", "stride_h", "stride_w", 1, where)
-    pad = _pair(p, "pad", "pad_h", "pad_w", 0, where)
-    dilation = _pair(p, "dilation", None, None, 1, where)
+    kernel = _field_pair(p, "kernel_size", "kernel_h", "kernel_w", None, where)
+    stride = _field_pair(p, "stride", "stride_h", "stride_w", 1, where)
+    pad = _field_pair(p, "pad", "pad_h", "pad_w", 0, where)
+    dilation = _field_pair(p, "dilation", None, None, 1, where)
     if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
         raise CaffeFormatError(f"{where}: kernel {kernel}, stride {stride} and dilation {dilation} "
                                f"must be positive")
@@ -252,9 +256,9 @@ def pool_geometry(layer):
     p = layer.params.get("pooling_param", {})
     where = f"layer {layer.name!r} (pooling_param)"
     global_pooling = bool(p.get("global_pooling", False))
-    kernel = (0, 0) if global_pooling else _pair(p, "kernel_size", "kernel_h", "kernel_w", None, where)
-    stride = _pair(p, "stride", "stride_h", "stride_w", 1, where)
-    pad = _pair(p, "pad", "pad_h", "pad_w", 0, where)
+    kernel = (0, 0) if global_pooling else _field_pair(p, "kernel_size", "kernel_h", "kernel_w", None, where)
+    stride = _field_pair(p, "stride", "stride_h", "stride_w", 1, where)
+    pad = _field_pair(p, "pad", "pad_h", "pad_w", 0, where)
     if not global_pooling and (min(kernel) < 1 or min(stride) < 1):
         raise CaffeFormatError(f"{where}: kernel {kernel} and stride {stride} must be positive")
     return PoolGeometry(p.get("pool", "MAX"), kernel, stride, pad, global_pooling,

@@ -1,4 +1,7 @@
-"""Input checks shared by the layer wrappers: host arrays, blob shapes, integer pairs.
+"""Input checks shared by the layer wrappers: host arrays, blob shapes, axes, channel vectors.
+
+Size arguments (kernel, stride, pad) are parsed by :func:`atrous.conv.int_pair`, the one
+parser of the project's (h, w) pairs.
 
 Every public layer function validates its arguments here before dispatching,
 so that the private kernels can trust what they receive: C-contiguous float32
@@ -63,23 +66,6 @@ def canonical_axis(axis, ndim, name="axis"):
     if not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
         raise ValueError(f"{name} must be an int in [{-ndim}, {ndim}), got {axis!r}")
     return int(axis) % ndim
-
-
-def int_pair(value, name, minimum):
-    """Turn an int or an (h, w) pair into a tuple of two ints ``>= minimum``."""
-    if isinstance(value, numbers.Integral):
-        pair = (int(value), int(value))
-    else:
-        try:
-            pair = tuple(value)
-        except TypeError:
-            raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}") from None
-        if len(pair) != 2 or not all(isinstance(v, numbers.Integral) for v in pair):
-            raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
-        pair = (int(pair[0]), int(pair[1]))
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return pair
 
 
 def channel_vector(v, channels, name):

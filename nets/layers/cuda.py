@@ -10,25 +10,29 @@ arrays, which only they can see.
 Kernels use grid-stride loops over ceil-divided grids (one thread per output
 element, or per output position for reductions over channels). The one
 shared-memory kernel (the inner product's tiled matrix product) is built by a
-factory per tile size: 4 in the simulator, 16 on a GPU.
+factory per tile size. Launch shapes come from :mod:`nets.layers.config`; the ReLU is
+:func:`atrous.cuda.relu`.
 """
 import math
 from functools import lru_cache
 
 import numpy as np
-from numba import config, cuda, float32
+from numba import cuda, float32
 
+from atrous import cuda as atrous_cuda
 from atrous.backend import is_device_array
 
+from . import config
 from ._arrays import host_float32
+from .pool_window import ave_window, max_window
 
-THREADS = 128
-MAX_BLOCKS = 4096
 FLT_MAX = float32(np.finfo(np.float32).max)
 
 
-def _blocks(n):
-    return max(1, min(math.ceil(n / THREADS), MAX_BLOCKS))
+def _launch(n):
+    """``(blocks, threads)`` for ``n`` outputs, one thread each, grid-stride beyond the cap."""
+    threads = config.CUDA_THREADS
+    return max(1, min(math.ceil(n / threads), config.CUDA_MAX_BLOCKS)), threads
 
 
 def _device(x, name):
@@ -53,24 +57,24 @@ def _finish(d, inputs, shape):
 # ----------------------------------------------------------------- pooling
 
 
+_max_window = cuda.jit(device=True)(max_window)
+_ave_window = cuda.jit(device=True)(ave_window)
+
+
 @cuda.jit
 def _max_pool_kernel(planes, kh, kw, sh, sw, ph, pw, out):
     count, height, width = planes.shape
     _, oh, ow = out.shape
     for i in range(cuda.grid(1), count * oh * ow, cuda.gridsize(1)):
         p = i // (oh * ow)
-        oy = (i // ow) % oh
-        ox = i % ow
-        hstart = oy * sh - ph
-        wstart = ox * sw - pw
-        hend = min(hstart + kh, height)
-        wend = min(wstart + kw, width)
+        hstart, hend = _max_window((i // ow) % oh, sh, ph, kh, height)
+        wstart, wend = _max_window(i % ow, sw, pw, kw, width)
         best = -FLT_MAX
-        for y in range(max(hstart, 0), hend):
-            for x in range(max(wstart, 0), wend):
+        for y in range(hstart, hend):
+            for x in range(wstart, wend):
                 if planes[p, y, x] > best:
                     best = planes[p, y, x]
-        out[p, oy, ox] = best
+        out[p, (i // ow) % oh, i % ow] = best
 
 
 @cuda.jit
@@ -79,18 +83,13 @@ def _ave_pool_kernel(planes, kh, kw, sh, sw, ph, pw, out):
     _, oh, ow = out.shape
     for i in range(cuda.grid(1), count * oh * ow, cuda.gridsize(1)):
         p = i // (oh * ow)
-        oy = (i // ow) % oh
-        ox = i % ow
-        hstart = oy * sh - ph
-        wstart = ox * sw - pw
-        hend = min(hstart + kh, height + ph)
-        wend = min(wstart + kw, width + pw)
-        pool_size = (hend - hstart) * (wend - wstart)  # before clipping to the image
+        hstart, hend, pool_h = _ave_window((i // ow) % oh, sh, ph, kh, height)
+        wstart, wend, pool_w = _ave_window(i % ow, sw, pw, kw, width)
         total = float32(0)
-        for y in range(max(hstart, 0), min(hend, height)):
-            for x in range(max(wstart, 0), min(wend, width)):
+        for y in range(hstart, hend):
+            for x in range(wstart, wend):
                 total += planes[p, y, x]
-        out[p, oy, ox] = total / float32(pool_size)
+        out[p, (i // ow) % oh, i % ow] = total / float32(pool_h * pool_w)  # divisor counted before clipping
 
 
 def pool2d(x, kernel, stride, pad, out_shape, mode):
@@ -99,7 +98,7 @@ def pool2d(x, kernel, stride, pad, out_shape, mode):
     planes = d.reshape((-1,) + tuple(d.shape)[-2:])  # (N*C, H, W)
     out = cuda.device_array((planes.shape[0],) + tuple(out_shape[-2:]), np.float32)
     kernel_fn = _max_pool_kernel if mode == "max" else _ave_pool_kernel
-    kernel_fn[_blocks(out.size), THREADS](planes, kernel[0], kernel[1], stride[0], stride[1],
+    kernel_fn[_launch(out.size)](planes, kernel[0], kernel[1], stride[0], stride[1],
                                           pad[0], pad[1], out)
     return _finish(out, [x], out_shape)
 
@@ -144,19 +143,13 @@ def interp(x, offset, size_in, out_shape):
     planes = d.reshape((-1,) + tuple(d.shape)[-2:])  # (N*C, H, W)
     h_out, w_out = out_shape[-2:]
     out = cuda.device_array((planes.shape[0], h_out, w_out), np.float32)
-    _interp_kernel[_blocks(out.size), THREADS](planes, offset, size_in[0], size_in[1],
+    _interp_kernel[_launch(out.size)](planes, offset, size_in[0], size_in[1],
                                                _ratio(size_in[0], h_out), _ratio(size_in[1], w_out),
                                                out)
     return _finish(out, [x], out_shape)
 
 
 # ------------------------------------------------------------- elementwise
-
-
-@cuda.jit
-def _relu_kernel(x, slope, out):
-    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        out[i] = max(x[i], float32(0)) + slope * min(x[i], float32(0))
 
 
 @cuda.jit
@@ -179,12 +172,9 @@ def _maximum_kernel(x, out):
 
 
 def relu(x, slope):
-    """Caffe ReLU on the GPU; see ``elementwise.relu``."""
+    """Caffe ReLU on the GPU (:func:`atrous.cuda.relu`, the one CUDA ReLU); see ``elementwise.relu``."""
     d = _device(x, "x")
-    flat = d.reshape(d.size)
-    out = cuda.device_array(d.size, np.float32)
-    _relu_kernel[_blocks(d.size), THREADS](flat, slope, out)
-    return _finish(out, [x], tuple(d.shape))
+    return _finish(atrous_cuda.relu(d, slope), [x], tuple(d.shape))
 
 
 def eltwise(inputs, operation, coeffs):
@@ -192,7 +182,7 @@ def eltwise(inputs, operation, coeffs):
     devices = [_device(x, f"inputs[{i}]") for i, x in enumerate(inputs)]
     flats = [d.reshape(d.size) for d in devices]
     n = flats[0].size
-    grid = (_blocks(n), THREADS)
+    grid = _launch(n)
     if operation == "sum":
         out = cuda.to_device(np.zeros(n, np.float32))
         for c, f in zip(coeffs, flats):
@@ -228,7 +218,7 @@ def concat(inputs, axis):
     offset = 0
     for d in devices:
         src = d.reshape(outer, d.size // outer)  # (outer, C_i*inner)
-        _copy_block_kernel[_blocks(d.size), THREADS](src, out, offset)
+        _copy_block_kernel[_launch(d.size)](src, out, offset)
         offset += src.shape[1]
     return _finish(out, inputs, tuple(shape))
 
@@ -259,7 +249,7 @@ def softmax(x, axis):
     inner = int(np.prod(shape[axis + 1:]))
     view = d.reshape(outer, shape[axis], inner)  # (outer, C, inner)
     out = cuda.device_array(view.shape, np.float32)
-    _softmax_kernel[_blocks(outer * inner), THREADS](view, out)
+    _softmax_kernel[_launch(outer * inner)](view, out)
     return _finish(out, [x], shape)
 
 
@@ -296,10 +286,10 @@ def argmax(x, layout, top_k, out_max_val, whole_item, out_shape):
     view = d.reshape(outer, dim, inner)
     index = cuda.device_array((outer, top_k, inner), np.float32)
     values = cuda.device_array((outer, top_k, inner), np.float32)
-    _argmax_kernel[_blocks(outer * inner), THREADS](view, index, values)
+    _argmax_kernel[_launch(outer * inner)](view, index, values)
     if whole_item and out_max_val:  # Caffe's (N, 2, top_k): indices, then values
         both = cuda.device_array((outer, 2 * top_k), np.float32)
-        grid = (_blocks(outer * top_k), THREADS)
+        grid = _launch(outer * top_k)
         _copy_block_kernel[grid](index.reshape(outer, top_k), both, 0)
         _copy_block_kernel[grid](values.reshape(outer, top_k), both, top_k)
         return _finish(both, [x], out_shape)
@@ -328,17 +318,12 @@ def channel_affine(x, first, second, op):
     shape = tuple(d.shape)
     view = d.reshape(-1, shape[-3], shape[-2] * shape[-1])  # (N, C, H*W)
     out = cuda.device_array(view.shape, np.float32)
-    _channel_affine_kernel[_blocks(view.size), THREADS](view, cuda.to_device(first),
+    _channel_affine_kernel[_launch(view.size)](view, cuda.to_device(first),
                                                         cuda.to_device(second), op == "normalize", out)
     return _finish(out, [x], shape)
 
 
 # ---------------------------------------------------------- inner product
-
-
-def gemm_tile():
-    """Shared-memory tile edge: 4 in the simulator (few Python threads), 16 on a GPU."""
-    return 4 if config.ENABLE_CUDASIM else 16
 
 
 @lru_cache(maxsize=None)
@@ -380,7 +365,7 @@ def inner_product(x, rows_k, weight, bias, out_shape):
     num_output = weight.shape[0]
     bias = np.zeros(num_output, np.float32) if bias is None else bias
     out = cuda.device_array((rows_k[0], num_output), np.float32)
-    tile = gemm_tile()
+    tile = config.CUDA_GEMM_TILE
     grid = (min(math.ceil(num_output / tile), 1024), min(math.ceil(rows_k[0] / tile), 1024))
     _gemm_kernel(tile)[grid, (tile, tile)](d, cuda.to_device(weight), cuda.to_device(bias), out)
     return _finish(out, [x], out_shape)

@@ -22,8 +22,10 @@ import numpy as np
 from numba import njit, prange
 
 from atrous.backend import resolve_backend
+from atrous.conv import int_pair
 
-from ._arrays import check_blob, host_float32, int_pair
+from ._arrays import check_blob, host_float32
+from .pool_window import ave_window, max_window
 
 MODES = ("max", "ave")
 # Caffe starts every MAX window at -FLT_MAX and replaces it only by a larger value.
@@ -88,6 +90,10 @@ def _pool_reference(planes, kernel, stride, pad, out_size, mode):
     return out
 
 
+_max_window = njit(cache=True)(max_window)
+_ave_window = njit(cache=True)(ave_window)
+
+
 @njit(parallel=True, cache=True)
 def _max_pool_kernel(planes, kh, kw, sh, sw, ph, pw, out):
     count, height, width = planes.shape
@@ -95,13 +101,9 @@ def _max_pool_kernel(planes, kh, kw, sh, sw, ph, pw, out):
     for task in prange(count * oh):
         p = task // oh
         oy = task % oh
-        hstart = oy * sh - ph
-        hend = min(hstart + kh, height)
-        hstart = max(hstart, 0)
+        hstart, hend = _max_window(oy, sh, ph, kh, height)
         for ox in range(ow):
-            wstart = ox * sw - pw
-            wend = min(wstart + kw, width)
-            wstart = max(wstart, 0)
+            wstart, wend = _max_window(ox, sw, pw, kw, width)
             best = -FLT_MAX
             for y in range(hstart, hend):
                 for x in range(wstart, wend):
@@ -120,17 +122,10 @@ def _ave_pool_kernel(planes, kh, kw, sh, sw, ph, pw, out):
     for task in prange(count * oh):
         p = task // oh
         oy = task % oh
-        hstart = oy * sh - ph
-        hend = min(hstart + kh, height + ph)
-        pool_h = hend - hstart
-        hstart = max(hstart, 0)
-        hend = min(hend, height)
+        hstart, hend, pool_h = _ave_window(oy, sh, ph, kh, height)
         for ox in range(ow):
-            wstart = ox * sw - pw
-            wend = min(wstart + kw, width + pw)
-            pool_size = pool_h * (wend - wstart)  # counted before clipping to the image
-            wstart = max(wstart, 0)
-            wend = min(wend, width)
+            wstart, wend, pool_w = _ave_window(ox, sw, pw, kw, width)
+            pool_size = pool_h * pool_w  # counted before clipping to the image
             total = np.float32(0)
             for y in range(hstart, hend):
                 for x in range(wstart, wend):

@@ -176,8 +176,8 @@ def test_cpu_matches_torch(case, optional_oracle):
 
 def test_large_layer_is_tiled_by_rows(monkeypatch):
     """A scratch budget far below one image forces many row blocks in every strategy."""
-    import atrous.cpu
-    monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 4096)
+    import atrous.config
+    monkeypatch.setattr(atrous.config, "TILE_BYTES", 4096)
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, (1, 16, 37, 29)).astype(np.float32)
     weight = rng.uniform(-1, 1, (5, 16, 3, 3)).astype(np.float32)
@@ -191,14 +191,14 @@ def test_large_layer_is_tiled_by_rows(monkeypatch):
     weight_up = rng.uniform(-1, 1, (32, 24, 3, 3)).astype(np.float32)
     bias_up = rng.uniform(-1, 1, 32).astype(np.float32)
     for tile, pad, rate, b in ((4096, 2, 2, None), (4096, 0, 1, bias_up), (40000, 5, 5, bias_up)):
-        monkeypatch.setattr(atrous.cpu, "TILE_BYTES", tile)
+        monkeypatch.setattr(atrous.config, "TILE_BYTES", tile)
         out_size = atrous.conv_output_size((37, 29), 3, 1, pad, rate)
         assert choose_strategy(24, 32, (3, 3), (1, 1), (pad, pad), (rate, rate), out_size) == "band"
         expected = atrous.conv2d(x_band, weight_up, b, pad=pad, dilation=rate, backend="numpy")
         got = atrous.conv2d(x_band, weight_up, b, pad=pad, dilation=rate, backend="cpu")
         np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
     # A padded 1x1 kernel in one-row blocks: whole blocks read only padding and hold just the bias.
-    monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 1024)
+    monkeypatch.setattr(atrous.config, "TILE_BYTES", 1024)
     bias = rng.uniform(-1, 1, 5).astype(np.float32)
     expected = atrous.conv2d(x, weight[:, :, :1, :1], bias, pad=4, backend="numpy")
     got = atrous.conv2d(x, weight[:, :, :1, :1], bias, pad=4, backend="cpu")
@@ -238,8 +238,8 @@ def test_scratch_memory_is_bounded_by_the_tile(monkeypatch, c_in, c_out, stride)
     """Beyond the output, a call allocates at most about TILE_BYTES of scratch (tracemalloc)."""
     import tracemalloc
 
-    import atrous.cpu
-    monkeypatch.setattr(atrous.cpu, "TILE_BYTES", 2**20)
+    import atrous.config
+    monkeypatch.setattr(atrous.config, "TILE_BYTES", 2**20)
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, c_in, 160, 150)).astype(np.float32)  # unblocked im2col: 14-21 MB
     weight = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)

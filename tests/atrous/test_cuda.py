@@ -109,8 +109,9 @@ def test_grid_stride_loops_cover_everything_with_a_one_block_grid(monkeypatch):
     """With the grid capped at one block per dimension, the loops must still visit every tile."""
     from numba import cuda
 
+    import atrous.config
     import atrous.cuda
-    monkeypatch.setattr(atrous.cuda, "MAX_GRID", 1)
+    monkeypatch.setattr(atrous.config, "CUDA_MAX_GRID", 1)
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, (2, 4, 5, 6)).astype(np.float32)
     weight = rng.uniform(-1, 1, (20, 2, 3, 3)).astype(np.float32)  # 10 outputs per group: 2 channel blocks

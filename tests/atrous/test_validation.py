@@ -21,8 +21,6 @@ W = np.zeros((6, 4, 3, 3), np.float32)
     (X, W, {"stride": (1, -2)}, r"stride must be positive \(>= 1\), got \(1, -2\)"),
     (X, W, {"dilation": 0}, r"dilation must be positive \(>= 1\), got 0"),
     (X, W, {"pad": -1}, r"pad must be non-negative \(>= 0\), got -1"),
-    (X, W, {"pad": 1.5}, r"pad must be an int or a pair of ints \(h, w\), got 1.5"),
-    (X, W, {"dilation": (1, 2, 3)}, r"dilation must be an int or a pair of ints \(h, w\), got \(1, 2, 3\)"),
     (X, W, {"dilation": 4}, r"output size must be at least 1x1, got 0x0: input 8x8, kernel 3x3.*effective kernel 9x9"),
     (X, W, {"bias": np.zeros(5)}, r"bias must have shape \(6,\) \(C_out\), got shape \(5,\)"),
     (X, W, {"bias": np.zeros((6, 1))}, r"bias must have shape \(6,\) \(C_out\), got shape \(6, 1\)"),
@@ -34,6 +32,17 @@ def test_bad_arguments_raise_value_error(x, weight, kwargs, pattern):
     bias = kwargs.pop("bias", None)
     with pytest.raises(ValueError, match=pattern):
         atrous.conv2d(x, weight, bias, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    ({"pad": 1.5}, r"pad must be an int or a pair of ints \(h, w\), got 1.5"),
+    ({"dilation": (1, 2, 3)}, r"dilation must be an int or a pair of ints \(h, w\), got \(1, 2, 3\)"),
+    ({"stride": True}, r"stride must be an int or a pair of ints"),
+    ({"pad": "1"}, r"pad must be an int or a pair of ints"),
+])
+def test_size_arguments_of_the_wrong_type_raise_type_error(kwargs, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        atrous.conv2d(X, W, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", [np.complex64, object, np.str_])

@@ -286,10 +286,10 @@ def test_cuda_backend_without_gpu_says_so(scene):
 
 
 def test_two_buffer_blur_in_mean_field(scene, monkeypatch):
-    from crf import lattice_cpu
+    from crf import config as crf_config
     image, unary = scene
     ref = _full_crf(image, unary, "numpy").inference(4)
-    monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 0)
+    monkeypatch.setattr(crf_config, "CHAIN_BLUR_MAX_BYTES", 0)
     np.testing.assert_allclose(_full_crf(image, unary, "cpu").inference(4), ref, atol=2e-5)
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from crf import lattice as L
+from crf import config as crf_config
 from crf import lattice_cpu
 from crf.exact import exact_filter
 
@@ -138,7 +139,7 @@ def test_lattice_structure_invariants():
 
 
 def test_hash_grows_past_its_first_capacity(monkeypatch):
-    monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 1 << 30)  # blur along the chains
+    monkeypatch.setattr(crf_config, "CHAIN_BLUR_MAX_BYTES", 1 << 30)  # blur along the chains
     rng = np.random.default_rng(5)
     f = (rng.random((20000, 5)) * 200).astype(np.float32)  # nearly every corner is a new vertex
     a, b = L.build(f, backend="cpu"), L.build(f, backend="numpy")
@@ -240,7 +241,7 @@ def test_two_buffer_blur_for_large_lattices(monkeypatch):
     v = rng.standard_normal((3000, 4)).astype(np.float32)
     lat = L.build(f, backend="cpu")
     chained = lat.filter(v, backend="cpu")
-    monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 0)
+    monkeypatch.setattr(crf_config, "CHAIN_BLUR_MAX_BYTES", 0)
     for reverse in (False, True):
         ref = lat.filter(v, reverse=reverse, backend="numpy")
         np.testing.assert_allclose(lat.filter(v, reverse=reverse, backend="cpu"), ref,
@@ -256,14 +257,14 @@ def test_prefetching_changes_no_result(monkeypatch):
     f = (rng.random((3000, 5)) * 4).astype(np.float32)
     v = rng.standard_normal((3000, 7)).astype(np.float32)
     lat = L.build(f, backend="cpu")
-    monkeypatch.setattr(lattice_cpu, "CHAIN_BLUR_MAX_BYTES", 0)  # the two-buffer blur, which prefetches
-    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", v.nbytes + 1)
+    monkeypatch.setattr(crf_config, "CHAIN_BLUR_MAX_BYTES", 0)  # the two-buffer blur, which prefetches
+    monkeypatch.setattr(crf_config, "PREFETCH_MIN_BYTES", v.nbytes + 1)
     assert lattice_cpu.prefetch_distance(v, 32) == 0  # below the threshold: no prefetch
     plain = lat.filter(v, backend="cpu")
-    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 0)
+    monkeypatch.setattr(crf_config, "PREFETCH_MIN_BYTES", 0)
     for vertices, points in ((1, 1), (32, 8), (10 ** 6, 10 ** 6)):
-        monkeypatch.setattr(lattice_cpu, "AHEAD_VERTICES", vertices)
-        monkeypatch.setattr(lattice_cpu, "AHEAD_POINTS", points)
+        monkeypatch.setattr(crf_config, "AHEAD_VERTICES", vertices)
+        monkeypatch.setattr(crf_config, "AHEAD_POINTS", points)
         np.testing.assert_array_equal(lat.filter(v, backend="cpu"), plain)
 
 
@@ -280,7 +281,7 @@ def test_mean_field_with_and_without_prefetching_is_bit_identical(monkeypatch):
         model.add_gaussian(theta_gamma=3, w=3)
         return model.inference(5)
 
-    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 1 << 40)
+    monkeypatch.setattr(crf_config, "PREFETCH_MIN_BYTES", 1 << 40)
     plain = marginals()
-    monkeypatch.setattr(lattice_cpu, "PREFETCH_MIN_BYTES", 0)
+    monkeypatch.setattr(crf_config, "PREFETCH_MIN_BYTES", 0)
     np.testing.assert_array_equal(marginals(), plain)

@@ -1,0 +1,41 @@
+"""The knobs of the atrous kernels, in one place: CPU tiling and CUDA launch shapes.
+
+The kernels read these values when they run, so a test (or a user tuning for a machine)
+changes them with ``monkeypatch.setattr(atrous.config, NAME, value)`` or a plain
+assignment. None of them changes a result beyond float32 rounding of a different
+summation order; tests/atrous check each against the NumPy reference.
+
+The test suite runs the CUDA kernels in Numba's CUDA simulator, where every GPU thread
+is a Python thread; there it sets smaller launch shapes itself (``tests/conftest.py``),
+and one test runs the shapes below unchanged on a tiny input. Production code never
+asks whether it runs in the simulator.
+"""
+
+# ---------------------------------------------------------------- CPU (atrous.cpu)
+
+#: Bytes of scratch (im2col columns, shifted rows) a CPU convolution holds at once;
+#: larger layers are cut into blocks of output rows. Larger blocks mean fewer hand-overs
+#: between BLAS's threads and Numba's, each of which costs milliseconds on a machine with
+#: few cores: at 65x65, im2col of fc6 and conv5 needs two blocks with 64 MB and ran 2-9 %
+#: faster than in three blocks with 32 MB; "band" fits either in one block with 64 MB and
+#: ran 5-6 % faster than in two blocks with 32 MB.
+TILE_BYTES = 64 * 2**20
+
+#: The "band" strategy is chosen only when its GEMM products have an inner dimension
+#: ``C_in/g * kw`` of at least this: a shorter one leaves BLAS bound by writing its
+#: output, which "band" does kh times (VGG's conv1_1, 3 -> 64: 2x slower than im2col
+#: at 513x513).
+BAND_MIN_INNER = 64
+
+# ---------------------------------------------------------------- CUDA (atrous.cuda)
+
+#: The convolution's block shape by output channels per group: the first row whose
+#: minimum the channels reach gives (T, MICRO): T x T threads, each accumulating
+#: MICRO x MICRO outputs. Measured on an H100 (bench/RESULTS.md, atrous.cuda.block_shape).
+CUDA_CONV_BLOCKS = ((256, (16, 8)), (64, (16, 4)), (0, (16, 2)))
+
+#: Threads per block of the element-wise kernels (add, ReLU).
+CUDA_FLAT_THREADS = 1024
+
+#: Blocks per grid dimension at most; grid-stride loops cover larger problems.
+CUDA_MAX_GRID = 65535

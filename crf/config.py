@@ -1,0 +1,38 @@
+"""The knobs of the dense CRF's kernels, in one place: CPU work split, prefetching, CUDA launches.
+
+The kernels read these values when they run, so a test (or a user tuning for a machine)
+changes them with ``monkeypatch.setattr(crf.config, NAME, value)``. None of them changes
+a result: every CPU choice below is bit-identical (tests/crf/test_lattice.py checks each),
+and the CUDA launch shape only changes which thread computes which value.
+
+The test suite runs the CUDA kernels in Numba's CUDA simulator, where every GPU thread
+is a Python thread; there it sets smaller launch shapes itself (``tests/conftest.py``).
+Production code never asks whether it runs in the simulator.
+"""
+
+# ---------------------------------------------------------------- CPU (crf.lattice_cpu)
+
+#: Lattice values up to this many bytes are blurred in place along the chains of each
+#: axis; larger ones with two buffers, which parallelise and prefetch better.
+CHAIN_BLUR_MAX_BYTES = 512 << 10
+
+#: Below this many values per stage, kernels run on the calling thread only.
+SERIAL_WORK = 1 << 16
+
+#: The same for one blur pass, which is cheap per value.
+SERIAL_BLUR = 1 << 20
+
+#: Blocks of points per thread in the parallel hash (load balance against merge work).
+HASH_BLOCKS_PER_THREAD = 2
+
+#: Software prefetch distances, in vertices (splat, blur) and in points (slice), for
+#: gathered arrays of at least PREFETCH_MIN_BYTES (smaller ones stay in cache).
+AHEAD_VERTICES = 32
+AHEAD_POINTS = 8
+PREFETCH_MIN_BYTES = 1 << 20
+
+# ---------------------------------------------------------------- CUDA (crf.cuda)
+
+#: Threads per block, and blocks per grid at most (grid-stride loops cover the rest).
+CUDA_THREADS = 256
+CUDA_MAX_BLOCKS = 4096
