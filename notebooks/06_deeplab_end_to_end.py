@@ -40,6 +40,8 @@
 # LargeFOV head (fc6 3x3 at rate 3) or an ASPP head (four branches at rates 1, 2, 3, 4, summed).
 # They are real Caffe files, read by the same reader as the official ones. The input is 97x97
 # $= 8 \cdot 12 + 1$, so the score map is 13x13, just as DeepLab's 513x513 input gives 65x65.
+# They know only those six classes of shapes: on a photograph their labels mean nothing, and a
+# photograph needs the official weights (see the README).
 #
 # **The equations.** The network gives each pixel $i$ a score $s_i(l)$ per label. The CRF
 # (TPAMI 2018, §3.3, **Eq. (2)** and **(3)**) minimises

@@ -3,7 +3,6 @@
 * ``require_oracle(name)``: import a reference implementation (OpenCV, pydensecrf,
   ...). Under ``DEEPLAB_REQUIRE_ORACLES=1`` (CI) a missing oracle *fails* the
   test; otherwise it skips, so a developer without OpenCV can still run the rest.
-* ``optional_oracle(name)``: an oracle that is never required (torch): a skip.
 * ``run_python(code, env=...)``: run a snippet in a fresh interpreter, used by the
   CUDA-simulator and kernel-cache tests, which need a process of their own.
 * ``in_cudasim``: true inside the CUDA-simulator child process. Tests marked
@@ -58,17 +57,17 @@ ORACLE_PACKAGES = {
     "cv2": "opencv-python-headless>=4.10,<5",
     "pydensecrf": "pydensecrf2",
     "scipy": "scipy",
-    "torch": "torch (optional)",
+    "jupytext": "jupytext",
 }
 
 
-def _import_or_handle(name, required):
+def _import_or_handle(name):
     try:
         return importlib.import_module(name)
     except ImportError as exc:
         package = ORACLE_PACKAGES.get(name, name)
         message = f"reference oracle {name!r} is not installed (pip install '{package}'): {exc}"
-        if required and os.environ.get("DEEPLAB_REQUIRE_ORACLES") == "1":
+        if os.environ.get("DEEPLAB_REQUIRE_ORACLES") == "1":
             pytest.fail(message + "; DEEPLAB_REQUIRE_ORACLES=1 makes this a failure")
         pytest.skip(message)
 
@@ -76,13 +75,7 @@ def _import_or_handle(name, required):
 @pytest.fixture(scope="session")
 def require_oracle():
     """Return ``f(name) -> module``; fails under DEEPLAB_REQUIRE_ORACLES=1, else skips."""
-    return lambda name: _import_or_handle(name, required=True)
-
-
-@pytest.fixture(scope="session")
-def optional_oracle():
-    """Return ``f(name) -> module`` that skips when the module is missing."""
-    return lambda name: _import_or_handle(name, required=False)
+    return _import_or_handle
 
 
 def _run_python(code, env=None, timeout=300):

@@ -31,8 +31,8 @@ step() {  # step NAME SECONDS COMMAND...: run, tee to OUT_DIR/NAME.txt, remember
     echo "== $name: exit $rc in $((SECONDS - t0)) s" | tee -a "$out/$name.txt"
     [ "$rc" -eq 0 ] || status=1
 }
-step info 45 "$PY" -m nets.app.cli info
-step check 120 "$PY" -m nets.app.cli check --backend cuda
+step info 45 "$PY" -m nets info
+step check 120 "$PY" -m nets check --backend cuda
 step compare 120 "$PY" tools/gpu_compare.py
 step pytest_cuda 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
 step bench_atrous 45 "$PY" bench/atrous.py --backend cuda --repeat 5 --markdown

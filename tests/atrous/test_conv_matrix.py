@@ -148,7 +148,9 @@ def _scipy_conv(signal, x, weight, bias, stride, pad, rate, groups):
     return np.asarray(out)
 
 
-ORACLE_CASES = CASES[:40:2]
+# Every second of the first 40 cases and every third of all (groups, strides, "band", rates far
+# beyond the image): SciPy is the required oracle for the convolution's semantics.
+ORACLE_CASES = [case for k, case in enumerate(CASES) if (k < 40 and k % 2 == 0) or k % 3 == 0]
 
 
 @pytest.mark.parametrize("case", ORACLE_CASES, ids=_case_id)
@@ -160,18 +162,6 @@ def test_reference_and_cpu_match_scipy(case, require_oracle):
     for backend in ("numpy", "cpu"):
         got = atrous.conv2d(x, weight, bias, backend=backend, **_kwargs(case))
         np.testing.assert_allclose(got, expected, rtol=0, atol=_atol(case), err_msg=backend)
-
-
-@pytest.mark.parametrize("case", CASES[::3], ids=_case_id)
-def test_cpu_matches_torch(case, optional_oracle):
-    torch = optional_oracle("torch")
-    x, weight, bias = _arrays(case, seed=11)
-    expected = torch.nn.functional.conv2d(
-        torch.from_numpy(x).double(), torch.from_numpy(weight).double(),
-        None if bias is None else torch.from_numpy(bias).double(),
-        stride=case["stride"], padding=case["pad"], dilation=case["rate"], groups=case["groups"]).numpy()
-    got = atrous.conv2d(x, weight, bias, backend="cpu", **_kwargs(case))
-    np.testing.assert_allclose(got, expected, rtol=0, atol=_atol(case))
 
 
 def test_large_layer_is_tiled_by_rows(monkeypatch):

@@ -32,3 +32,24 @@ def test_notebook_runs_and_asserts(path, tmp_path, require_oracle, monkeypatch):
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_notebook_matches_its_jupytext_source(path, require_oracle):
+    """The committed ``.ipynb`` is its ``.py`` source (jupytext percent format), executed.
+
+    Rebuild with ``python tools/build_notebooks.py NAME`` after editing the source.
+    """
+    jupytext = require_oracle("jupytext")
+    nbformat = require_oracle("nbformat")
+    source = path.with_suffix(".py")
+    assert source.is_file(), f"{path.name} has no jupytext source {source.name}"
+    want = [(c.cell_type, c.source) for c in jupytext.read(source).cells]
+    nb = nbformat.read(path, as_version=4)
+    got = [(c.cell_type, c.source) for c in nb.cells]
+    stale = [k for k, (a, b) in enumerate(zip(got, want)) if a != b]
+    assert len(got) == len(want) and not stale, (
+        f"{path.name} differs from {source.name} (cells {stale[:5]}, {len(got)} vs {len(want)} cells): "
+        f"run python tools/build_notebooks.py {path.stem}")
+    unexecuted = [k for k, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is None]
+    assert not unexecuted, f"{path.name}: code cells {unexecuted[:5]} have no outputs; rebuild it"
