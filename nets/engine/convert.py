@@ -15,9 +15,9 @@ layer that uses them.
 import os
 import warnings
 
-from nets.caffe import read_caffemodel, read_prototxt, write_npz
+from nets.caffe import read_prototxt, write_npz
 from nets.engine.net import Net
-from nets.engine.weights import sharing_groups, weights_by_layer
+from nets.engine.weights import load_weights, sharing_groups
 
 
 def convert(caffemodel, prototxt, out, strict=False, input_shape=None, **template_values):
@@ -51,8 +51,7 @@ def convert(caffemodel, prototxt, out, strict=False, input_shape=None, **templat
         copies that differ (naming both layers), unused layers with ``strict``.
     """
     spec = read_prototxt(prototxt, **template_values)
-    model = read_caffemodel(caffemodel)
-    available = weights_by_layer(model)
+    _, available = load_weights(caffemodel)
     net = Net(spec, available)
     checked = net.checked_weights(None if input_shape is None else {net.inputs[0]: tuple(input_shape)})
     used = {layer.name for layer in net.spec.layers}
