@@ -25,8 +25,6 @@ import ast
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 PACKAGES = ("atrous", "crf", "nets")
 
 ALLOWED = {

@@ -14,7 +14,6 @@ import crf
 import nets
 from nets.app.evaluate import confusion_matrix, mean_iou
 from nets.app.imageio import read_image, read_label_png, write_label_png
-from nets.deeplab import Model
 
 DEMO = Path(nets.__file__).parent / "data" / "demo"
 HELDOUT = DEMO / "heldout"
@@ -23,13 +22,8 @@ HELDOUT = DEMO / "heldout"
 def deeplab(*args, cwd):
     """``python -m nets.app.cli ARGS`` in a fresh process, one Numba thread (the machine is shared)."""
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "nets.app.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nets", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def largefov():
-    return Model.load("demo-largefov")
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,9 @@
 """``deeplab segment``'s files and folders: bad files reported by name, the others written."""
 import numpy as np
-import pytest
 from PIL import Image
 
 from nets.app.files import segment_files
 from nets.app.imageio import read_label_png
-from nets.deeplab import Model, shapes_dataset
-
-
-@pytest.fixture(scope="module")
-def largefov():
-    return Model.load("demo-largefov")
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return shapes_dataset.sample(3, "heldout")
 
 
 def test_segment_files_reports_bad_files_and_writes_the_rest(tmp_path, largefov, sample):

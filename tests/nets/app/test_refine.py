@@ -6,17 +6,6 @@ import pytest
 
 import crf
 from nets.app.refine import check_probabilities, refine
-from nets.deeplab import Model, shapes_dataset
-
-
-@pytest.fixture(scope="module")
-def largefov():
-    return Model.load("demo-largefov")
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return shapes_dataset.sample(3, "heldout")
 
 
 def test_probabilities_layouts_and_bad_input():
@@ -38,8 +27,6 @@ def test_probabilities_layouts_and_bad_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_probabilities(p.astype(np.float64), 5, 7)
-
-
 
 
 def test_refine_from_probabilities_agrees_with_refine_from_scores(largefov, sample):

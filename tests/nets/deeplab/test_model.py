@@ -5,20 +5,10 @@ import pytest
 import crf
 from nets import layers as L
 from nets.caffe import LayerSpec, NetSpec
-from nets.deeplab import Model, parse_scales, resize_rule, resolve_preset, shapes_dataset
+from nets.deeplab import Model, parse_scales, resize_rule, resolve_preset
 from nets.engine import Net
 
 MEAN_BGR = np.float32((104.008, 116.669, 122.675))
-
-
-@pytest.fixture(scope="module")
-def largefov():
-    return Model.load("demo-largefov")
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return shapes_dataset.sample(3, "heldout")
 
 
 def _caffe_input(image, side):
