@@ -172,8 +172,8 @@ class Model:
         """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
-            raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} "
-                             f"dtype {image.dtype}")
+            raise ValueError(f"image must be an (H, W, 3) uint8 RGB array (read files with "
+                             f"nets.app.imageio.read_image), got shape {image.shape} dtype {image.dtype}")
         preset = resolve_preset(crf, self)
         scales = parse_scales(scales)
         self.check_scales(scales)
