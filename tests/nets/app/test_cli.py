@@ -8,15 +8,15 @@ import pytest
 
 
 def deeplab(*args, env=None, cwd=None, timeout=600):
-    """Run ``python -m nets.app.cli ARGS`` in a fresh process; return the CompletedProcess."""
+    """Run ``python -m nets ARGS`` in a fresh process; return the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "nets.app.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nets", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture
 def workdir(tmp_path):
-    """An empty folder to run in, so that ``-m nets.app.cli`` imports the installed package."""
+    """An empty folder to run in, so that ``-m nets`` imports the installed package."""
     return tmp_path
 
 
@@ -25,6 +25,9 @@ def test_console_script_is_installed():
     if script is None and not os.environ.get("CI"):
         pytest.skip("package not installed with its console script in this interpreter's bin/")
     assert script is not None, "the deeplab console script is missing next to the interpreter"
+    # The script's entry point must import: run it as a user would.
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "segment" in proc.stdout, proc.stderr
 
 
 def test_info_reports_threading_layer_threads_and_cuda(workdir):
