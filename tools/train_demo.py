@@ -49,11 +49,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from nets.deeplab import shapes_dataset
-from nets.caffe import LayerSpec, NetSpec, format_prototxt, read_caffemodel, write_caffemodel
 from nets.app.evaluate import confusion_matrix, mean_iou
 from nets.app.imageio import save_image_atomic, write_label_png
-from nets.caffe import atomic_write
+from nets.caffe import LayerSpec, NetSpec, atomic_write, format_prototxt, read_caffemodel, write_caffemodel
+from nets.deeplab import shapes_dataset
 
 MEAN_BGR = (104.008, 116.669, 122.675)
 SIZE = shapes_dataset.DEFAULT_SIZE

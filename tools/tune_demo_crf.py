@@ -27,9 +27,9 @@ import numba
 import numpy as np
 
 from crf import Preset, deeplab_refine
-from nets.deeplab import shapes_dataset
 from nets.app.evaluate import confusion_matrix, mean_iou
 from nets.caffe import atomic_write
+from nets.deeplab import shapes_dataset
 
 MEAN_BGR = np.float32((104.008, 116.669, 122.675))
 NUM_CLASSES = len(shapes_dataset.CLASSES)
