@@ -58,6 +58,7 @@ ORACLE_PACKAGES = {
     "pydensecrf": "pydensecrf2",
     "scipy": "scipy",
     "jupytext": "jupytext",
+    "distributed": "dask[distributed]",
 }
 
 

@@ -10,7 +10,10 @@ import sys
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
@@ -20,6 +23,15 @@ def _add_threads(parser):
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                         help="threads for Numba kernels and BLAS (default: NUMBA_NUM_THREADS "
                              "or all cores)")
+
+
+def _add_many(parser):
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                       help="local worker processes, each with max(1, cores // N) threads (default 1)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="a Dask scheduler, e.g. tcp://10.0.0.5:8786 (pip install \".[distributed]\")")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _apply_threads(n):
@@ -78,14 +90,40 @@ def _err(command, message):
     print(f"deeplab {command}: {message}", file=sys.stderr)
 
 
+def _client(args):
+    """The Dask client of ``--scheduler``, or None."""
+    if getattr(args, "scheduler", None) is None:
+        return None
+    from nets.app.batch import connect
+    return connect(args.scheduler)
+
+
+def _settings(args):
+    from nets.app.batch import Settings, load
+    from nets.deeplab import parse_scales
+    settings = Settings(args.model, args.weights, None if args.crf.lower() == "none" else args.crf,
+                        parse_scales(args.scales), args.backend)
+    return settings, load(settings)[0]  # loading here reports a bad model or weight file at once
+
+
+def _progress_logger(progress, verbose):
+    def on_outcome(outcome):
+        progress.update(outcome)
+        for line in outcome.warnings:
+            progress.write(f"warning: {line}")
+        if outcome.error is not None:
+            progress.write(f"error: {outcome.error}")
+        elif verbose and not outcome.skipped:
+            progress.write(f"{outcome.path}: " + ", ".join(f"{s} {1000 * v:.1f} ms" for s, v in outcome.timings.items()))
+    return on_outcome
+
+
 def cmd_segment(args):
-    from nets.app.files import image_files, segment_files
-    from nets.deeplab import Model, parse_scales, resolve_preset
+    from nets.app import batch
+    from nets.app.files import image_files
     try:
-        scales = parse_scales(args.scales)
-        model = Model.load(args.model, args.weights)
-        preset = resolve_preset(args.crf, model)
-        model.check_scales(scales)
+        settings, _ = _settings(args)
+        client = _client(args)
     except (OSError, ValueError) as exc:
         _err("segment", exc)
         return 1
@@ -93,16 +131,23 @@ def cmd_segment(args):
     if not paths:
         _err("segment", f"no image files in {args.inputs}")
         return 1
-    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    progress = batch.Progress(len(paths), quiet=args.quiet, description="segment")
     try:
-        errors = segment_files(paths, model, args.output, crf=preset, scales=scales, backend=args.backend,
-                               overlay=args.overlay, save_probs=args.save_probs, verbose=args.verbose, log=log)
+        summary = batch.segment_files(paths, settings, args.output, overlay=args.overlay, save_probs=args.save_probs,
+                                      workers=args.workers, client=client, resume=args.resume,
+                                      on_outcome=_progress_logger(progress, args.verbose))
     except (OSError, ValueError) as exc:
         _err("segment", exc)
         return 1
-    print(f"wrote {len(paths) - len(errors)} of {len(paths)} label maps to {args.output}")
-    if errors:
-        _err("segment", f"{len(errors)} of {len(paths)} images failed:\n  " + "\n  ".join(errors))
+    finally:
+        progress.close()
+        if client is not None:
+            client.close()
+    failures = summary.failures
+    print(f"wrote {summary.done} of {len(paths)} label maps to {args.output}")
+    print(summary.line())
+    if failures:
+        _err("segment", f"{len(failures)} of {len(paths)} images failed:\n  " + "\n  ".join(o.error for o in failures))
         return 1
     return 0
 
@@ -110,11 +155,16 @@ def cmd_segment(args):
 def cmd_evaluate(args):
     import numpy as np
 
+    from nets.app import batch
     from nets.app.evaluate import confusion_matrix, format_table, pair_files
-    from nets.app.imageio import ImageReadError, read_image, read_label_png
+    from nets.app.imageio import ImageReadError, read_label_png
     if (args.images is None) == (args.predictions is None):
         _err("evaluate", "give either --images with --model, or --predictions")
         return 2
+    if args.predictions is not None and (args.workers != 1 or args.scheduler or args.state or args.resume):
+        _err("evaluate", "--workers, --scheduler, --state and --resume are for --images with --model")
+        return 2
+    client = None
     try:
         stems = None
         if args.list is not None:
@@ -122,40 +172,50 @@ def cmd_evaluate(args):
                 stems = [line.split()[0] for line in f if line.strip()]
         if args.predictions is not None:
             pairs, errors = pair_files(args.labels, args.predictions, suffix=".png", stems=stems)
-            model, num_classes, classes = None, args.num_classes, None
+            num_classes, classes = args.num_classes, None
         else:
             if args.model is None:
                 _err("evaluate", "--images needs --model")
                 return 2
-            from nets.deeplab import Model, parse_scales, resolve_preset
             pairs, errors = pair_files(args.labels, args.images, stems=stems)
-            model = Model.load(args.model, args.weights)
-            preset, scales = resolve_preset(args.crf, model), parse_scales(args.scales)
-            model.check_scales(scales)
+            settings, model = _settings(args)
             classes = model.classes
             num_classes = len(classes) if classes else args.num_classes
+            client = _client(args)
     except (OSError, ValueError) as exc:
         _err("evaluate", exc)
         return 1
-    matrix, done = np.zeros((num_classes, num_classes), np.int64), 0
-    for k, (label_path, other) in enumerate(pairs, 1):
+    if args.predictions is not None:
+        matrix, done = np.zeros((num_classes, num_classes), np.int64), 0
+        for label_path, other in pairs:
+            try:
+                matrix += confusion_matrix(read_label_png(label_path), read_label_png(other), num_classes)
+                done += 1
+            except (ImageReadError, ValueError, TypeError) as exc:
+                errors.append(f"{label_path}: {exc}")
+        summary_line = None
+    else:
+        progress = batch.Progress(len(pairs), quiet=args.quiet, description="evaluate")
         try:
-            truth = read_label_png(label_path)
-            if model is None:
-                predicted = read_label_png(other)
-            else:
-                predicted = model.segment(read_image(other), crf=preset, scales=scales, backend=args.backend).labels
-            matrix += confusion_matrix(truth, predicted, num_classes)
-            done += 1
-        except (ImageReadError, ValueError, TypeError) as exc:
-            errors.append(f"{label_path}: {exc}")
-            continue
-        print(f"[{k}/{len(pairs)}] {other}", file=sys.stderr, flush=True)
+            matrix, summary = batch.evaluate_files(pairs, settings, num_classes, workers=args.workers, client=client,
+                                                   state_dir=args.state, resume=args.resume,
+                                                   on_outcome=_progress_logger(progress, args.verbose))
+        except (OSError, ValueError) as exc:
+            _err("evaluate", exc)
+            return 1
+        finally:
+            progress.close()
+            if client is not None:
+                client.close()
+        errors += [o.error for o in summary.failures]
+        done, summary_line = summary.done, summary.line()
     print(f"{done} images, {matrix.sum()} pixels counted (255 ignored)")
     print("confusion matrix (rows: ground truth, columns: prediction):")
     for row in matrix:
         print("  " + " ".join(f"{v:>9d}" for v in row))
     print("\n".join(format_table(matrix, classes)))
+    if summary_line:
+        print(summary_line)
     if errors:
         _err("evaluate", f"{len(errors)} problems:\n  " + "\n  ".join(errors))
         return 1
@@ -260,6 +320,9 @@ def build_parser():
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png")
     p.add_argument("--save-probs", action="store_true", help="also write NAME_probs.npy, (L, H, W) float32")
     p.add_argument("--verbose", action="store_true", help="time per stage for every image")
+    _add_many(p)
+    p.add_argument("--resume", action="store_true",
+                   help="skip the images whose outputs are all in OUT_DIR (an interrupted run's)")
     _add_threads(p)
     p.set_defaults(func=cmd_segment)
 
@@ -275,6 +338,10 @@ def build_parser():
     p.add_argument("--num-classes", type=_positive_int, default=21,
                    help="classes when the model does not name them, or with --predictions (default 21)")
     p.add_argument("--backend", choices=backends, default="auto")
+    p.add_argument("--verbose", action="store_true", help="time per stage for every image")
+    _add_many(p)
+    p.add_argument("--state", metavar="DIR", help="keep each image's confusion matrix in DIR (for --resume)")
+    p.add_argument("--resume", action="store_true", help="reuse the confusion matrices in --state DIR")
     _add_threads(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -55,6 +55,15 @@ def cuda_status():
     return "gpu", name
 
 
+def blas():
+    """The BLAS libraries NumPy calls, with their kernel and threads (threadpoolctl), one string."""
+    import numpy  # noqa: F401  (loads NumPy's BLAS, so that threadpoolctl sees it)
+    from threadpoolctl import threadpool_info
+    found = [f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('architecture') or 'kernel unknown'}), "
+             f"{p.get('num_threads')} threads" for p in threadpool_info() if p.get("user_api") == "blas"]
+    return "; ".join(found) or "none found"
+
+
 def describe():
     """Everything ``deeplab info`` prints, as an ordered list of (key, value) pairs."""
     import numba
@@ -66,11 +75,17 @@ def describe():
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("platform", platform.platform()),
     ]
-    for dist in ("numpy", "numba", "llvmlite", "scipy", "numba-cuda", "matplotlib", "pillow"):
+    for dist in ("numpy", "numba", "llvmlite", "scipy", "numba-cuda", "matplotlib", "pillow", "threadpoolctl", "tqdm",
+                 "distributed"):
         rows.append((dist, _version(dist) or "not installed"))
+    from nets.app.batch import cores, thread_budget
+    n = cores()
     rows += [
         ("numba threading layer", threading_layer()),
         ("numba threads", f"{numba.get_num_threads()} of {numba.config.NUMBA_NUM_THREADS}"),
+        ("blas", blas()),
+        ("workers", f"{n} cores: --workers N gives each worker max(1, {n} // N) threads (Numba and BLAS); "
+                    + ", ".join(f"{w} -> {thread_budget(w, n)}" for w in sorted({1, 2, 4, n}) if w <= max(n, 2))),
         ("cuda", f"{kind}: {detail}"),
         ("backends", ", ".join(backends) + '  ("auto" = ' + ("cuda" if kind == "gpu" else "cpu") + ")"),
     ]

@@ -1,0 +1,229 @@
+"""Many images: serial, a local pool and a Dask cluster give the same files and the same confusion
+matrix, and nothing is lost to an interruption, a killed worker or a corrupt image."""
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nets.app import batch
+from nets.app.evaluate import pair_files
+from nets.app.files import image_files
+from nets.app.imageio import write_label_png
+from nets.deeplab import shapes_dataset
+
+SETTINGS = batch.Settings("demo-largefov", crf="auto", backend="cpu")
+N_IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A dozen held-out samples as PNG files, with their ground truth."""
+    root = tmp_path_factory.mktemp("batch")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for n in range(N_IMAGES):
+        image, labels = shapes_dataset.sample(n, "heldout")
+        Image.fromarray(image).save(root / "images" / f"s{n:02d}.png")
+        write_label_png(root / "labels" / f"s{n:02d}.png", labels)
+    return root
+
+
+@pytest.fixture(scope="module")
+def serial(data, tmp_path_factory):
+    """The reference: every output and the confusion matrix, in this process."""
+    out = tmp_path_factory.mktemp("serial")
+    summary = batch.segment_files(image_files([data / "images"]), SETTINGS, out, save_probs=True)
+    assert summary.done == N_IMAGES and not summary.failures
+    pairs, missing = pair_files(data / "labels", data / "images")
+    assert not missing
+    matrix, _ = batch.evaluate_files(pairs, SETTINGS, 6)
+    assert matrix.sum() == N_IMAGES * 97 * 97
+    return out, matrix
+
+
+@pytest.fixture(scope="module")
+def dask_client(require_oracle):
+    distributed = require_oracle("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _same_outputs(folder, reference):
+    got, want = _files(folder), _files(reference)
+    assert sorted(got) == sorted(want)
+    different = [name for name in want if got[name] != want[name]]
+    assert not different, f"not bit-identical to the serial run: {different}"
+
+
+def test_thread_budget_never_oversubscribes():
+    assert [batch.thread_budget(n, 8) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            batch.thread_budget(bad, 8)
+
+
+def test_local_pool_gives_the_serial_files_and_matrix(data, serial, tmp_path):
+    reference, matrix = serial
+    summary = batch.segment_files(image_files([data / "images"]), SETTINGS, tmp_path / "out", save_probs=True,
+                                  workers=2)
+    assert summary.done == N_IMAGES and "2 local processes x 1 thread" in summary.line()
+    _same_outputs(tmp_path / "out", reference)
+    pairs, _ = pair_files(data / "labels", data / "images")
+    got, _ = batch.evaluate_files(pairs, SETTINGS, 6, workers=2)
+    np.testing.assert_array_equal(got, matrix)
+
+
+def test_dask_cluster_gives_the_serial_files_and_matrix(data, serial, dask_client, tmp_path):
+    reference, matrix = serial
+    summary = batch.segment_files(image_files([data / "images"]), SETTINGS, tmp_path / "out", save_probs=True,
+                                  client=dask_client)
+    assert summary.done == N_IMAGES and "Dask cluster of 2 workers" in summary.line()
+    _same_outputs(tmp_path / "out", reference)
+    pairs, _ = pair_files(data / "labels", data / "images")
+    got, _ = batch.evaluate_files(pairs, SETTINGS, 6, client=dask_client)
+    np.testing.assert_array_equal(got, matrix)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(n):
+    seen = []
+
+    def on_outcome(outcome):
+        seen.append(outcome)
+        if len(seen) == n:
+            raise _Interrupt
+    return on_outcome
+
+
+def test_an_interrupted_segment_resumes(data, serial, tmp_path):
+    reference, _ = serial
+    paths = image_files([data / "images"])
+    with pytest.raises(_Interrupt):
+        batch.segment_files(paths, SETTINGS, tmp_path / "out", save_probs=True, on_outcome=_interrupt_after(5))
+    assert len(list((tmp_path / "out").glob("*.png"))) == 5
+    summary = batch.segment_files(paths, SETTINGS, tmp_path / "out", save_probs=True, resume=True)
+    assert sum(o.skipped for o in summary.outcomes) == 5 and summary.done == N_IMAGES
+    _same_outputs(tmp_path / "out", reference)
+
+
+def test_an_interrupted_evaluate_resumes_from_its_saved_matrices(data, serial, tmp_path):
+    _, matrix = serial
+    pairs, _ = pair_files(data / "labels", data / "images")
+    with pytest.raises(_Interrupt):
+        batch.evaluate_files(pairs, SETTINGS, 6, state_dir=tmp_path / "state", on_outcome=_interrupt_after(7))
+    assert len(list((tmp_path / "state").glob("s*.npy"))) == 7
+    got, summary = batch.evaluate_files(pairs, SETTINGS, 6, state_dir=tmp_path / "state", resume=True)
+    assert sum(o.skipped for o in summary.outcomes) == 7
+    np.testing.assert_array_equal(got, matrix)
+    other = batch.Settings("demo-aspp", crf="auto", backend="cpu")
+    with pytest.raises(ValueError, match="other settings"):
+        batch.evaluate_files(pairs, other, 6, state_dir=tmp_path / "state", resume=True)
+    with pytest.raises(ValueError, match="--state"):
+        batch.evaluate_files(pairs, SETTINGS, 6, resume=True)
+
+
+def _kill_one(pids):
+    """on_outcome that kills one of the worker processes (SIGKILL) when the first image is done."""
+    killed = []
+
+    def on_outcome(outcome):
+        if not killed:
+            victim = pids()[0]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+    return on_outcome, killed
+
+
+def test_a_killed_pool_worker_has_its_images_redone(data, serial, tmp_path):
+    reference, _ = serial
+    on_outcome, killed = _kill_one(lambda: [p.pid for p in multiprocessing.active_children()])
+    summary = batch.segment_files(image_files([data / "images"]), SETTINGS, tmp_path / "out", save_probs=True,
+                                  workers=2, on_outcome=on_outcome)
+    assert killed and summary.done == N_IMAGES and not summary.failures
+    _same_outputs(tmp_path / "out", reference)
+
+
+def test_a_killed_dask_worker_has_its_images_redone(data, serial, dask_client, tmp_path):
+    reference, matrix = serial
+    on_outcome, killed = _kill_one(lambda: list(dask_client.run(os.getpid).values()))
+    pairs, _ = pair_files(data / "labels", data / "images")
+    got, summary = batch.evaluate_files(pairs, SETTINGS, 6, client=dask_client, on_outcome=on_outcome)
+    assert killed and summary.done == N_IMAGES and not summary.failures
+    np.testing.assert_array_equal(got, matrix)
+    dask_client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_corrupt_image_fails_alone(data, serial, tmp_path, workers):
+    reference, _ = serial
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in (data / "images").iterdir():
+        (images / p.name).write_bytes(p.read_bytes())
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    summary = batch.segment_files(image_files([images]), SETTINGS, tmp_path / "out", save_probs=True,
+                                  workers=workers)
+    assert summary.done == N_IMAGES and [o.path for o in summary.failures] == [str(images / "broken.png")]
+    assert "broken.png" in summary.failures[0].error
+    _same_outputs(tmp_path / "out", reference)
+
+
+def _deeplab(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "nets", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_workers_resume_and_summary(data, serial, tmp_path):
+    reference, _ = serial
+    proc = _deeplab("segment", data / "images", "--model", "demo-largefov", "--crf", "auto", "--backend", "cpu",
+                    "--save-probs", "--workers", "2", "-o", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{N_IMAGES} images (0 already done), 0 failed" in proc.stdout and "images/s" in proc.stdout
+    assert "\r" not in proc.stderr  # no progress bar when standard error is not a terminal
+    _same_outputs(tmp_path / "out", reference)
+    again = _deeplab("segment", data / "images", "--model", "demo-largefov", "--crf", "auto", "--save-probs",
+                     "--resume", "-o", tmp_path / "out", cwd=tmp_path)
+    assert again.returncode == 0 and f"({N_IMAGES} already done)" in again.stdout, again.stderr
+
+
+def test_cli_evaluate_with_workers_and_state(data, serial, tmp_path):
+    _, matrix = serial
+    proc = _deeplab("evaluate", "--labels", data / "labels", "--images", data / "images", "--model",
+                    "demo-largefov", "--crf", "auto", "--backend", "cpu", "--workers", "2", "--state",
+                    tmp_path / "state", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{N_IMAGES} images, {matrix.sum()} pixels counted" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines()[2:2 + 6]]
+    np.testing.assert_array_equal(np.array(rows, np.int64), matrix)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--workers", "0"), "expected a positive integer, got 0"),
+    (("--workers", "-2"), "expected a positive integer, got -2"),
+    (("--workers", "two"), "expected a positive integer, got 'two'"),
+    (("--workers", "2", "--scheduler", "tcp://127.0.0.1:9"), "not allowed with argument"),
+])
+def test_cli_refuses_bad_worker_counts(tmp_path, args, message):
+    proc = _deeplab("segment", tmp_path, "--model", "demo-largefov", "-o", tmp_path / "out", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_cli_names_an_unreachable_scheduler(data, tmp_path):
+    proc = _deeplab("segment", data / "images", "--model", "demo-largefov", "-o", tmp_path / "out",
+                    "--scheduler", "tcp://127.0.0.1:9", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
