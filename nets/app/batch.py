@@ -24,7 +24,7 @@ Nothing is lost:
 * an image that cannot be read or segmented fails alone: its error names it, the others complete;
 * a worker process that dies (killed, out of memory) has its images run again: the pool is
   restarted with the images not yet done (each image at most :data:`ATTEMPTS` times), and Dask
-  reschedules a dead worker's tasks itself;
+  reschedules a dead worker's tasks itself (a task is a few images, :func:`dask_chunk`);
 * ``resume=True`` skips what an interrupted run finished: complete outputs for ``segment``,
   per-image confusion matrices saved in a state folder for ``evaluate``.
 """
@@ -49,6 +49,12 @@ ATTEMPTS = 3
 
 #: Seconds to wait for a Dask scheduler before giving up.
 CONNECT_TIMEOUT = 10
+
+#: glibc's ``MALLOC_TRIM_THRESHOLD_`` for Dask workers. Dask's nanny starts workers with 64 KiB,
+#: which hands every freed buffer back to the system: each image's arrays (the CRF lattice, the
+#: activations) are then faulted in afresh, and a LocalCluster of 2 x 1 ran at 0.69x the speed of a
+#: local pool (bench/scale.py, 200 demo images with CRF). With 128 MiB it ran as fast as the pool.
+DASK_MALLOC_TRIM_THRESHOLD = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -288,8 +294,47 @@ def connect(address, timeout=CONNECT_TIMEOUT):
         raise ValueError(f"cannot reach the Dask scheduler at {address!r} within {timeout} s: {exc}") from None
 
 
+def local_cluster(workers=2, threads_per_worker=1):
+    """A Dask ``LocalCluster`` of ``workers`` processes and a client for it, as a context manager.
+
+    The workers get :data:`DASK_MALLOC_TRIM_THRESHOLD` (see there). For workers on other
+    machines, start them with the environment variable
+    ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=134217728``.
+
+    Example::
+
+        with local_cluster(2) as client:
+            summary = segment_files(paths, Settings("demo-aspp"), "out", client=client)
+    """
+    import contextlib
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    @contextlib.contextmanager
+    def cluster():
+        key = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+        with dask.config.set({key: DASK_MALLOC_TRIM_THRESHOLD}), \
+                LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                             dashboard_address=None, silence_logs=40) as local, Client(local) as client:
+            yield client
+    return cluster()
+
+
 def _dask_budgets(client):
-    """Threads per task thread on each host: the host's cores over the task threads it runs."""
+    """Threads per task thread on each host: the host's cores over the task threads it runs.
+
+    Warns when the workers return every freed buffer to the system (Dask's default
+    ``MALLOC_TRIM_THRESHOLD_``; see :data:`DASK_MALLOC_TRIM_THRESHOLD`).
+    """
+    trims = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    low = sorted(a for a, v in trims.items() if v is not None and v.isdigit() and int(v) < 16 * 2**20)
+    if low:
+        import warnings
+        warnings.warn(f"{len(low)} Dask workers run with MALLOC_TRIM_THRESHOLD_ below 16 MiB (Dask's default is "
+                      f"64 KiB), which slows DeepLab by about a third; start them with "
+                      f"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_={DASK_MALLOC_TRIM_THRESHOLD}",
+                      RuntimeWarning, stacklevel=3)
     workers = client.scheduler_info()["workers"]
     per_host, threads = {}, {}
     for address, info in workers.items():
@@ -368,20 +413,40 @@ def _run_pool(function, calls, workers, on_outcome):
     return outcomes
 
 
+def _run_calls(function, calls):
+    """Several calls in one task (on a Dask worker)."""
+    return [function(*call) for call in calls]
+
+
+def dask_chunk(images, threads):
+    """Images per Dask task: about 8 tasks per worker thread, 1 to 16 images each.
+
+    A task costs the scheduler, the client and the worker's event loop a few milliseconds of
+    CPU, which on a small machine is taken from the images: one task per image ran 2 x 1 workers
+    at 0.83x a local pool's speed on 2 cores, tasks of 12 images within 5 % (bench/scale.py).
+    """
+    return max(1, min(16, images // (8 * max(1, threads))))
+
+
 def _run_dask(function, calls, client, on_outcome):
     from distributed import as_completed
     budgets = _dask_budgets(client)
-    futures = {client.submit(_on_dask_worker, function, budgets, *call, pure=False): k
-               for k, call in enumerate(calls)}
+    threads = sum(int(w.get("nthreads", 1)) for w in client.scheduler_info()["workers"].values())
+    size = dask_chunk(len(calls), threads)
+    chunks = [list(range(k, min(k + size, len(calls)))) for k in range(0, len(calls), size)]
+    futures = {client.submit(_on_dask_worker, _run_calls, budgets, function, [calls[k] for k in chunk], pure=False): chunk
+               for chunk in chunks}
     outcomes = [None] * len(calls)
     for future in as_completed(futures):
-        k = futures[future]
+        chunk = futures[future]
         try:
-            outcomes[k] = future.result()
+            done = future.result()
         except Exception as exc:  # a task Dask gave up on (KilledWorker after repeated deaths)
-            outcomes[k] = Outcome(str(calls[k][1]), error=f"{calls[k][1]}: the cluster could not run it: "
-                                                           f"{type(exc).__name__}: {exc}")
-        on_outcome(outcomes[k])
+            done = [Outcome(str(calls[k][1]), error=f"{calls[k][1]}: the cluster could not run it: "
+                                                    f"{type(exc).__name__}: {exc}") for k in chunk]
+        for k, outcome in zip(chunk, done):
+            outcomes[k] = outcome
+            on_outcome(outcome)
     return outcomes
 
 

@@ -106,6 +106,23 @@ def _settings(args):
     return settings, load(settings)[0]  # loading here reports a bad model or weight file at once
 
 
+class _Warnings:
+    """Print the warnings raised inside as ``warning: ...`` lines on standard error."""
+
+    def __enter__(self):
+        import warnings
+        self._catcher = warnings.catch_warnings(record=True)
+        self._caught = self._catcher.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._catcher.__exit__(*exc)
+        for w in self._caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+        return False
+
+
 def _progress_logger(progress, verbose):
     def on_outcome(outcome):
         progress.update(outcome)
@@ -133,9 +150,10 @@ def cmd_segment(args):
         return 1
     progress = batch.Progress(len(paths), quiet=args.quiet, description="segment")
     try:
-        summary = batch.segment_files(paths, settings, args.output, overlay=args.overlay, save_probs=args.save_probs,
-                                      workers=args.workers, client=client, resume=args.resume,
-                                      on_outcome=_progress_logger(progress, args.verbose))
+        with _Warnings():
+            summary = batch.segment_files(paths, settings, args.output, overlay=args.overlay,
+                                          save_probs=args.save_probs, workers=args.workers, client=client,
+                                          resume=args.resume, on_outcome=_progress_logger(progress, args.verbose))
     except (OSError, ValueError) as exc:
         _err("segment", exc)
         return 1
@@ -197,9 +215,10 @@ def cmd_evaluate(args):
     else:
         progress = batch.Progress(len(pairs), quiet=args.quiet, description="evaluate")
         try:
-            matrix, summary = batch.evaluate_files(pairs, settings, num_classes, workers=args.workers, client=client,
-                                                   state_dir=args.state, resume=args.resume,
-                                                   on_outcome=_progress_logger(progress, args.verbose))
+            with _Warnings():
+                matrix, summary = batch.evaluate_files(pairs, settings, num_classes, workers=args.workers,
+                                                       client=client, state_dir=args.state, resume=args.resume,
+                                                       on_outcome=_progress_logger(progress, args.verbose))
         except (OSError, ValueError) as exc:
             _err("evaluate", exc)
             return 1

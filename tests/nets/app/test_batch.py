@@ -48,9 +48,10 @@ def serial(data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dask_client(require_oracle):
-    distributed = require_oracle("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+    require_oracle("distributed")
+    with batch.local_cluster(2) as client:
+        assert set(client.run(lambda: os.environ["MALLOC_TRIM_THRESHOLD_"]).values()) == {
+            str(batch.DASK_MALLOC_TRIM_THRESHOLD)}
         yield client
 
 
@@ -227,3 +228,19 @@ def test_cli_names_an_unreachable_scheduler(data, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cli_on_a_dask_scheduler(data, serial, dask_client, tmp_path):
+    """``--scheduler ADDRESS``, end to end: the shared-folder case (one machine shares its folders)."""
+    reference, matrix = serial
+    address = dask_client.scheduler.address
+    proc = _deeplab("segment", data / "images", "--model", "demo-largefov", "--crf", "auto", "--backend", "cpu",
+                    "--save-probs", "--scheduler", address, "-o", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Dask cluster of 2 workers" in proc.stdout and "MALLOC_TRIM_THRESHOLD_" not in proc.stderr
+    _same_outputs(tmp_path / "out", reference)
+    proc = _deeplab("evaluate", "--labels", data / "labels", "--images", data / "images", "--model",
+                    "demo-largefov", "--crf", "auto", "--backend", "cpu", "--scheduler", address, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[2:2 + 6]]
+    np.testing.assert_array_equal(np.array(rows, np.int64), matrix)

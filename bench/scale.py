@@ -1,0 +1,152 @@
+"""Throughput of ``deeplab segment`` over many images: one process against a local pool and a Dask cluster.
+
+~200 generated images (held-out samples of ``nets.deeplab.shapes_dataset``, 97x97 PNGs), a demo net
+with its CRF preset, label PNGs and probabilities written as ``deeplab segment --save-probs`` does.
+Configurations, each in a fresh process, one after the other in the same run:
+
+* ``1x2``: one process, 2 threads (Numba and BLAS) - the serial run;
+* ``2x1``: a local pool of 2 worker processes, 1 thread each (``--workers 2``);
+* ``dask-2x1``: a Dask LocalCluster of 2 worker processes, 1 thread each (``--scheduler``), made by
+  ``nets.app.batch.local_cluster`` (workers with a 128 MiB ``MALLOC_TRIM_THRESHOLD_``); the cluster's
+  start and stop count.
+
+The time is the run as ``deeplab segment`` measures it: starting the local workers (``--workers``) or
+connecting to the running cluster (``--scheduler``), loading the model in each worker process,
+reading, segmenting and writing every image. Starting and stopping the LocalCluster itself (its
+scheduler, nannies and worker processes; with ``--scheduler`` that happens once, before any run) is
+reported beside it. Every configuration's files are compared with the serial
+run's, byte for byte. Peak memory: the resident set of the main process and the largest of its
+worker processes (Linux ``ru_maxrss``).
+
+Usage::
+
+    python bench/scale.py [--images 200] [--model demo-aspp] [--repeat 2] [--markdown]
+"""
+import argparse
+import filecmp
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# A script's folder comes first on sys.path; bench/atrous.py would then hide the atrous package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+CONFIGS = {"1x2": (1, None), "2x1": (2, None), "dask-2x1": (2, "dask")}
+
+
+def _child(config, images, out, model):
+    """Run one configuration in this (fresh) process; print one JSON line."""
+    workers, engine = CONFIGS[config]
+    if workers == 1:
+        import numba
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(2)  # noqa: F841  (kept for the run)
+    from nets.app.batch import Settings, segment_files
+    from nets.app.files import image_files
+    paths = image_files([images])
+    settings = Settings(model, crf="auto", backend="cpu")
+    cluster_seconds = 0.0
+    if engine == "dask":
+        from nets.app.batch import local_cluster
+        t = time.perf_counter()
+        with local_cluster(workers) as client:
+            cluster_seconds = time.perf_counter() - t
+            start = time.perf_counter()
+            summary = segment_files(paths, settings, out, save_probs=True, client=client)
+            seconds = time.perf_counter() - start
+            t = time.perf_counter()
+        cluster_seconds += time.perf_counter() - t
+    else:
+        start = time.perf_counter()
+        summary = segment_files(paths, settings, out, save_probs=True, workers=workers)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"config": config, "seconds": seconds, "cluster_seconds": cluster_seconds,
+                      "images": summary.done,
+                      "failed": len(summary.failures), "workers": summary.workers,
+                      "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
+def _environment():
+    import numba
+    import numpy
+    from threadpoolctl import threadpool_info
+    blas = "; ".join(f"{p['internal_api']} {p.get('version')} ({p.get('architecture')})"
+                     for p in threadpool_info() if p.get("user_api") == "blas")
+    return (f"python {sys.version.split()[0]}, numpy {numpy.__version__}, numba {numba.__version__}, "
+            f"{os.cpu_count()} CPUs, BLAS {blas}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--model", default="demo-aspp")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest counts")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("CONFIG", "IMAGES", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(*args.child, args.model)
+        return 0
+
+    from PIL import Image
+
+    from nets.deeplab import shapes_dataset
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "images"
+        images.mkdir()
+        for n in range(args.images):
+            Image.fromarray(shapes_dataset.sample(n, "heldout")[0]).save(images / f"s{n:04d}.png")
+        best = {}
+        for r in range(args.repeat):
+            for config in CONFIGS:
+                out = Path(tmp) / f"out-{config}-{r}"
+                proc = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", config,
+                                       str(images), str(out)], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(proc.stdout + proc.stderr, file=sys.stderr)
+                    return 1
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                reference = Path(tmp) / "out-1x2-0"
+                names = sorted(p.name for p in reference.iterdir())
+                match, mismatch, errors = filecmp.cmpfiles(reference, out, names, shallow=False)
+                result["identical"] = not mismatch and not errors and len(match) == len(names)
+                print(f"{config:<9} run {r + 1}: {result['seconds']:.2f} s, {result['images'] / result['seconds']:.2f} "
+                      f"images/s, identical to 1x2: {result['identical']}"
+                      + (f" (cluster start and stop {result['cluster_seconds']:.2f} s)" if result["cluster_seconds"] else ""),
+                      flush=True)
+                if config not in best or result["seconds"] < best[config]["seconds"]:
+                    best[config] = result
+    base = best["1x2"]["images"] / best["1x2"]["seconds"]
+    pool = best["2x1"]["images"] / best["2x1"]["seconds"]
+    rows = []
+    for config, result in best.items():
+        rate = result["images"] / result["seconds"]
+        seconds = f"{result['seconds']:.2f}" + (f" (+{result['cluster_seconds']:.2f} cluster)"
+                                                 if result["cluster_seconds"] else "")
+        rows.append((config, result["workers"], seconds, f"{rate:.2f}", f"{rate / base:.2f}",
+                     f"{rate / pool:.2f}", f"{result['rss_main_mb']:.0f} / {result['rss_worker_mb']:.0f}",
+                     "yes" if result["identical"] else "NO", str(result["failed"])))
+    header = ("config", "workers", "seconds", "images/s", "vs 1x2", "vs 2x1", "peak RSS main / worker (MB)",
+              "files identical", "failed")
+    print(f"\n{args.images} images, {args.model} + CRF, label PNGs and probabilities written; best of {args.repeat}")
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        for row in [header] + rows:
+            print("  ".join(f"{c:<14}" for c in row))
+    print(_environment())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
