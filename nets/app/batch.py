@@ -299,7 +299,8 @@ def local_cluster(workers=2, threads_per_worker=1):
 
     The workers get :data:`DASK_MALLOC_TRIM_THRESHOLD` (see there). For workers on other
     machines, start them with the environment variable
-    ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=134217728``.
+    ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{"MALLOC_TRIM_THRESHOLD_": 134217728}'`` (Dask
+    lowercases the keys of variables named by path, so the value must be a mapping).
 
     Example::
 
@@ -333,7 +334,7 @@ def _dask_budgets(client):
         import warnings
         warnings.warn(f"{len(low)} Dask workers run with MALLOC_TRIM_THRESHOLD_ below 16 MiB (Dask's default is "
                       f"64 KiB), which slows DeepLab by about a third; start them with "
-                      f"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_={DASK_MALLOC_TRIM_THRESHOLD}",
+                      f"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON='{{\"MALLOC_TRIM_THRESHOLD_\": {DASK_MALLOC_TRIM_THRESHOLD}}}'",
                       RuntimeWarning, stacklevel=3)
     workers = client.scheduler_info()["workers"]
     per_host, threads = {}, {}
