@@ -420,13 +420,13 @@ def _run_calls(function, calls):
 
 
 def dask_chunk(images, threads):
-    """Images per Dask task: about 8 tasks per worker thread, 1 to 16 images each.
+    """Images per Dask task: about 16 tasks per worker thread, 1 to 16 images each.
 
-    A task costs the scheduler, the client and the worker's event loop a few milliseconds of
-    CPU, which on a small machine is taken from the images: one task per image ran 2 x 1 workers
-    at 0.83x a local pool's speed on 2 cores, tasks of 12 images within 5 % (bench/scale.py).
+    Each task costs the scheduler, the client and the worker's event loop some CPU, which on a
+    small machine is taken from the images; a few images per task keep that small, and tasks
+    that stay short keep the workers balanced at the end of the run.
     """
-    return max(1, min(16, images // (8 * max(1, threads))))
+    return max(1, min(16, images // (16 * max(1, threads))))
 
 
 def _run_dask(function, calls, client, on_outcome):
