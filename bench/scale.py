@@ -42,12 +42,9 @@ CONFIGS = {"1x2": (1, None), "2x1": (2, None), "dask-2x1": (2, "dask")}
 def _child(config, images, out, model):
     """Run one configuration in this (fresh) process; print one JSON line."""
     workers, engine = CONFIGS[config]
+    from nets.app.batch import Settings, limit_threads, segment_files
     if workers == 1:
-        import numba
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        from threadpoolctl import threadpool_limits
-        limits = threadpool_limits(2)  # noqa: F841  (kept for the run)
-    from nets.app.batch import Settings, segment_files
+        limit_threads(2)
     from nets.app.files import image_files
     paths = image_files([images])
     settings = Settings(model, crf="auto", backend="cpu")

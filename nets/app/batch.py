@@ -346,7 +346,7 @@ def _dask_budgets(client):
     return {host: max(1, per_host.get(host, 1) // threads[host]) for host in threads}
 
 
-def run(function, calls, workers=1, client=None, on_outcome=None):
+def run(function, calls, workers=1, client=None, on_outcome=None, threads=None):
     """Run ``function(*call)`` for every call, serially, on a local pool or on a Dask cluster.
 
     Parameters
@@ -360,6 +360,9 @@ def run(function, calls, workers=1, client=None, on_outcome=None):
     client : distributed.Client, optional
     on_outcome : callable, optional
         Called in this process with each Outcome as it arrives (progress bars, logs).
+    threads : int, optional
+        Threads of each worker process (default: :func:`thread_budget`); with ``workers=1``
+        this process's own threads are left as they are.
 
     Returns
     -------
@@ -367,8 +370,10 @@ def run(function, calls, workers=1, client=None, on_outcome=None):
         In the order of ``calls``.
     """
     on_outcome = on_outcome or (lambda outcome: None)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if client is not None:
-        return _run_dask(function, calls, client, on_outcome)
+        return _run_dask(function, calls, client, on_outcome, threads)
     thread_budget(workers)  # checks the number
     if workers == 1:
         outcomes = []
@@ -376,16 +381,16 @@ def run(function, calls, workers=1, client=None, on_outcome=None):
             outcomes.append(function(*call))
             on_outcome(outcomes[-1])
         return outcomes
-    return _run_pool(function, calls, workers, on_outcome)
+    return _run_pool(function, calls, workers, on_outcome, threads or thread_budget(workers))
 
 
-def _run_pool(function, calls, workers, on_outcome):
+def _run_pool(function, calls, workers, on_outcome, threads):
     outcomes, attempts = [None] * len(calls), [0] * len(calls)
     pending = list(range(len(calls)))
     context = get_context("spawn")
     while pending:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=context,
-                                   initializer=_start_pool_worker, initargs=(thread_budget(workers),))
+                                   initializer=_start_pool_worker, initargs=(threads,))
         try:
             futures = {}
             for k in pending:
@@ -429,9 +434,11 @@ def dask_chunk(images, threads):
     return max(1, min(16, images // (16 * max(1, threads))))
 
 
-def _run_dask(function, calls, client, on_outcome):
+def _run_dask(function, calls, client, on_outcome, threads=None):
     from distributed import as_completed
     budgets = _dask_budgets(client)
+    if threads is not None:
+        budgets = {host: threads for host in budgets}
     threads = sum(int(w.get("nthreads", 1)) for w in client.scheduler_info()["workers"].values())
     size = dask_chunk(len(calls), threads)
     chunks = [list(range(k, min(k + size, len(calls)))) for k in range(0, len(calls), size)]
@@ -451,7 +458,7 @@ def _run_dask(function, calls, client, on_outcome):
     return outcomes
 
 
-def describe_workers(workers=1, client=None):
+def describe_workers(workers=1, client=None, threads=None):
     """``"2 local processes x 1 thread"`` and the like, for summaries."""
     if client is not None:
         info = client.scheduler_info()["workers"]
@@ -459,19 +466,19 @@ def describe_workers(workers=1, client=None):
     if workers == 1:
         import numba
         return f"1 process x {numba.get_num_threads()} threads"
-    n = thread_budget(workers)
+    n = threads or thread_budget(workers)
     return f"{workers} local processes x {n} thread{'s' if n > 1 else ''}"
 
 
 class Progress:
     """A progress bar on standard error (tqdm): images done of total, images/s, time left.
 
-    Silent with ``quiet`` or when standard error is not a terminal.
+    Silent with ``quiet``, or when standard output or error is not a terminal (a log, a pipe).
     """
 
     def __init__(self, total, quiet=False, description="images"):
         self.bar = None
-        if not quiet and sys.stderr.isatty():
+        if not quiet and sys.stderr.isatty() and sys.stdout.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total, unit="img", desc=description, file=sys.stderr, dynamic_ncols=True)
 
@@ -495,7 +502,7 @@ class Progress:
 
 
 def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, workers=1, client=None,
-                  resume=False, on_outcome=None):
+                  resume=False, on_outcome=None, threads=None):
     """Segment image files into ``out_dir``, on ``workers`` processes or a Dask ``client``.
 
     Parameters
@@ -511,6 +518,8 @@ def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, wor
     resume : bool
         Skip the images whose outputs are all there (complete: they are written atomically).
     on_outcome : callable, optional
+    threads : int, optional
+        Threads per worker process (default ``max(1, cores // processes)``).
 
     Returns
     -------
@@ -533,9 +542,9 @@ def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, wor
     for outcome in outcomes:
         if outcome is not None and on_outcome is not None:
             on_outcome(outcome)
-    for k, outcome in zip(index, run(segment_one, calls, workers, client, on_outcome)):
+    for k, outcome in zip(index, run(segment_one, calls, workers, client, on_outcome, threads)):
         outcomes[k] = outcome
-    return Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client))
+    return Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))
 
 
 def _state_file(state_dir, label_path):
@@ -560,7 +569,7 @@ def _check_state(state_dir, settings, num_classes):
 
 
 def evaluate_files(pairs, settings, num_classes, workers=1, client=None, state_dir=None, resume=False,
-                   on_outcome=None):
+                   on_outcome=None, threads=None):
     """Segment images and count one confusion matrix over all of them (PASCAL VOC's measure).
 
     Parameters
@@ -576,6 +585,8 @@ def evaluate_files(pairs, settings, num_classes, workers=1, client=None, state_d
     resume : bool
         Take the matrices already in ``state_dir`` instead of segmenting those images again.
     on_outcome : callable, optional
+    threads : int, optional
+        Threads per worker process (default ``max(1, cores // processes)``).
 
     Returns
     -------
@@ -600,10 +611,10 @@ def evaluate_files(pairs, settings, num_classes, workers=1, client=None, state_d
                 continue
         calls.append((settings, image_path, label_path, num_classes, state_dir))
         index.append(k)
-    for k, outcome in zip(index, run(evaluate_one, calls, workers, client, on_outcome)):
+    for k, outcome in zip(index, run(evaluate_one, calls, workers, client, on_outcome, threads)):
         outcomes[k] = outcome
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for outcome in outcomes:
         if outcome.matrix is not None:
             matrix += outcome.matrix
-    return matrix, Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client))
+    return matrix, Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))

@@ -21,8 +21,8 @@ def _positive_int(text):
 
 def _add_threads(parser):
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                        help="threads for Numba kernels and BLAS (default: NUMBA_NUM_THREADS "
-                             "or all cores)")
+                        help="threads for Numba kernels and BLAS (default: NUMBA_NUM_THREADS or all cores; "
+                             "with --workers or --scheduler, per worker process, default max(1, cores // N))")
 
 
 def _add_many(parser):
@@ -98,6 +98,11 @@ def _client(args):
     return connect(args.scheduler)
 
 
+def _worker_threads(args):
+    """``--threads`` for each worker process, when there are worker processes."""
+    return args.threads if args.workers != 1 or args.scheduler else None
+
+
 def _settings(args):
     from nets.app.batch import Settings, load
     from nets.deeplab import parse_scales
@@ -153,7 +158,8 @@ def cmd_segment(args):
         with _Warnings():
             summary = batch.segment_files(paths, settings, args.output, overlay=args.overlay,
                                           save_probs=args.save_probs, workers=args.workers, client=client,
-                                          resume=args.resume, on_outcome=_progress_logger(progress, args.verbose))
+                                          resume=args.resume, on_outcome=_progress_logger(progress, args.verbose),
+                                          threads=_worker_threads(args))
     except (OSError, ValueError) as exc:
         _err("segment", exc)
         return 1
@@ -218,7 +224,8 @@ def cmd_evaluate(args):
             with _Warnings():
                 matrix, summary = batch.evaluate_files(pairs, settings, num_classes, workers=args.workers,
                                                        client=client, state_dir=args.state, resume=args.resume,
-                                                       on_outcome=_progress_logger(progress, args.verbose))
+                                                       on_outcome=_progress_logger(progress, args.verbose),
+                                                       threads=_worker_threads(args))
         except (OSError, ValueError) as exc:
             _err("evaluate", exc)
             return 1

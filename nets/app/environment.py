@@ -2,6 +2,7 @@
 
 Used by ``deeplab info`` and by the benchmarks, which print it beside their numbers.
 """
+import importlib
 import importlib.metadata
 import platform
 import sys
@@ -57,8 +58,8 @@ def cuda_status():
 
 def blas():
     """The BLAS libraries NumPy calls, with their kernel and threads (threadpoolctl), one string."""
-    import numpy  # noqa: F401  (loads NumPy's BLAS, so that threadpoolctl sees it)
     from threadpoolctl import threadpool_info
+    importlib.import_module("numpy")  # loads NumPy's BLAS, so that threadpoolctl sees it
     found = [f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('architecture') or 'kernel unknown'}), "
              f"{p.get('num_threads')} threads" for p in threadpool_info() if p.get("user_api") == "blas"]
     return "; ".join(found) or "none found"

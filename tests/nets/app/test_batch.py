@@ -244,3 +244,17 @@ def test_cli_on_a_dask_scheduler(data, serial, dask_client, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()[2:2 + 6]]
     np.testing.assert_array_equal(np.array(rows, np.int64), matrix)
+
+
+def test_threads_per_worker_and_the_quiet_progress_bar(capsys):
+    assert batch.describe_workers(2, threads=3) == "2 local processes x 3 threads"
+    assert batch.describe_workers(2) == f"2 local processes x {batch.thread_budget(2)} thread" + (
+        "s" if batch.thread_budget(2) > 1 else "")
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            batch.run(batch.segment_one, [], workers=2, threads=bad)
+    progress = batch.Progress(3)  # standard output and error are captured here: no bar
+    assert progress.bar is None
+    progress.write("a line")
+    progress.close()
+    assert "a line" in capsys.readouterr().err
