@@ -140,6 +140,22 @@ def _progress_logger(progress, verbose):
     return on_outcome
 
 
+def _run_many(command, args, total, client, job):
+    """``job(on_outcome=..., threads=...)`` with a progress bar and warnings as lines; None after an error."""
+    from nets.app.batch import Progress
+    progress = Progress(total, quiet=args.quiet, description=command)
+    try:
+        with _Warnings():
+            return job(on_outcome=_progress_logger(progress, args.verbose), threads=_worker_threads(args))
+    except (OSError, ValueError) as exc:
+        _err(command, exc)
+        return None
+    finally:
+        progress.close()
+        if client is not None:
+            client.close()
+
+
 def cmd_segment(args):
     from nets.app import batch
     from nets.app.files import image_files
@@ -153,20 +169,11 @@ def cmd_segment(args):
     if not paths:
         _err("segment", f"no image files in {args.inputs}")
         return 1
-    progress = batch.Progress(len(paths), quiet=args.quiet, description="segment")
-    try:
-        with _Warnings():
-            summary = batch.segment_files(paths, settings, args.output, overlay=args.overlay,
-                                          save_probs=args.save_probs, workers=args.workers, client=client,
-                                          resume=args.resume, on_outcome=_progress_logger(progress, args.verbose),
-                                          threads=_worker_threads(args))
-    except (OSError, ValueError) as exc:
-        _err("segment", exc)
+    summary = _run_many("segment", args, len(paths), client, lambda **kw: batch.segment_files(
+        paths, settings, args.output, overlay=args.overlay, save_probs=args.save_probs, workers=args.workers,
+        client=client, resume=args.resume, **kw))
+    if summary is None:
         return 1
-    finally:
-        progress.close()
-        if client is not None:
-            client.close()
     failures = summary.failures
     print(f"wrote {summary.done} of {len(paths)} label maps to {args.output}")
     print(summary.line())
@@ -219,20 +226,12 @@ def cmd_evaluate(args):
                 errors.append(f"{label_path}: {exc}")
         summary_line = None
     else:
-        progress = batch.Progress(len(pairs), quiet=args.quiet, description="evaluate")
-        try:
-            with _Warnings():
-                matrix, summary = batch.evaluate_files(pairs, settings, num_classes, workers=args.workers,
-                                                       client=client, state_dir=args.state, resume=args.resume,
-                                                       on_outcome=_progress_logger(progress, args.verbose),
-                                                       threads=_worker_threads(args))
-        except (OSError, ValueError) as exc:
-            _err("evaluate", exc)
+        result = _run_many("evaluate", args, len(pairs), client, lambda **kw: batch.evaluate_files(
+            pairs, settings, num_classes, workers=args.workers, client=client, state_dir=args.state,
+            resume=args.resume, **kw))
+        if result is None:
             return 1
-        finally:
-            progress.close()
-            if client is not None:
-                client.close()
+        matrix, summary = result
         errors += [o.error for o in summary.failures]
         done, summary_line = summary.done, summary.line()
     print(f"{done} images, {matrix.sum()} pixels counted (255 ignored)")
