@@ -7,7 +7,7 @@ Configurations, each in a fresh process, one after the other in the same run:
 * ``1x2``: one process, 2 threads (Numba and BLAS) - the serial run;
 * ``2x1``: a local pool of 2 worker processes, 1 thread each (``--workers 2``);
 * ``dask-2x1``: a Dask LocalCluster of 2 worker processes, 1 thread each (``--scheduler``), made by
-  ``nets.app.batch.local_cluster`` (workers with a 128 MiB ``MALLOC_TRIM_THRESHOLD_``); the cluster's
+  ``nets.app.workers.local_cluster`` (workers with a 128 MiB ``MALLOC_TRIM_THRESHOLD_``); the cluster's
   start and stop count.
 
 The time is the run as ``deeplab segment`` measures it: starting the local workers (``--workers``) or
@@ -42,7 +42,8 @@ CONFIGS = {"1x2": (1, None), "2x1": (2, None), "dask-2x1": (2, "dask")}
 def _child(config, images, out, model):
     """Run one configuration in this (fresh) process; print one JSON line."""
     workers, engine = CONFIGS[config]
-    from nets.app.batch import Settings, limit_threads, segment_files
+    from nets.app.batch import Settings, segment_files
+    from nets.app.workers import limit_threads
     if workers == 1:
         limit_threads(2)
     from nets.app.files import image_files
@@ -50,7 +51,7 @@ def _child(config, images, out, model):
     settings = Settings(model, crf="auto", backend="cpu")
     cluster_seconds = 0.0
     if engine == "dask":
-        from nets.app.batch import local_cluster
+        from nets.app.workers import local_cluster
         t = time.perf_counter()
         with local_cluster(workers) as client:
             cluster_seconds = time.perf_counter() - t

@@ -94,7 +94,7 @@ def _client(args):
     """The Dask client of ``--scheduler``, or None."""
     if getattr(args, "scheduler", None) is None:
         return None
-    from nets.app.batch import connect
+    from nets.app.workers import connect
     return connect(args.scheduler)
 
 

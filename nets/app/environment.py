@@ -79,7 +79,7 @@ def describe():
     for dist in ("numpy", "numba", "llvmlite", "scipy", "numba-cuda", "matplotlib", "pillow", "threadpoolctl", "tqdm",
                  "distributed"):
         rows.append((dist, _version(dist) or "not installed"))
-    from nets.app.batch import cores, thread_budget
+    from nets.app.workers import cores, thread_budget
     n = cores()
     rows += [
         ("numba threading layer", threading_layer()),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nets.app import batch
+from nets.app import batch, workers
 from nets.app.evaluate import pair_files
 from nets.app.files import image_files
 from nets.app.imageio import write_label_png
@@ -49,9 +49,9 @@ def serial(data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def dask_client(require_oracle):
     require_oracle("distributed")
-    with batch.local_cluster(2) as client:
+    with workers.local_cluster(2) as client:
         assert set(client.run(lambda: os.environ["MALLOC_TRIM_THRESHOLD_"]).values()) == {
-            str(batch.DASK_MALLOC_TRIM_THRESHOLD)}
+            str(workers.DASK_MALLOC_TRIM_THRESHOLD)}
         yield client
 
 
@@ -67,10 +67,10 @@ def _same_outputs(folder, reference):
 
 
 def test_thread_budget_never_oversubscribes():
-    assert [batch.thread_budget(n, 8) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert [workers.thread_budget(n, 8) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="positive integer"):
-            batch.thread_budget(bad, 8)
+            workers.thread_budget(bad, 8)
 
 
 def test_local_pool_gives_the_serial_files_and_matrix(data, serial, tmp_path):
@@ -167,8 +167,8 @@ def test_a_killed_dask_worker_has_its_images_redone(data, serial, dask_client, t
     dask_client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_corrupt_image_fails_alone(data, serial, tmp_path, workers):
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_a_corrupt_image_fails_alone(data, serial, tmp_path, n_workers):
     reference, _ = serial
     images = tmp_path / "images"
     images.mkdir()
@@ -176,7 +176,7 @@ def test_a_corrupt_image_fails_alone(data, serial, tmp_path, workers):
         (images / p.name).write_bytes(p.read_bytes())
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     summary = batch.segment_files(image_files([images]), SETTINGS, tmp_path / "out", save_probs=True,
-                                  workers=workers)
+                                  workers=n_workers)
     assert summary.done == N_IMAGES and [o.path for o in summary.failures] == [str(images / "broken.png")]
     assert "broken.png" in summary.failures[0].error
     _same_outputs(tmp_path / "out", reference)
@@ -247,12 +247,12 @@ def test_cli_on_a_dask_scheduler(data, serial, dask_client, tmp_path):
 
 
 def test_threads_per_worker_and_the_quiet_progress_bar(capsys):
-    assert batch.describe_workers(2, threads=3) == "2 local processes x 3 threads"
-    assert batch.describe_workers(2) == f"2 local processes x {batch.thread_budget(2)} thread" + (
-        "s" if batch.thread_budget(2) > 1 else "")
+    assert workers.describe_workers(2, threads=3) == "2 local processes x 3 threads"
+    assert workers.describe_workers(2) == f"2 local processes x {workers.thread_budget(2)} thread" + (
+        "s" if workers.thread_budget(2) > 1 else "")
     for bad in (0, -1, 2.0):
         with pytest.raises(ValueError, match="threads must be a positive integer"):
-            batch.run(batch.segment_one, [], workers=2, threads=bad)
+            workers.run(batch.segment_one, [], workers=2, threads=bad)
     progress = batch.Progress(3)  # standard output and error are captured here: no bar
     assert progress.bar is None
     progress.write("a line")
