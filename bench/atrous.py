@@ -210,6 +210,8 @@ def report(args, result, markdown):
             print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
         for note in notes:
             print(note)
+    from nets.app.environment import benchmark_line
+    print(benchmark_line())
 
 
 def main(argv=None):

@@ -198,6 +198,8 @@ def main(argv=None):
     import numba
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, numba {numba.__version__}, "
           f"{os.cpu_count()} CPUs, threading layer {rows[0][1]['layer']}")
+    from nets.app.environment import benchmark_line
+    print(benchmark_line())
     return 0
 
 

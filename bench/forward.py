@@ -159,6 +159,8 @@ def main(argv=None):
     print(f"threads: {THREADS}; OpenCV {cv2.__version__}; Numba {numba.__version__}; repeat {args.repeat} "
           f"(median after one warm-up)\n")
     print(_table(results, args.markdown))
+    from nets.app.environment import benchmark_line
+    print(benchmark_line())
     return 0
 
 

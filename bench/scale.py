@@ -74,11 +74,10 @@ def _child(config, images, out, model):
 def _environment():
     import numba
     import numpy
-    from threadpoolctl import threadpool_info
-    blas = "; ".join(f"{p['internal_api']} {p.get('version')} ({p.get('architecture')})"
-                     for p in threadpool_info() if p.get("user_api") == "blas")
+
+    from nets.app.environment import benchmark_line
     return (f"python {sys.version.split()[0]}, numpy {numpy.__version__}, numba {numba.__version__}, "
-            f"{os.cpu_count()} CPUs, BLAS {blas}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
+            f"{os.cpu_count()} CPUs\n{benchmark_line()}")
 
 
 def main(argv=None):

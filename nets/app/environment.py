@@ -4,6 +4,7 @@ Used by ``deeplab info`` and by the benchmarks, which print it beside their numb
 """
 import importlib
 import importlib.metadata
+import os
 import platform
 import sys
 
@@ -65,6 +66,51 @@ def blas():
     return "; ".join(found) or "none found"
 
 
+#: OpenBLAS's x86-64 kernels from older to newer instruction sets (the names of OPENBLAS_CORETYPE).
+OPENBLAS_KERNELS = ("Prescott", "Core2", "Nehalem", "Sandybridge", "Haswell", "Zen", "SkylakeX", "Cooperlake",
+                    "SapphireRapids")
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def blas_warning(environ=None, flags=None):
+    """A warning when ``OPENBLAS_CORETYPE`` forces kernels older than the processor supports, or None.
+
+    Some machines set it to work around old OpenBLAS builds; a current NumPy then runs its float32
+    GEMM, and with it this project's CPU convolutions, on AVX2 kernels of about half the speed of
+    the AVX-512 ones (measured: 270 against 480-520 GFLOP/s; bench/RESULTS.md), while OpenCV and
+    torch keep their own kernels.
+    """
+    environ = os.environ if environ is None else environ
+    forced = environ.get("OPENBLAS_CORETYPE")
+    if not forced:
+        return None
+    flags = _cpu_flags() if flags is None else flags
+    best = "SkylakeX" if {"avx512f", "avx512bw", "avx512vl"} <= flags else "Haswell" if "avx2" in flags else None
+    names = [k.lower() for k in OPENBLAS_KERNELS]
+    if best is None or forced.lower() not in names or names.index(forced.lower()) >= names.index(best.lower()):
+        return None
+    return (f"OPENBLAS_CORETYPE={forced} forces OpenBLAS's {forced} kernels on a processor that runs its {best} "
+            f"kernels: NumPy's matrix products, and the CPU convolutions with them, run at about half speed. "
+            f"Unset OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) unless your OpenBLAS build needs them")
+
+
+def benchmark_line():
+    """The line every benchmark prints beside its numbers: BLAS, its kernel, and the warning if any."""
+    warning = blas_warning()
+    return f"BLAS: {blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}" + (
+        f"\nwarning: {warning}" if warning else "")
+
+
 def describe():
     """Everything ``deeplab info`` prints, as an ordered list of (key, value) pairs."""
     import numba
@@ -85,6 +131,7 @@ def describe():
         ("numba threading layer", threading_layer()),
         ("numba threads", f"{numba.get_num_threads()} of {numba.config.NUMBA_NUM_THREADS}"),
         ("blas", blas()),
+        *([("warning", blas_warning())] if blas_warning() else []),
         ("workers", f"{n} cores: --workers N gives each worker max(1, {n} // N) threads (Numba and BLAS); "
                     + ", ".join(f"{w} -> {thread_budget(w, n)}" for w in sorted({1, 2, 4, n}) if w <= max(n, 2))),
         ("cuda", f"{kind}: {detail}"),
