@@ -17,6 +17,7 @@ worker's tasks itself. :mod:`nets.app.batch` says what the calls are.
 """
 import os
 import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ DASK_MALLOC_TRIM_THRESHOLD = 128 * 2**20
 
 @dataclass
 class Outcome:
-    """What became of one image.
+    """What became of one call: one image segmented, or evaluated.
 
     Attributes
     ----------
@@ -66,7 +67,6 @@ class Outcome:
     matrix: np.ndarray = None
     skipped: bool = False
     warnings: list = field(default_factory=list)
-
 
 
 def cores():
@@ -95,19 +95,22 @@ def limit_threads(n):
     _LIMITS[:] = [threadpool_limits(limits=n)]
 
 
-
 def _start_pool_worker(threads):
     """A pool process's first act: its thread budget; Ctrl-C is the parent's to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_threads(threads)
 
 
+_TASK_THREAD = threading.local()  # Numba's thread count is per calling thread
+
+
 def _on_dask_worker(function, budgets, *args):
-    """Run ``function`` on a Dask worker, within its host's thread budget (set once per process)."""
-    if not _LIMITS:
+    """Run ``function`` on a Dask worker, within its host's thread budget (set once per task thread)."""
+    if not getattr(_TASK_THREAD, "limited", False):
         from distributed import get_worker
         host = urlparse(get_worker().address).hostname
         limit_threads(budgets.get(host, 1))
+        _TASK_THREAD.limited = True
     return function(*args)
 
 
