@@ -27,6 +27,18 @@ TILE_BYTES = 64 * 2**20
 #: at 513x513).
 BAND_MIN_INNER = 64
 
+#: Dilated 3x3 convolutions of stride 1 with at least this many input and output channels per
+#: group run Winograd's F(2x2, 3x3) on their phases (atrous.winograd): 2.25x fewer
+#: multiplications, whose transforms pay from about 128 channels (2 cores, 2026-12-04: 0.62x the
+#: time of "band" for 256 -> 256 at 129x129 and 512 -> 512 at 65x65, 0.89x for 128 -> 128 at
+#: 257x257, but 1.17x for 64 -> 64 at 513x513).
+WINOGRAD_MIN_CHANNELS = 128
+
+#: ... and only while its 2x2 tiles cover at most this many times the outputs: a phase with an odd
+#: number of outputs computes one row or column that is dropped (fc6 at 41x41, rate 12: 1.37, and
+#: rate 24 at 65x65: 1.59 ran no faster than "im2col"/"band"; fc6 at 65x65: 1.23 ran faster).
+WINOGRAD_MAX_COVERAGE = 1.3
+
 # ---------------------------------------------------------------- CUDA (atrous.cuda)
 
 #: The convolution's block shape by output channels per group: the first row whose

@@ -116,7 +116,9 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
     -------
     y : ndarray of shape (C_out, H_out, W_out) or (N, C_out, H_out, W_out), float32
         ``H_out = (H + 2*pad_h - (dilation_h*(kh-1)+1)) // stride_h + 1``, same for W_out.
-        NaN in ``x`` propagates to every output whose dilated window covers it.
+        NaN in ``x`` propagates to every output whose dilated window covers it (on the CPU,
+        layers that run Winograd, :mod:`atrous.winograd`, also to the other outputs of its
+        2x2 tile).
 
     Raises
     ------

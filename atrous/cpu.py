@@ -6,10 +6,15 @@ the zero padding -- is written by hand in ``@njit(parallel=True, cache=True)``
 kernels. No BLAS call runs inside a ``prange`` loop: NumPy's BLAS and Numba's
 threads take turns.
 
-Four strategies, chosen per layer by :func:`choose_strategy`:
+Five strategies, chosen per layer by :func:`choose_strategy`:
 
 ``"gemm"`` (1x1 kernel, stride 1, no padding)
     The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``.
+
+``"winograd"`` (3x3 kernel, stride 1, at least 128 input and output channels per group)
+    Winograd's F(2x2, 3x3) on each of the rate's d*d phases (:mod:`atrous.winograd`): 16
+    products of ``(C_out/g, C_in/g) @ (C_in/g, tiles)`` for every 4 outputs instead of 36
+    multiply-adds per output pixel's tap set; the transforms are Numba kernels.
 
 ``"shift"`` (stride 1 and fewer output than input channels per group)
     For a block of output rows, one product of all stacked tap weights
@@ -63,6 +68,7 @@ import numpy as np
 from numba import njit, prange
 
 from atrous import config
+from atrous.winograd import conv_winograd, winograd_coverage
 
 @njit(parallel=True, cache=True)
 def parallel_probe(x):
@@ -199,9 +205,14 @@ def _band_weights(weight, bias, w_rows):
 
 
 def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size):
-    """Which CPU strategy runs a layer: ``"gemm"``, ``"shift"``, ``"band"`` or ``"im2col"`` (see module doc).
+    """Which CPU strategy runs a layer: ``"gemm"``, ``"winograd"``, ``"shift"``, ``"band"`` or
+    ``"im2col"`` (see module doc).
 
-    ``out_size`` is (H_out, W_out). "band" is chosen (stride 1, C_out/g >= C_in/g)
+    ``out_size`` is (H_out, W_out). "winograd" takes the 3x3, stride-1 layers with at least
+    ``atrous.config.WINOGRAD_MIN_CHANNELS`` input and output channels per group (VGG's conv3_1 ..
+    conv5_3, LargeFOV's fc6, ResNet's 3x3 convolutions from res3 on), unless the 2x2 tiles
+    overhang the rate's phases too much (:func:`atrous.winograd.winograd_coverage` above
+    ``atrous.config.WINOGRAD_MAX_COVERAGE``: fc6 at 41x41, rate 24 at 65x65). "band" is chosen (stride 1, C_out/g >= C_in/g)
     when it pays: its products are long enough (``atrous.config.BAND_MIN_INNER``) and the
     gathering it saves per image, ``C_in/g*kw * W_out * (kh-1) * (H_out - dilation_h)``
     elements, exceeds the weights it regroups, ``C_out/g * C_in/g*kw * kh`` per
@@ -210,6 +221,9 @@ def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size):
     (kh, kw), (h_out, w_out) = kernel, out_size
     if kernel == (1, 1) and stride == (1, 1) and pad == (0, 0):
         return "gemm"
+    if (kernel == (3, 3) and stride == (1, 1) and min(c_in_g, c_out_g) >= config.WINOGRAD_MIN_CHANNELS
+            and winograd_coverage(out_size, pad, dilation) <= config.WINOGRAD_MAX_COVERAGE):
+        return "winograd"
     if stride == (1, 1) and c_out_g < c_in_g:
         return "shift"
     if (stride == (1, 1) and c_in_g * kw >= config.BAND_MIN_INNER
@@ -320,7 +334,9 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups):
 
     out = np.empty((n_img, c_out, h_out, w_out), np.float32)
     bias_or_zero = np.zeros(c_out, np.float32) if bias is None else bias
-    if strategy == "shift":
+    if strategy == "winograd":
+        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups)
+    elif strategy == "shift":
         # All taps of group g as one matrix: row (i, j, o), column c holds weight[o, c, i, j].
         w_taps = np.ascontiguousarray(
             weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 4, 1, 2)

@@ -198,9 +198,14 @@ def test_large_layer_is_tiled_by_rows(monkeypatch):
 @pytest.mark.parametrize("c_in_g,c_out_g,kernel,stride,pad,dilation,out_size,expected", [
     (64, 256, (1, 1), (1, 1), (0, 0), (1, 1), (65, 65), "gemm"),         # ResNet 1x1
     (2048, 21, (3, 3), (1, 1), (24, 24), (24, 24), (65, 65), "shift"),   # ASPP branch
-    (512, 1024, (3, 3), (1, 1), (12, 12), (12, 12), (65, 65), "band"),   # LargeFOV fc6, 513x513 input
-    (512, 1024, (3, 3), (1, 1), (12, 12), (12, 12), (41, 41), "im2col"),  # ... 321x321: too few pixels
-    (512, 512, (3, 3), (1, 1), (2, 2), (2, 2), (65, 65), "band"),        # LargeFOV conv5 (rate 2)
+    (512, 1024, (3, 3), (1, 1), (12, 12), (12, 12), (65, 65), "winograd"),  # LargeFOV fc6, 513x513 input
+    (512, 1024, (3, 3), (1, 1), (12, 12), (12, 12), (41, 41), "im2col"),  # ... 321x321: tiles overhang
+    (512, 512, (3, 3), (1, 1), (2, 2), (2, 2), (65, 65), "winograd"),    # LargeFOV conv5 (rate 2)
+    (256, 256, (3, 3), (1, 1), (1, 1), (1, 1), (129, 129), "winograd"),  # VGG conv3
+    (512, 512, (3, 3), (1, 1), (4, 4), (4, 4), (41, 41), "winograd"),    # ResNet res5 3x3 (rate 4)
+    (128, 128, (3, 3), (1, 1), (1, 1), (1, 1), (257, 257), "winograd"),  # VGG conv2
+    (512, 1024, (3, 3), (1, 1), (24, 24), (24, 24), (65, 65), "band"),   # rate 24: tiles overhang
+    (512, 512, (3, 3), (2, 2), (1, 1), (1, 1), (33, 33), "im2col"),      # stride 2: no Winograd
     (64, 64, (3, 3), (1, 1), (1, 1), (1, 1), (513, 513), "band"),        # VGG conv1_2
     (3, 64, (3, 3), (1, 1), (1, 1), (1, 1), (513, 513), "im2col"),       # VGG conv1_1: inner dim 9
     (64, 64, (1, 1), (1, 1), (1, 1), (1, 1), (67, 67), "im2col"),        # padded 1x1: nothing to save

@@ -1,0 +1,83 @@
+"""Winograd's F(2x2, 3x3) on the phases of a dilated convolution, against the direct NumPy reference."""
+import numpy as np
+import pytest
+
+import atrous
+import atrous.config
+from atrous import winograd
+
+
+def test_f23_is_two_outputs_of_a_three_tap_filter():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d, g = rng.standard_normal(4).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+        direct = [d[0] * g[0] + d[1] * g[1] + d[2] * g[2], d[1] * g[0] + d[2] * g[1] + d[3] * g[2]]
+        np.testing.assert_allclose(winograd.f23_reference(d, g), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_tiles_cover_every_output_of_every_phase_once():
+    for size, pad, rate in ((65, 12, 12), (41, 12, 12), (7, 1, 1), (5, 24, 24), (9, 3, 2), (1, 0, 1)):
+        inputs, outputs = winograd.tiles(size, pad, rate)
+        covered = outputs.ravel()
+        covered = covered[covered < size]
+        assert sorted(covered) == list(range(size)), (size, pad, rate)
+        # a tile's inputs are its outputs' taps: output u reads u - pad + rate * (0, 1, 2)
+        np.testing.assert_array_equal(inputs[:, :3], outputs[:, :1] - pad + rate * np.arange(3))
+    assert winograd.winograd_coverage((65, 65), (12, 12), (12, 12)) == pytest.approx(4 * 36 * 36 / 65**2)
+
+
+CASES = [  # n, c_in, c_out, h, w, pad, rate, groups, bias
+    (1, 5, 7, 9, 11, (2, 2), (2, 2), 1, True),
+    (2, 6, 4, 13, 10, (3, 1), (3, 1), 2, False),
+    (1, 3, 5, 7, 7, (0, 0), (1, 1), 1, True),
+    (1, 4, 4, 5, 6, (24, 24), (24, 24), 1, True),    # rates beyond the image: only padding around
+    (1, 8, 8, 17, 17, (1, 1), (1, 1), 1, False),
+    (1, 4, 6, 9, 9, (5, 2), (3, 4), 1, True),        # pad different from the rate
+    (3, 6, 6, 12, 8, (2, 2), (2, 2), 3, True),
+    (1, 2, 3, 1, 1, (1, 1), (1, 1), 1, True),        # one pixel
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"n{c[0]}c{c[1]}o{c[2]}_{c[3]}x{c[4]}p{c[5]}r{c[6]}g{c[7]}"
+                                             for c in CASES])
+def test_winograd_strategy_matches_the_reference(case, monkeypatch):
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
+    n, c_in, c_out, h, w, pad, rate, groups, with_bias = case
+    rng = np.random.default_rng(sum(case[:5]))
+    x = rng.uniform(-1, 1, (n, c_in, h, w)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (c_out, c_in // groups, 3, 3)).astype(np.float32)
+    bias = rng.uniform(-1, 1, c_out).astype(np.float32) if with_bias else None
+    from atrous.cpu import choose_strategy
+    out_size = atrous.conv_output_size((h, w), 3, 1, pad, rate)
+    assert choose_strategy(c_in // groups, c_out // groups, (3, 3), (1, 1), pad, rate, out_size) == "winograd"
+    want = atrous.conv2d(x, weight, bias, pad=pad, dilation=rate, groups=groups, backend="numpy")
+    got = atrous.conv2d(x, weight, bias, pad=pad, dilation=rate, groups=groups, backend="cpu")
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * max(1.0, np.abs(want).max()))
+
+
+def test_blocks_of_tile_rows_and_reused_buffers(monkeypatch):
+    """A scratch budget below one tile row: every tile row is its own block; buffers are reused."""
+    monkeypatch.setattr(atrous.config, "TILE_BYTES", 1024)
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (2, 128, 15, 13)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (128, 128, 3, 3)).astype(np.float32) / 30
+    want = atrous.conv2d(x, weight, pad=2, dilation=2, backend="numpy")
+    for _ in range(2):
+        got = atrous.conv2d(x, weight, pad=2, dilation=2, backend="cpu")
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    small = atrous.conv2d(x[:1, :, :5, :5], weight, pad=1, dilation=1, backend="cpu")  # smaller after larger
+    np.testing.assert_allclose(small, atrous.conv2d(x[:1, :, :5, :5], weight, pad=1, backend="numpy"), atol=1e-4)
+
+
+def test_a_deeplab_sized_layer_against_the_direct_strategy(monkeypatch):
+    """fc6's shape at 41x41 takes "im2col" by the rule; forced onto Winograd it agrees within 1e-6 of the range."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 256, 21, 21)).astype(np.float32)
+    weight = (rng.standard_normal((256, 256, 3, 3)) * 0.05).astype(np.float32)
+    from atrous.cpu import choose_strategy
+    assert choose_strategy(256, 256, (3, 3), (1, 1), (6, 6), (6, 6), (21, 21)) != "winograd"
+    direct = atrous.conv2d(x, weight, pad=6, dilation=6, backend="cpu")
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
+    fast = atrous.conv2d(x, weight, pad=6, dilation=6, backend="cpu")
+    assert np.abs(fast - direct).max() <= 2e-6 * np.abs(direct).max()
