@@ -13,7 +13,10 @@ with ``g`` the 3x3 filter. For all tiles and channels at once, the 16 elementwis
 become 16 matrix products (C_out x C_in) @ (C_in x tiles), which go to BLAS: 16 products per
 4 outputs instead of 36 multiplications, 2.25x fewer. The transforms (``U = G g G^T`` once per
 call, ``V = B^T D B`` per tile and channel, the output ``A^T M A``) are Numba kernels. Tiles
-that overhang a phase's last row or column compute outputs that are dropped.
+that overhang a phase's last row or column compute outputs that are dropped. The transformed
+tiles and products of a block of tile rows take at most about ``atrous.config.TILE_BYTES``, and the
+buffers of a thread's last call are kept for its next one (their page faults cost more than the
+transforms).
 
 The transforms' arithmetic adds about one float32 rounding per stage; against the direct
 convolution the results differ by about 1e-6 of the output's range (tests/atrous). A NaN or
