@@ -39,6 +39,13 @@ WINOGRAD_MIN_CHANNELS = 128
 #: rate 24 at 65x65: 1.59 ran no faster than "im2col"/"band"; fc6 at 65x65: 1.23 ran faster).
 WINOGRAD_MAX_COVERAGE = 1.3
 
+#: ... and only when the convolution runs on at most this many threads. With many threads the
+#: direct strategies' large products scale better than Winograd's 16 smaller ones and its
+#: transforms: per layer (bench/winograd.py on one 16-core machine, 2026-12-04), Winograd took
+#: 0.67-0.95x the time of the strategy it replaces on 2 threads, but 1.03-1.44x on 16. 4 threads
+#: were not measured (the log-linear middle of the two is about 0.95x).
+WINOGRAD_MAX_THREADS = 4
+
 # ---------------------------------------------------------------- CUDA (atrous.cuda)
 
 #: The convolution's block shape by output channels per group: the first row whose

@@ -11,7 +11,7 @@ Five strategies, chosen per layer by :func:`choose_strategy`:
 ``"gemm"`` (1x1 kernel, stride 1, no padding)
     The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``.
 
-``"winograd"`` (3x3 kernel, stride 1, at least 128 input and output channels per group)
+``"winograd"`` (3x3 kernel, stride 1, at least 128 input and output channels per group, few threads)
     Winograd's F(2x2, 3x3) on each of the rate's d*d phases (:mod:`atrous.winograd`): 16
     products of ``(C_out/g, C_in/g) @ (C_in/g, tiles)`` for every 4 outputs instead of 36
     multiply-adds per output pixel's tap set; the transforms are Numba kernels.
@@ -64,6 +64,7 @@ output row plus its halo of ``dilation_h*(kh-1)`` input rows), so memory stays
 bounded at any image size (an unblocked im2col of VGG's conv1_2 at 513x513
 would take 600 MB).
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -204,7 +205,7 @@ def _band_weights(weight, bias, w_rows):
             dst[k] = bias[o] if i == 0 else 0.0
 
 
-def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size):
+def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size, threads=None):
     """Which CPU strategy runs a layer: ``"gemm"``, ``"winograd"``, ``"shift"``, ``"band"`` or
     ``"im2col"`` (see module doc).
 
@@ -212,7 +213,9 @@ def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size):
     ``atrous.config.WINOGRAD_MIN_CHANNELS`` input and output channels per group (VGG's conv3_1 ..
     conv5_3, LargeFOV's fc6, ResNet's 3x3 convolutions from res3 on), unless the 2x2 tiles
     overhang the rate's phases too much (:func:`atrous.winograd.winograd_coverage` above
-    ``atrous.config.WINOGRAD_MAX_COVERAGE``: fc6 at 41x41, rate 24 at 65x65). "band" is chosen (stride 1, C_out/g >= C_in/g)
+    ``atrous.config.WINOGRAD_MAX_COVERAGE``: fc6 at 41x41, rate 24 at 65x65), and only on up to
+    ``atrous.config.WINOGRAD_MAX_THREADS`` threads (``threads``: Numba's current count by default).
+    "band" is chosen (stride 1, C_out/g >= C_in/g)
     when it pays: its products are long enough (``atrous.config.BAND_MIN_INNER``) and the
     gathering it saves per image, ``C_in/g*kw * W_out * (kh-1) * (H_out - dilation_h)``
     elements, exceeds the weights it regroups, ``C_out/g * C_in/g*kw * kh`` per
@@ -221,8 +224,10 @@ def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size):
     (kh, kw), (h_out, w_out) = kernel, out_size
     if kernel == (1, 1) and stride == (1, 1) and pad == (0, 0):
         return "gemm"
+    threads = numba.get_num_threads() if threads is None else threads
     if (kernel == (3, 3) and stride == (1, 1) and min(c_in_g, c_out_g) >= config.WINOGRAD_MIN_CHANNELS
-            and winograd_coverage(out_size, pad, dilation) <= config.WINOGRAD_MAX_COVERAGE):
+            and winograd_coverage(out_size, pad, dilation) <= config.WINOGRAD_MAX_COVERAGE
+            and threads <= config.WINOGRAD_MAX_THREADS):
         return "winograd"
     if stride == (1, 1) and c_out_g < c_in_g:
         return "shift"

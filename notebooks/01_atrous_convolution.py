@@ -329,8 +329,8 @@ for case in cases:
 #
 # The filter's factors are computed once per filter. Nested in 2-D, $F(2\times2, 3\times3)$ takes
 # 16 multiplications for a $2\times2$ tile instead of 36, 2.25x fewer; the CPU tier uses it for
-# layers with 128 or more channels (`atrous.winograd`), where the 16 products per tile become 16
-# matrix products over all channels and tiles. Below: the four products by hand, against the
+# layers with 128 or more channels on a few threads (`atrous.winograd`, `atrous.config`), where the
+# 16 products per tile become 16 matrix products over all channels and tiles. Below: the four products by hand, against the
 # direct sum and the library's matrix form, then a dilated layer through it against the reference.
 
 # %%
@@ -345,11 +345,13 @@ direct = np.array([d[0:3] @ g, d[1:4] @ g])       # y[i] = sum_k d[i + k] g[k]
 print("F(2,3) by hand:", by_hand, " direct:", direct, " matrices:", winograd.f23_reference(d, g))
 assert np.allclose(by_hand, direct) and np.allclose(winograd.f23_reference(d, g), direct)
 
-x_w = rng.standard_normal((1, 128, 33, 33)).astype(np.float32)               # 128 channels: Winograd
+x_w = rng.standard_normal((1, 128, 33, 33)).astype(np.float32)               # 128 channels
 w_w = (rng.standard_normal((128, 128, 3, 3)) / np.sqrt(128 * 9)).astype(np.float32)
-print("strategy for this layer:", choose_strategy(128, 128, (3, 3), (1, 1), (2, 2), (2, 2), (33, 33)))
-err = float(np.abs(atrous.conv2d(x_w, w_w, pad=2, dilation=2, backend="cpu")
-                   - atrous.conv2d(x_w, w_w, pad=2, dilation=2, backend="numpy")).max())
+print("the CPU tier's strategy for this layer on 2 threads:",
+      choose_strategy(128, 128, (3, 3), (1, 1), (2, 2), (2, 2), (33, 33), threads=2))
+y_w = np.empty((1, 128, 33, 33), np.float32)
+winograd.conv_winograd(x_w, w_w, np.zeros(128, np.float32), y_w, (2, 2), (2, 2), 1)   # all 4 phases by F(2x2, 3x3)
+err = float(np.abs(y_w - atrous.conv2d(x_w, w_w, pad=2, dilation=2, backend="numpy")).max())
 print(f"rate 2 through Winograd against the reference: max |error| = {err:.1e}")
 assert err < 1e-4
 

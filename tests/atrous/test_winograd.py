@@ -43,6 +43,7 @@ CASES = [  # n, c_in, c_out, h, w, pad, rate, groups, bias
 def test_winograd_strategy_matches_the_reference(case, monkeypatch):
     monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
     n, c_in, c_out, h, w, pad, rate, groups, with_bias = case
     rng = np.random.default_rng(sum(case[:5]))
     x = rng.uniform(-1, 1, (n, c_in, h, w)).astype(np.float32)
@@ -59,6 +60,9 @@ def test_winograd_strategy_matches_the_reference(case, monkeypatch):
 def test_blocks_of_tile_rows_and_reused_buffers(monkeypatch):
     """A scratch budget below one tile row: every tile row is its own block; buffers are reused."""
     monkeypatch.setattr(atrous.config, "TILE_BYTES", 1024)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
+    from atrous.cpu import choose_strategy
+    assert choose_strategy(128, 128, (3, 3), (1, 1), (2, 2), (2, 2), (15, 13)) == "winograd"
     rng = np.random.default_rng(5)
     x = rng.uniform(-1, 1, (2, 128, 15, 13)).astype(np.float32)
     weight = rng.uniform(-1, 1, (128, 128, 3, 3)).astype(np.float32) / 30
@@ -79,5 +83,7 @@ def test_a_deeplab_sized_layer_against_the_direct_strategy(monkeypatch):
     assert choose_strategy(256, 256, (3, 3), (1, 1), (6, 6), (6, 6), (21, 21)) != "winograd"
     direct = atrous.conv2d(x, weight, pad=6, dilation=6, backend="cpu")
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
+    assert choose_strategy(256, 256, (3, 3), (1, 1), (6, 6), (6, 6), (21, 21)) == "winograd"
     fast = atrous.conv2d(x, weight, pad=6, dilation=6, backend="cpu")
     assert np.abs(fast - direct).max() <= 2e-6 * np.abs(direct).max()
