@@ -133,6 +133,11 @@ def load(settings):
     return _LOADED[key]
 
 
+def unload():
+    """Forget the models :func:`load` keeps in this process."""
+    _LOADED.clear()
+
+
 def _segment_image(settings, path):
     """Read and segment one image in this process -> (image, Segmentation, warnings)."""
     import warnings

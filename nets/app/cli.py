@@ -5,6 +5,7 @@ happen after parsing, so that ``--threads`` can set the thread counts of Numba
 and of the BLAS library before either starts its thread pool.
 """
 import argparse
+import contextlib
 import os
 import sys
 
@@ -104,28 +105,32 @@ def _worker_threads(args):
 
 
 def _settings(args):
-    from nets.app.batch import Settings, load
+    """The run's :class:`~nets.app.batch.Settings` and its model's class names.
+
+    The model is loaded here, so that a bad model or weight file is reported at once; a serial run
+    keeps it, a run on worker processes lets it go (each worker loads its own).
+    """
+    from nets.app.batch import Settings, load, unload
     from nets.deeplab import parse_scales
     settings = Settings(args.model, args.weights, None if args.crf.lower() == "none" else args.crf,
                         parse_scales(args.scales), args.backend)
-    return settings, load(settings)[0]  # loading here reports a bad model or weight file at once
+    classes = load(settings)[0].classes
+    if args.workers != 1 or args.scheduler:
+        unload()
+    return settings, classes
 
 
-class _Warnings:
+@contextlib.contextmanager
+def _warnings_as_lines():
     """Print the warnings raised inside as ``warning: ...`` lines on standard error."""
-
-    def __enter__(self):
-        import warnings
-        self._catcher = warnings.catch_warnings(record=True)
-        self._caught = self._catcher.__enter__()
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        return self
-
-    def __exit__(self, *exc):
-        self._catcher.__exit__(*exc)
-        for w in self._caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-        return False
+        try:
+            yield
+        finally:
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
 
 
 def _progress_logger(progress, verbose):
@@ -145,7 +150,7 @@ def _run_many(command, args, total, client, job):
     from nets.app.batch import Progress
     progress = Progress(total, quiet=args.quiet, description=command)
     try:
-        with _Warnings():
+        with _warnings_as_lines():
             return job(on_outcome=_progress_logger(progress, args.verbose), threads=_worker_threads(args))
     except (OSError, ValueError) as exc:
         _err(command, exc)
@@ -209,8 +214,7 @@ def cmd_evaluate(args):
                 _err("evaluate", "--images needs --model")
                 return 2
             pairs, errors = pair_files(args.labels, args.images, stems=stems)
-            settings, model = _settings(args)
-            classes = model.classes
+            settings, classes = _settings(args)
             num_classes = len(classes) if classes else args.num_classes
             client = _client(args)
     except (OSError, ValueError) as exc:
