@@ -48,10 +48,55 @@ WINOGRAD_MAX_THREADS = 4
 
 # ---------------------------------------------------------------- CUDA (atrous.cuda)
 
-#: The convolution's block shape by output channels per group: the first row whose
+#: Which convolution kernel ``atrous.cuda.conv2d`` launches: ``"gemm"``, the double-buffered
+#: implicit GEMM with tap-major reduction (``atrous.cuda.gemm_kernel``, shapes below), or
+#: ``"classic"``, the first register-blocked kernel (``atrous.cuda.conv_kernel``, shapes
+#: ``CUDA_CONV_BLOCKS``), kept so that bench/cuda_tiles.py can compare the two in one run.
+CUDA_CONV_KERNEL = "gemm"
+
+#: The classic kernel's block shape by output channels per group: the first row whose
 #: minimum the channels reach gives (T, MICRO): T x T threads, each accumulating
 #: MICRO x MICRO outputs. Measured on an H100 (bench/RESULTS.md, atrous.cuda.block_shape).
 CUDA_CONV_BLOCKS = ((256, (16, 8)), (64, (16, 4)), (0, (16, 2)))
+
+#: The GEMM kernel's tile by output channels per group: the first row whose minimum the
+#: channels reach gives (BM, BN, BK, TM, TN): a block of BM output channels x BN pixels
+#: walks the reduction in steps of BK (input channels of one tap), with
+#: BM*BN / (TM*TN) threads each holding TM x TN outputs in registers
+#: (atrous.cuda.gemm_shape). A thread's TM + TN shared-memory reads per step feed
+#: TM * TN multiply-adds, so wide tiles of 8 x 8 per thread win; a layer with few output
+#: channels (ASPP's 21 classes) takes a narrow BM and gets its parallelism from splitting
+#: the reduction instead (CUDA_GEMM_SPLIT_BLOCKS). Milliseconds on an H200
+#: (bench/cuda_tiles.py, 2026-12, one run, +-10 % between repeats of one tile):
+#:
+#: ======================  ========  ========  ========  ========  ========
+#: tile                    fc6 65    fc6 41    conv5 65  ASPP 21   (cuDNN float32: 1.68, 0.69, 0.85, 0.63)
+#: ======================  ========  ========  ========  ========  ========
+#: 128x128x8, 8x8          3.95      1.91      2.77      -
+#: 128x128x16, 8x8         3.68      1.76      2.60      -
+#: 128x64x8, 8x8           3.70      1.92      2.48      -
+#: 96x128x8, 6x8           3.86      2.50      2.43      -
+#: 64x128x8, 8x8           4.03      1.89      2.68      -
+#: 32x128x8, 4x8, split 7  -         -         -         1.47-1.63
+#: 32x64x8, 4x4, split 16  -         -         -         1.54
+#: ======================  ========  ========  ========  ========  ========
+CUDA_GEMM_TILES = (
+    (1024, (128, 128, 16, 8, 8)),
+    (256, (128, 64, 8, 8, 8)),
+    (64, (64, 128, 8, 8, 8)),
+    (0, (32, 128, 8, 4, 8)),
+)
+
+#: The GEMM kernel splits the reduction over several blocks (partial sums added by a
+#: second kernel) while its grid has fewer blocks than this: about two per
+#: multiprocessor of an H100/H200 (132), so that a layer with few output tiles
+#: (ASPP's 2048 -> 21 makes 34 tiles of 32 x 128) still fills the GPU.
+CUDA_GEMM_SPLIT_BLOCKS = 264
+
+#: ... into at most this many parts, each at least CUDA_GEMM_MIN_SPLIT_STEPS steps of BK long
+#: (shorter parts spend more on their prologue, epilogue and partial sums than they gain).
+CUDA_GEMM_MAX_SPLITS = 16
+CUDA_GEMM_MIN_SPLIT_STEPS = 64
 
 #: Threads per block of the element-wise kernels (add, ReLU).
 CUDA_FLAT_THREADS = 1024

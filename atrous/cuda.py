@@ -22,6 +22,17 @@ Shared and local array shapes must be compile-time constants, so kernels come
 from a factory cached per (T, MICRO). Grids are ceil-divided and every kernel
 loops grid-stride, so any problem size fits any grid.
 
+That first kernel (:func:`conv_kernel`) is kept as ``config.CUDA_CONV_KERNEL =
+"classic"``. The default is :func:`gemm_kernel`, the same product organised as a classic
+fast SGEMM: the reduction axis is ordered tap-major, k = (i*kw + j) * C_in_g + c, with the
+weights re-laid out once per call as (groups, kh*kw*C_in_g, C_out_g), so that one step of
+BK stays inside one tap (i, j): the dilated offset (dil_h*i, dil_w*j) is constant per
+step and a thread's pixels are decoded once per tile, with no integer division in the
+gather. Shared-memory tiles are double-buffered (global loads of step s+1 are in flight
+while step s is multiplied; one ``syncthreads`` per step), the weight tile is stored
+k-major (transposed) so both operands are read as contiguous rows, and layers with few
+output tiles split the reduction over blocks (:func:`gemm_shape`).
+
 This module imports ``numba.cuda``; :func:`atrous.conv2d` imports it only when
 the ``"cuda"`` backend is chosen.
 """
@@ -29,7 +40,7 @@ import functools
 import math
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, int64, uint64
 
 from atrous import config
 from atrous.backend import is_device_array
@@ -162,6 +173,264 @@ def conv_kernel(threads, micro):
     return kernel
 
 
+def gemm_shape(channels, pixels, depth, batches=1):
+    """The GEMM kernel's tile and reduction split for one convolution.
+
+    Parameters
+    ----------
+    channels : int
+        Output channels per group (the GEMM's M).
+    pixels : int
+        Output pixels per image, H_out * W_out (N).
+    depth : int
+        Reduction length per group, C_in_g * kh * kw (K).
+    batches : int
+        Images times groups: independent GEMMs in the grid.
+
+    Returns
+    -------
+    tile : tuple of five ints
+        (BM, BN, BK, TM, TN): the first row of :data:`atrous.config.CUDA_GEMM_TILES` whose
+        minimum ``channels`` reaches.
+    splits : int
+        Parts the reduction is cut into, >= 1: as many as bring the grid to
+        ``CUDA_GEMM_SPLIT_BLOCKS`` blocks, within ``CUDA_GEMM_MAX_SPLITS`` and keeping
+        each part at least ``CUDA_GEMM_MIN_SPLIT_STEPS`` steps of BK long.
+    """
+    tile = config.CUDA_GEMM_TILES[-1][1]
+    for minimum, shape in config.CUDA_GEMM_TILES:
+        if channels >= minimum:
+            tile = shape
+            break
+    bm, bn, bk = tile[:3]
+    blocks = math.ceil(channels / bm) * math.ceil(pixels / bn) * batches
+    steps = math.ceil(depth / bk)  # at least; a per-tap tail of C_in_g % BK adds steps
+    splits = min(config.CUDA_GEMM_MAX_SPLITS, config.CUDA_GEMM_SPLIT_BLOCKS // max(blocks, 1),
+                 steps // max(config.CUDA_GEMM_MIN_SPLIT_STEPS, 1))
+    return tuple(tile), max(1, splits)
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_kernel(bm, bn, bk, tm, tn):
+    """Build (once per tile) the double-buffered implicit-GEMM convolution kernel.
+
+    A block of ``(bm // tm) * (bn // tn)`` threads (1-D) computes BM output channels x
+    BN pixels of one image and group; thread (ty, tx) = divmod(tid, bn // tn) holds the
+    TM x TN outputs of channels ``ty + (bm // tm) * a`` and pixels ``tx + (bn // tn) * b``
+    (strided, so that a warp's shared-memory reads fall on distinct banks).
+
+    The kernel's arguments, all arrays flat (1-D, C order) float32:
+
+    * ``x`` (N*C_in*H*W,): the input, (N, C_in, H, W);
+    * ``wt`` (groups*kh*kw*C_in_g*C_out_g,): the weights re-laid out by
+      :func:`relayout_weights` as (groups, kh*kw*C_in_g, C_out_g), k tap-major;
+    * ``bias`` (C_out,);
+    * ``out`` (N*C_out*H_out*W_out,): the result, (N, C_out, H_out, W_out), written
+      with the bias when ``splits`` is 1;
+    * ``part`` (splits*N*C_out*H_out*W_out,): partial sums without bias, one slab per
+      part of the reduction, when ``splits`` > 1 (then ``out`` is not written);
+
+    then the ints ``n_img, c_in, h_in, w_in, c_out, h_out, w_out, groups, kh, kw,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, splits``. Grid: x over pixel tiles,
+    y over channel tiles, z over (image, group, part); every axis loops grid-stride.
+
+    The reduction runs tap by tap, ``ceil(C_in_g / BK)`` steps per tap, the last one of
+    a tap masked when BK does not divide C_in_g (the general path: same code, the
+    masked rows cost their share of a step).
+    """
+    tx_count, ty_count = bn // tn, bm // tm  # threads along pixels and along channels
+    threads = tx_count * ty_count
+    if bm % tm or bn % tn or (bk * bm) % threads or (bk * bn) % threads:
+        raise ValueError(f"tile {(bm, bn, bk, tm, tn)}: tm must divide bm, tn bn, and the "
+                         f"{threads} threads bk*bm and bk*bn")
+    a_loads = bk * bm // threads  # weight values each thread copies to shared memory per step
+    b_loads = bk * bn // threads  # input values each thread gathers per step
+    a_size, tiles_size = 2 * bk * bm, 2 * bk * (bm + bn)  # two buffers of each operand
+    ty_step, tx_step, a_row, b_row = np.uint64(ty_count), np.uint64(tx_count), np.uint64(bm), np.uint64(bn)
+    far = -(1 << 30)  # a row offset that fails the bounds test: marks a pixel past the image
+
+    @cuda.jit
+    def kernel(x, wt, bias, out, part, n_img, c_in, h_in, w_in, c_out, h_out, w_out, groups, kh, kw,
+               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, splits):
+        # flat [buffer, k, channel] and [buffer, k, pixel] (the weights k-major, i.e. transposed):
+        # flat, a read is one running offset plus a constant, which the compiler folds into the load
+        # one allocation for both: the simulator's shared arrays are created by the first thread to ask,
+        # without a lock, so each allocation is a chance for a thread to get a private copy
+        tiles = cuda.shared.array(tiles_size, float32)
+        acc = cuda.local.array((tm, tn), float32)  # all indices constant after unrolling: registers
+        a_frag = cuda.local.array(tm, float32)
+        b_frag = cuda.local.array(tn, float32)
+        a_next = cuda.local.array(a_loads, float32)  # step s+1's values, in flight during step s
+        b_next = cuda.local.array(b_loads, float32)
+        a_base = cuda.local.array(a_loads, int64)  # per tile: wt index of this thread's value at k = 0, or -1
+        b_y0 = cuda.local.array(b_loads, int64)  # per tile: top-left input row/column of the pixel's window
+        b_x0 = cuda.local.array(b_loads, int64)
+        tid = cuda.threadIdx.x
+        ty = tid // tx_count
+        tx = tid - ty * tx_count
+        c_in_g = c_in // groups
+        c_out_g = c_out // groups
+        hw_in = h_in * w_in
+        n_pix = h_out * w_out
+        depth = kh * kw * c_in_g
+        c_steps = (c_in_g + bk - 1) // bk  # steps per tap
+        steps = kh * kw * c_steps
+        per_split = (steps + splits - 1) // splits
+        tiles_o = (c_out_g + bm - 1) // bm
+        tiles_p = (n_pix + bn - 1) // bn
+        for z in range(cuda.blockIdx.z, n_img * groups * splits, cuda.gridDim.z):
+            ng = z // splits
+            s = z - ng * splits
+            n = ng // groups
+            g = ng - n * groups
+            step_lo = s * per_split
+            n_steps = min(steps, step_lo + per_split) - step_lo
+            # the first step's tap (i, j) and channel offset, advanced without division below
+            tap0 = step_lo // c_steps
+            c0_first = (step_lo - tap0 * c_steps) * bk
+            i_first = tap0 // kw
+            j_first = tap0 - i_first * kw
+            x_base = (n * c_in + g * c_in_g) * hw_in
+            for to in range(cuda.blockIdx.y, tiles_o, cuda.gridDim.y):
+                o0 = to * bm
+                for r in range(a_loads):
+                    e = tid + r * threads
+                    kk = e // bm
+                    o = o0 + e - kk * bm
+                    a_base[r] = (g * depth + kk) * c_out_g + o if o < c_out_g else -1
+                for tp in range(cuda.blockIdx.x, tiles_p, cuda.gridDim.x):
+                    p0 = tp * bn
+                    for r in range(b_loads):
+                        e = tid + r * threads
+                        p = p0 + e - (e // bn) * bn
+                        u = p // w_out
+                        b_y0[r] = stride_h * u - pad_h if p < n_pix else far
+                        b_x0[r] = stride_w * (p - u * w_out) - pad_w
+                    for a in range(tm):
+                        for b in range(tn):
+                            acc[a, b] = float32(0.0)
+                    i = i_first
+                    j = j_first
+                    c0 = c0_first
+                    # t loads step t into registers, multiplies step t-1 from shared memory, then stores
+                    # step t into buffer t % 2. That buffer was last read at step t-2, and every thread
+                    # has passed the barrier that ended step t-1, so one barrier per step suffices.
+                    for t in range(n_steps + 1):
+                        if t < n_steps:
+                            dy = dil_h * i
+                            dx = dil_w * j
+                            k_row = ((i * kw + j) * c_in_g + c0) * c_out_g
+                            for r in range(a_loads):
+                                kk = (tid + r * threads) // bm
+                                value = float32(0.0)
+                                if a_base[r] >= 0 and c0 + kk < c_in_g:
+                                    value = wt[a_base[r] + k_row]
+                                a_next[r] = value
+                            for r in range(b_loads):
+                                kk = (tid + r * threads) // bn
+                                yy = b_y0[r] + dy
+                                xx = b_x0[r] + dx
+                                value = float32(0.0)
+                                if c0 + kk < c_in_g and 0 <= yy < h_in and 0 <= xx < w_in:
+                                    value = x[x_base + (c0 + kk) * hw_in + yy * w_in + xx]
+                                b_next[r] = value
+                            c0 += bk
+                            if c0 >= c_in_g:
+                                c0 = 0
+                                j += 1
+                                if j == kw:
+                                    j = 0
+                                    i += 1
+                        if t > 0:
+                            buf = (t - 1) & 1
+                            # unsigned offsets: Numba adds no negative-index wrap-around to their loads
+                            ia = uint64(buf * (bk * bm) + ty)
+                            ib = uint64(a_size + buf * (bk * bn) + tx)
+                            for kk in range(bk):
+                                off = ia
+                                for a in range(tm):
+                                    a_frag[a] = tiles[off]
+                                    off += ty_step
+                                off = ib
+                                for b in range(tn):
+                                    b_frag[b] = tiles[off]
+                                    off += tx_step
+                                for a in range(tm):
+                                    for b in range(tn):
+                                        acc[a, b] += a_frag[a] * b_frag[b]
+                                ia += a_row
+                                ib += b_row
+                        if t < n_steps:
+                            buf = t & 1
+                            for r in range(a_loads):
+                                tiles[buf * (bk * bm) + tid + r * threads] = a_next[r]
+                            for r in range(b_loads):
+                                tiles[a_size + buf * (bk * bn) + tid + r * threads] = b_next[r]
+                        cuda.syncthreads()
+                    # the last barrier above also keeps the next tile's first stores behind these reads
+                    for a in range(tm):
+                        o = o0 + ty + a * ty_count
+                        if o < c_out_g:
+                            row = (n * c_out + g * c_out_g + o) * n_pix
+                            for b in range(tn):
+                                p = p0 + tx + b * tx_count
+                                if p < n_pix:
+                                    if splits == 1:
+                                        out[row + p] = acc[a, b] + bias[g * c_out_g + o]
+                                    else:
+                                        part[(s * n_img * c_out) * n_pix + row + p] = acc[a, b]
+
+    return kernel
+
+
+@cuda.jit
+def _relayout_kernel(w, wt, groups, c_out_g, c_in_g, taps):
+    """wt[g, tap, c, o] = w[g*c_out_g + o, c, tap] on flat float32 arrays (see relayout_weights)."""
+    for t in range(cuda.grid(1), wt.shape[0], cuda.gridsize(1)):
+        o = t % c_out_g
+        rest = t // c_out_g
+        c = rest % c_in_g
+        rest = rest // c_in_g
+        tap = rest % taps
+        g = rest // taps
+        wt[t] = w[((g * c_out_g + o) * c_in_g + c) * taps + tap]
+
+
+@cuda.jit
+def _sum_parts_kernel(part, bias, out, splits, plane, c_out):
+    """out[t] = bias[channel of t] + sum over s of part[s * out.size + t], flat float32 arrays;
+    ``plane`` is H_out * W_out."""
+    size = out.shape[0]
+    for t in range(cuda.grid(1), size, cuda.gridsize(1)):
+        total = bias[(t // plane) % c_out]
+        for s in range(splits):
+            total += part[s * size + t]
+        out[t] = total
+
+
+def relayout_weights(d_w, groups):
+    """The weights as :func:`gemm_kernel` reads them, on the device.
+
+    Parameters
+    ----------
+    d_w : device array of shape (C_out, C_in_g, kh, kw), float32, C-contiguous
+    groups : int
+
+    Returns
+    -------
+    device array of shape (groups * kh * kw * C_in_g * C_out_g,), float32
+        (groups, kh*kw*C_in_g, C_out_g) flattened, the reduction index tap-major:
+        k = (i*kw + j) * C_in_g + c. One pass over the weights (4.7 M values for fc6, a few
+        microseconds of an H200's bandwidth), so it is redone per call rather than cached
+        on an array's identity, which a caller could overwrite in place.
+    """
+    c_out, c_in_g, kh, kw = (int(s) for s in d_w.shape)
+    d_wt = cuda.device_array(d_w.size, np.float32)
+    blocks, threads = _flat_launch(d_w.size)
+    _relayout_kernel[blocks, threads](d_w.reshape(d_w.size), d_wt, groups, c_out // groups, c_in_g, kh * kw)
+    return d_wt
+
+
 @cuda.jit
 def _add_kernel(a, b):
     """a += b, element-wise on flat float32 arrays."""
@@ -250,17 +519,36 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze):
     w_out = (w + 2 * pad[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
 
     d_x = _to_device(x).reshape(*shape4)
-    d_w = _to_device(weight).reshape(c_out, c_in_g * kh * kw)  # (C_out, C_in/g*kh*kw)
     d_b = _to_device(np.zeros(c_out, np.float32) if bias is None else bias)
     d_out = cuda.device_array((n_img, c_out, h_out, w_out), np.float32)
-
-    threads, micro = block_shape(c_out // groups)
-    block = threads * micro  # output channels and pixels per thread block
     max_grid = config.CUDA_MAX_GRID
-    grid = (min(max_grid, math.ceil(h_out * w_out / block)),
-            min(max_grid, math.ceil(c_out // groups / block)),
-            min(max_grid, n_img * groups))
-    conv_kernel(threads, micro)[grid, (threads, threads)](d_x, d_w, d_b, d_out, groups, kh, kw, stride[0],
-                                                          stride[1], pad[0], pad[1], dilation[0], dilation[1])
+    if config.CUDA_CONV_KERNEL == "classic":
+        d_w = _to_device(weight).reshape(c_out, c_in_g * kh * kw)  # (C_out, C_in/g*kh*kw)
+        threads, micro = block_shape(c_out // groups)
+        block = threads * micro  # output channels and pixels per thread block
+        grid = (min(max_grid, math.ceil(h_out * w_out / block)),
+                min(max_grid, math.ceil(c_out // groups / block)),
+                min(max_grid, n_img * groups))
+        conv_kernel(threads, micro)[grid, (threads, threads)](d_x, d_w, d_b, d_out, groups, kh, kw, stride[0],
+                                                              stride[1], pad[0], pad[1], dilation[0], dilation[1])
+    elif config.CUDA_CONV_KERNEL == "gemm":
+        d_wt = relayout_weights(_to_device(weight), groups)
+        n_pix = h_out * w_out
+        tile, splits = gemm_shape(c_out // groups, n_pix, c_in_g * kh * kw, n_img * groups)
+        bm, bn, bk, tm, tn = tile
+        grid = (min(max_grid, math.ceil(n_pix / bn)),
+                min(max_grid, math.ceil(c_out // groups / bm)),
+                min(max_grid, n_img * groups * splits))
+        flat_out = d_out.reshape(d_out.size)
+        # with one part the kernel writes ``out`` itself and ``part`` is an unused stand-in
+        d_part = cuda.device_array(splits * d_out.size if splits > 1 else 1, np.float32)
+        gemm_kernel(bm, bn, bk, tm, tn)[grid, (bm // tm) * (bn // tn)](
+            d_x.reshape(d_x.size), d_wt, d_b, flat_out, d_part, n_img, shape4[1], h, w, c_out, h_out, w_out,
+            groups, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], splits)
+        if splits > 1:
+            blocks, threads = _flat_launch(d_out.size)
+            _sum_parts_kernel[blocks, threads](d_part, d_b, flat_out, splits, n_pix, c_out)
+    else:
+        raise ValueError(f"config.CUDA_CONV_KERNEL must be 'gemm' or 'classic', got {config.CUDA_CONV_KERNEL!r}")
     y = d_out[0] if squeeze else d_out
     return y.copy_to_host() if host_in else y

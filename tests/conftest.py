@@ -22,11 +22,13 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 #: Launch shapes for the simulator: (module, name, value).
 SIMULATOR_SHAPES = (
     ("atrous.config", "CUDA_CONV_BLOCKS", ((0, (4, 2)),)),
+    ("atrous.config", "CUDA_GEMM_TILES", ((0, (8, 8, 4, 2, 2)),)),
     ("atrous.config", "CUDA_FLAT_THREADS", 64),
     ("crf.config", "CUDA_THREADS", 8),
     ("crf.config", "CUDA_MAX_BLOCKS", 2),
@@ -35,10 +37,43 @@ SIMULATOR_SHAPES = (
 _PRODUCTION_SHAPES = []  # (module, name, value) as the package ships them
 
 
+def _lock_simulated_shared_memory():
+    """Make the simulator hand out each block's shared arrays under a lock.
+
+    The simulator keys a block's shared arrays by the source line that asks for them and
+    creates one on first request, with a look-up and an insertion that are not atomic: two
+    threads of a block can both find none and get arrays of their own, and the kernel then
+    computes garbage (seen about once in four runs of the convolution tests). This is the
+    same look-up, under a lock.
+    """
+    import threading
+    import traceback
+
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+    original = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory has no look-up; alignment fails
+            return original(self, shape, dtype, alignment)
+        caller = traceback.extract_stack(sys._getframe())[-2][0:2]  # (file, line) of the kernel's request
+        with lock:
+            found = self._allocations.get(caller)
+            if found is None:
+                dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else dtype
+                found = self._allocations[caller] = np.empty(shape, dtype)
+        return found
+
+    kernelapi.FakeCUDAShared.array = array
+
+
 def pytest_configure(config):
     from numba import config as numba_config
     if not numba_config.ENABLE_CUDASIM:
         return
+    _lock_simulated_shared_memory()
     sys.setswitchinterval(5e-5)
     for module, name, value in SIMULATOR_SHAPES:
         target = importlib.import_module(module)

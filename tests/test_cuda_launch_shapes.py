@@ -17,10 +17,26 @@ pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("production_launch_shape
 
 
 @pytest.mark.parametrize("channels", [8, 64, 256])
-def test_convolution_block_shapes(channels):
+def test_convolution_block_shapes(channels, monkeypatch):
+    """The classic kernel (config.CUDA_CONV_KERNEL = "classic") with its shipped 16 x 16 blocks."""
     from atrous.cuda import block_shape
+    monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "classic")
     expected = next(shape for minimum, shape in atrous.config.CUDA_CONV_BLOCKS if channels >= minimum)
     assert block_shape(channels) == expected and expected[0] == 16  # the GPU's shape, not the simulator's
+    _check_convolution(channels)
+
+
+@pytest.mark.parametrize("channels", [8, 64, 256])
+def test_gemm_tiles(channels):
+    """The default GEMM kernel with the shipped tiles (up to 256 threads of 8 x 8 outputs)."""
+    from atrous.cuda import gemm_shape
+    assert atrous.config.CUDA_CONV_KERNEL == "gemm"
+    expected = next(tile for minimum, tile in atrous.config.CUDA_GEMM_TILES if channels >= minimum)
+    assert gemm_shape(channels, 30, 27) == (expected, 1) and expected[1] >= 64  # the GPU's tile
+    _check_convolution(channels)
+
+
+def _check_convolution(channels):
     rng = np.random.default_rng(channels)
     x = rng.uniform(-1, 1, (1, 3, 5, 6)).astype(np.float32)
     weight = rng.uniform(-1, 1, (channels, 3, 3, 3)).astype(np.float32)

@@ -121,3 +121,84 @@ def test_grid_stride_loops_cover_everything_with_a_one_block_grid(monkeypatch):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     d_y = atrous.cuda.relu_(atrous.cuda.add_(cuda.to_device(got), cuda.to_device(got)))
     np.testing.assert_allclose(d_y.copy_to_host(), np.maximum(2 * expected, 0), rtol=0, atol=1e-5)
+
+
+# (BM, BN, BK, TM, TN) small enough for the simulator: 16, 8 and 16 threads; every SIM_CASE then
+# takes several steps of BK per tap (double buffering), most have C_in_g % BK != 0 and C_out % BM != 0.
+GEMM_TILES = [(8, 8, 4, 2, 2), (4, 16, 2, 2, 4), (16, 8, 4, 4, 2)]
+
+
+@pytest.mark.parametrize("tile", GEMM_TILES)
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_gemm_kernel_tiles_match_numpy(tile, split, monkeypatch):
+    """Each tile, with the reduction in one block or split over blocks, against the NumPy reference."""
+    import atrous.config
+    import atrous.cuda
+    monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "gemm")
+    monkeypatch.setattr(atrous.config, "CUDA_GEMM_TILES", ((0, tile),))
+    if split:  # cut even these tiny reductions: parts of 2 steps, up to 3 of them
+        monkeypatch.setattr(atrous.config, "CUDA_GEMM_SPLIT_BLOCKS", 10**6)
+        monkeypatch.setattr(atrous.config, "CUDA_GEMM_MIN_SPLIT_STEPS", 2)
+        monkeypatch.setattr(atrous.config, "CUDA_GEMM_MAX_SPLITS", 3)
+    rng = np.random.default_rng(7)
+    splits_seen = set()
+    for case in SIM_CASES:
+        x, weight, bias, kwargs = _arrays(case, rng)
+        c_in_g, k = weight.shape[1], weight.shape[2]
+        splits_seen.add(atrous.cuda.gemm_shape(weight.shape[0] // kwargs["groups"], 1, c_in_g * k * k)[1])
+        got = atrous.conv2d(x, weight, bias, backend="cuda", **kwargs)
+        expected = atrous.conv2d(x, weight, bias, backend="numpy", **kwargs)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * c_in_g * k * k + 1e-6, err_msg=str(case))
+    assert (max(splits_seen) > 1) == split, splits_seen
+
+
+def test_gemm_kernel_many_steps_and_tiles(monkeypatch):
+    """Channels over two tiles of BM, pixels over several of BN, C_in_g = 3 BK + 1: a dozen double-buffered
+    steps per tap and a masked tail, with N = 2 and two groups."""
+    import atrous.config
+    monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "gemm")
+    monkeypatch.setattr(atrous.config, "CUDA_GEMM_TILES", ((0, (4, 8, 2, 2, 2)),))
+    rng = np.random.default_rng(8)
+    x = rng.uniform(-1, 1, (2, 14, 5, 4)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (18, 7, 3, 3)).astype(np.float32)
+    bias = rng.uniform(-1, 1, 18).astype(np.float32)
+    kwargs = dict(pad=2, dilation=2, groups=2)
+    np.testing.assert_allclose(atrous.conv2d(x, weight, bias, backend="cuda", **kwargs),
+                               atrous.conv2d(x, weight, bias, backend="numpy", **kwargs), rtol=0, atol=1e-4)
+
+
+def test_classic_kernel_matches_numpy(monkeypatch):
+    """The first kernel, kept behind config.CUDA_CONV_KERNEL for comparisons, still computes the same."""
+    import atrous.config
+    monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "classic")
+    rng = np.random.default_rng(9)
+    for case in SIM_CASES[:6]:
+        x, weight, bias, kwargs = _arrays(case, rng)
+        k_sum = weight.shape[1] * weight.shape[2] * weight.shape[3]
+        np.testing.assert_allclose(atrous.conv2d(x, weight, bias, backend="cuda", **kwargs),
+                                   atrous.conv2d(x, weight, bias, backend="numpy", **kwargs),
+                                   rtol=0, atol=2e-6 * k_sum + 1e-6, err_msg=str(case))
+
+
+def test_gemm_rejects_bad_tiles_and_kernel_names(monkeypatch):
+    import atrous.config
+    import atrous.cuda
+    with pytest.raises(ValueError, match="tm must divide bm"):
+        atrous.cuda.gemm_kernel(8, 8, 4, 3, 2)
+    monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "fast")
+    with pytest.raises(ValueError, match="CUDA_CONV_KERNEL must be 'gemm' or 'classic', got 'fast'"):
+        atrous.conv2d(np.zeros((1, 3, 3), np.float32), np.zeros((1, 1, 1, 1), np.float32), backend="cuda")
+
+
+def test_gemm_shape_rule(monkeypatch):
+    """The table's first row the channels reach; splits only for grids short of blocks with long reductions."""
+    import atrous.config
+    import atrous.cuda
+    tiles = ((256, (128, 128, 8, 8, 8)), (0, (32, 128, 8, 4, 8)))
+    monkeypatch.setattr(atrous.config, "CUDA_GEMM_TILES", tiles)
+    monkeypatch.setattr(atrous.config, "CUDA_GEMM_SPLIT_BLOCKS", 264)
+    monkeypatch.setattr(atrous.config, "CUDA_GEMM_MAX_SPLITS", 16)
+    monkeypatch.setattr(atrous.config, "CUDA_GEMM_MIN_SPLIT_STEPS", 64)
+    assert atrous.cuda.gemm_shape(1024, 65 * 65, 512 * 9) == ((128, 128, 8, 8, 8), 1)  # 272 blocks
+    assert atrous.cuda.gemm_shape(21, 65 * 65, 2048 * 9) == ((32, 128, 8, 4, 8), 7)  # 34 blocks -> 238
+    assert atrous.cuda.gemm_shape(21, 65 * 65, 27) == ((32, 128, 8, 4, 8), 1)  # too short to split
