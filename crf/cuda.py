@@ -1,19 +1,28 @@
-"""The lattice filter and the mean-field update on a CUDA GPU.
+"""The dense CRF on a CUDA GPU: inputs, lattice filter and mean field, all on the device.
 
-The lattice is built on the CPU (:func:`crf.lattice.build`) and uploaded once;
-every filtering then runs on the device:
+With ``backend="cuda"`` nothing of size N (pixels) is computed on the CPU: the unary is
+checked and laid out points first by a kernel, the features are made from the image by
+a kernel, the lattice is built on the device (:mod:`crf.cuda_build`), and Q stays there
+through every iteration. Kernels, one thread per item, grid-stride loops, ceil-divided
+grids:
 
-splat    one thread per (vertex, channel): a gather over the vertex's CSR
-         entries (``starts``, ``splat_point``, ``splat_weight``), so no atomics;
-blur     one thread per (vertex, channel) and axis: ``v + 0.5 (v_n1 + v_n2)``,
-         axes 0..d in order (d..0 for the transpose), row M kept at zero;
-slice    one thread per (point, channel): ``alpha sum_k w_k v[vertex_k]``,
-         times the normalisation ``post`` if given;
-message  one thread per (point, label): ``energy = +-base - w (N K Q) mu``;
-softmax  one thread per point over its labels.
+unary      one thread per point: (L, H, W) -> (N, L) with the checks of
+           :func:`crf.densecrf.check_unary` (finite; not probabilities) as flags;
+features   one thread per point: ``(x, y) / theta`` or ``(x, y) / theta_alpha, RGB /
+           theta_beta``, divided in float32 as the host does;
+splat      one thread per (vertex, channel): a gather over the vertex's CSR
+           entries (``starts``, ``splat_point``, ``splat_weight``), so no atomics;
+blur       one thread per (vertex, channel) and axis: ``v + 0.5 (v_n1 + v_n2)``,
+           axes 0..d in order (d..0 for the transpose), row M kept at zero;
+slice      one thread per (point, channel): ``alpha sum_k w_k v[vertex_k]``,
+           times the normalisation ``post`` if given;
+message    one thread per (point, label), fused with the slice for the Potts and
+           diagonal penalties: ``energy = +-base - w (N K Q) mu``;
+softmax    one thread per point over its labels.
 
-Loops are grid-stride with ceil-divided grids. No kernel uses shared memory.
-Arrays keep the CPU layout: values (N, C), lattice values (M+1, C), float32.
+One mean-field iteration with the two DeepLab kernels is 14 launches (splat, d+1 blurs
+and slice-message per kernel, one softmax) and allocates nothing: the runner keeps
+its buffers. Arrays keep the CPU layout: values (N, C), lattice values (M+1, C), float32.
 
 This module is imported lazily (by ``backend="cuda"`` only), so ``import crf``
 never loads ``numba.cuda``.
@@ -32,6 +41,171 @@ def _grid(n):
     threads = config.CUDA_THREADS
     return max(1, min(config.CUDA_MAX_BLOCKS, (n + threads - 1) // threads)), threads
 
+
+# ------------------------------------------------------------------------------ inputs
+
+@cuda.jit(cache=True)
+def _unary_kernel(unary, u, flags):
+    """(L, N) energies -> (N, L) ``u``; flags[0]: the first non-finite flat index (L*N if none),
+    flags[1]: 1 if some value lies outside [0, 1], flags[2]: 1 if some pixel's sum is not 1."""
+    n_labels, n = unary.shape
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for p in range(start, n, stride):
+        total = np.float64(0.0)
+        outside = False
+        for lab in range(n_labels):
+            v = unary[lab, p]
+            u[p, lab] = v
+            if not math.isfinite(v):
+                cuda.atomic.min(flags, 0, lab * n + p)
+            if v < 0 or v > 1:
+                outside = True
+            total += v
+        if outside:
+            flags[1] = 1
+        if abs(total - 1.0) > 1e-3:
+            flags[2] = 1
+
+
+def check_unary(unary):
+    """:func:`crf.densecrf.check_unary` on the device: (L, H, W) float32 -> (N, L) device energies.
+
+    Parameters
+    ----------
+    unary : ndarray or device array of shape (L, H, W), float32
+
+    Returns
+    -------
+    device array of shape (N, L), float32, N = H*W (pixel ``row * W + column``)
+    """
+    _require_gpu()
+    shape = tuple(unary.shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"unary must have shape (L, H, W) (labels, height, width), got {shape}")
+    if is_device_array(unary) or hasattr(unary, "copy_to_host"):
+        if unary.dtype != np.float32:
+            raise TypeError(f"a device unary must be float32, got dtype {unary.dtype}")
+        d_unary = unary
+    else:
+        array = np.asarray(unary)
+        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+            raise TypeError(f"unary must hold real numbers, got dtype {array.dtype}")
+        d_unary = cuda.to_device(np.ascontiguousarray(array, dtype=np.float32))
+    n_labels, h, w = shape
+    n = h * w
+    u = cuda.device_array((n, n_labels), np.float32)
+    flags = cuda.to_device(np.array([n_labels * n, 0, 0], np.int32))
+    _unary_kernel[_grid(n)](d_unary.reshape(n_labels, n), u, flags)
+    first_bad, outside, off_one = (int(f) for f in flags.copy_to_host())
+    if first_bad < n_labels * n:
+        lab, p = divmod(first_bad, n)
+        raise ValueError(f"unary energies must be finite, got a non-finite value at (label, row, col) = "
+                         f"{(lab, p // w, p % w)}; clip probabilities before taking -log "
+                         f"(see crf.unary_from_softmax)")
+    if n_labels >= 2 and not outside and not off_one:
+        raise ValueError("unary looks like probabilities (values in [0, 1] that sum to 1 over the "
+                         "labels), expected energies such as -log P: use "
+                         "crf.unary_from_softmax(probabilities)")
+    return u
+
+
+@cuda.jit(cache=True)
+def _negated_crop_kernel(scores, out):
+    n_labels, h, w = out.shape
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, n_labels * h * w, stride):
+        lab = idx // (h * w)
+        rest = idx - lab * h * w
+        row = rest // w
+        out[lab, row, rest - row * w] = -scores[lab, row, rest - row * w]
+
+
+def negated_crop(scores, height, width):
+    """DeepLab's unary from device scores (L, H', W'): ``-scores[:, :H, :W]``, a new (L, H, W) array."""
+    if len(scores.shape) != 3 or scores.shape[1] < height or scores.shape[2] < width \
+            or scores.dtype != np.float32:
+        raise ValueError(f"scores must be a float32 device array (L, H', W') with H' >= {height} and "
+                         f"W' >= {width} (the image's size), got {tuple(scores.shape)} {scores.dtype}")
+    out = cuda.device_array((scores.shape[0], height, width), np.float32)
+    _negated_crop_kernel[_grid(out.size)](scores, out)
+    return out
+
+
+@cuda.jit(cache=True)
+def _grid_features_kernel(width, theta, out):
+    n = out.shape[0]
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for p in range(start, n, stride):
+        row = p // width
+        out[p, 0] = np.float32(p - row * width) / theta
+        out[p, 1] = np.float32(row) / theta
+
+
+@cuda.jit(cache=True)
+def _bilateral_features_kernel(image, theta_alpha, theta_beta, out):
+    h, w, c = image.shape
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for p in range(start, h * w, stride):
+        row = p // w
+        col = p - row * w
+        out[p, 0] = np.float32(col) / theta_alpha
+        out[p, 1] = np.float32(row) / theta_alpha
+        for ch in range(c):
+            out[p, 2 + ch] = np.float32(image[row, col, ch]) / theta_beta
+
+
+def gaussian_features(height, width, theta_gamma):
+    """:func:`crf.densecrf.gaussian_features` made on the device: (H*W, 2) float32."""
+    out = cuda.device_array((height * width, 2), np.float32)
+    _grid_features_kernel[_grid(height * width)](width, np.float32(theta_gamma), out)
+    return out
+
+
+def bilateral_features(image, theta_alpha, theta_beta):
+    """:func:`crf.densecrf.bilateral_features` made on the device from an (H, W, C) image (host
+    or device, already checked): (H*W, 2+C) float32."""
+    d_image = image if _on_device(image) else cuda.to_device(np.ascontiguousarray(image))
+    h, w, c = d_image.shape
+    out = cuda.device_array((h * w, 2 + c), np.float32)
+    _bilateral_features_kernel[_grid(h * w)](d_image, np.float32(theta_alpha), np.float32(theta_beta), out)
+    return out
+
+
+@cuda.jit(cache=True)
+def _inverse_norm_kernel(k1, root, tiny, out):
+    """``1 / (K 1 + tiny)`` (or its square root) in float64, rounded to float32, as the host does."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for p in range(start, out.shape[0], stride):
+        v = np.float64(k1[p, 0]) + tiny
+        out[p] = np.float32(1.0 / (math.sqrt(v) if root else v))
+
+
+def inverse_norm(k1, root, tiny):
+    """Device (N, 1) ``K 1`` -> device (N,) float32 ``1 / (K 1 + tiny)``, or ``1 / sqrt(...)``."""
+    out = cuda.device_array(k1.shape[0], np.float32)
+    _inverse_norm_kernel[_grid(k1.shape[0])](k1, root, np.float64(tiny), out)
+    return out
+
+
+@cuda.jit(cache=True)
+def _labels_major_kernel(q, out):
+    n, n_labels = q.shape
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, n * n_labels, stride):
+        lab = idx // n
+        p = idx - lab * n
+        out[lab, p] = q[p, lab]
+
+
+def labels_major(q, height, width):
+    """Device (N, L) -> device (L, H, W) float32."""
+    n, n_labels = q.shape
+    out = cuda.device_array((n_labels, n), np.float32)
+    _labels_major_kernel[_grid(n * n_labels)](q, out)
+    return out.reshape(n_labels, height, width)
+
+
+# ------------------------------------------------------------------------------ the filter
 
 @cuda.jit(cache=True)
 def _splat_kernel(values, pre, starts, points, point_weights, lat):
@@ -67,40 +241,55 @@ def _blur_kernel(src, n1, n2, dst):
             dst[v, ch] = np.float32(0.0)
 
 
+@cuda.jit(device=True, inline=True)
+def _slice_one(lat, offsets, weights, alpha, post, p, ch):
+    acc = np.float32(0.0)
+    for k in range(offsets.shape[1]):
+        acc += weights[p, k] * alpha * lat[offsets[p, k], ch]
+    if post.shape[0] > 0:
+        acc *= post[p]
+    return acc
+
+
 @cuda.jit(cache=True)
 def _slice_kernel(lat, offsets, weights, alpha, post, out):
-    n, d1 = offsets.shape
+    n = offsets.shape[0]
     c = lat.shape[1]
-    scaled = post.shape[0] > 0
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, n * c, stride):
         p = idx // c
         ch = idx - p * c
-        acc = np.float32(0.0)
-        for k in range(d1):
-            acc += weights[p, k] * alpha * lat[offsets[p, k], ch]
-        if scaled:
-            acc *= post[p]
-        out[p, ch] = acc
+        out[p, ch] = _slice_one(lat, offsets, weights, alpha, post, p, ch)
 
 
 @cuda.jit(cache=True)
-def _message_kernel(qf, w, kind, mu, base, base_sign, energy):
+def _slice_message_kernel(lat, offsets, weights, alpha, post, w, kind, mu, base, base_sign, energy):
+    """The slice of one kernel and its message for the Potts (kind 0) and diagonal (kind 1) penalties."""
+    n, n_labels = energy.shape
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, n * n_labels, stride):
+        p = idx // n_labels
+        lab = idx - p * n_labels
+        qf = _slice_one(lat, offsets, weights, alpha, post, p, lab)
+        if kind == 0:
+            message = -w * mu[0, 0] * qf  # Potts: + w s (N K Q), the per-point constant dropped
+        else:
+            message = w * mu[0, lab] * qf
+        energy[p, lab] = base_sign * base[p, lab] - message
+
+
+@cuda.jit(cache=True)
+def _message_kernel(qf, w, mu, base, base_sign, energy):
+    """The message of a full (L, L) penalty: ``energy = +-base - w qf mu``."""
     n, n_labels = qf.shape
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, n * n_labels, stride):
         p = idx // n_labels
         lab = idx - p * n_labels
-        if kind == 0:
-            message = -w * mu[0, 0] * qf[p, lab]  # Potts: + w s (N K Q), the constant dropped
-        elif kind == 1:
-            message = w * mu[0, lab] * qf[p, lab]
-        else:
-            acc = np.float32(0.0)
-            for k in range(n_labels):
-                acc += qf[p, k] * mu[k, lab]
-            message = w * acc
-        energy[p, lab] = base_sign * base[p, lab] - message
+        acc = np.float32(0.0)
+        for k in range(n_labels):
+            acc += qf[p, k] * mu[k, lab]
+        energy[p, lab] = base_sign * base[p, lab] - w * acc
 
 
 @cuda.jit(cache=True)
@@ -135,43 +324,127 @@ def _require_gpu():
 
 
 class DeviceLattice:
-    """A lattice's arrays on the device (uploaded once)."""
+    """A permutohedral lattice whose arrays live on the GPU.
 
-    def __init__(self, lattice):
+    Made by :func:`build` (built on the device) or :meth:`from_host` (a CPU-built
+    :class:`crf.lattice.Lattice`, uploaded). The arrays follow the layout of
+    :mod:`crf.lattice` (``offsets``, ``weights``, ``n1``, ``n2``, ``starts``,
+    ``splat_point``, ``splat_weight``), as device arrays; ``d``, ``n_points`` (N) and
+    ``n_vertices`` (M) are ints. :meth:`filter` has the signature of
+    :meth:`crf.lattice.Lattice.filter`; ``crf.lattice.Lattice.from_device(lattice)``
+    copies it to the host.
+    """
+
+    def __init__(self, offsets, weights, n1, n2, starts, splat_point, splat_weight, built=None):
         _require_gpu()
-        self.lattice = lattice
-        self.offsets = cuda.to_device(lattice.offsets)
-        self.weights = cuda.to_device(lattice.weights)
-        self.n1 = cuda.to_device(lattice.n1)
-        self.n2 = cuda.to_device(lattice.n2)
-        self.starts = cuda.to_device(lattice.starts)
-        self.splat_point = cuda.to_device(lattice.splat_point)
-        self.splat_weight = cuda.to_device(lattice.splat_weight)
-        self.alpha = slice_alpha(lattice.d)
+        self.offsets, self.weights, self.n1, self.n2 = offsets, weights, n1, n2
+        self.starts, self.splat_point, self.splat_weight = starts, splat_point, splat_weight
+        self.n_points, d1 = offsets.shape
+        self.d = d1 - 1
+        self.n_vertices = n1.shape[1]
+        self.alpha = slice_alpha(self.d)
         self.empty = cuda.to_device(_EMPTY)
+        self._built = built  # the device build's own record (keys on demand), if built here
+        self._source = None  # the host arrays, if uploaded from a host lattice
         self._scratch = {}
+
+    @classmethod
+    def from_host(cls, lattice):
+        """Upload a :class:`crf.lattice.Lattice`."""
+        dev = cls(*(cuda.to_device(a) for a in (lattice.offsets, lattice.weights, lattice.n1, lattice.n2,
+                                                 lattice.starts, lattice.splat_point, lattice.splat_weight)))
+        dev._source = (lattice.offsets, lattice.weights, lattice.keys, lattice.n1, lattice.n2, lattice.starts,
+                       lattice.splat_point, lattice.splat_weight)
+        return dev
+
+    def __repr__(self):
+        return f"DeviceLattice(d={self.d}, n_points={self.n_points}, n_vertices={self.n_vertices})"
+
+    def nbytes(self):
+        """Bytes held by the lattice's arrays on the device."""
+        return sum(a.nbytes for a in (self.offsets, self.weights, self.n1, self.n2, self.starts,
+                                      self.splat_point, self.splat_weight))
+
+    def host_arrays(self):
+        """Host copies of the arrays in :class:`crf.lattice.Lattice`'s constructor order (for
+        :meth:`crf.lattice.Lattice.from_device`)."""
+        if self._built is not None:
+            return self._built.host_arrays()
+        return self._source
 
     def scratch(self, channels):
         if channels not in self._scratch:
-            shape = (self.lattice.n_vertices + 1, channels)
+            shape = (self.n_vertices + 1, channels)
             self._scratch[channels] = (cuda.device_array(shape, np.float32),
                                        cuda.device_array(shape, np.float32))
         return self._scratch[channels]
 
-    def filter(self, values, out, pre=None, post=None, reverse=False):
-        """Device (N, C) values -> device (N, C) ``out`` = post * K (pre * values)."""
-        m, c = self.lattice.n_vertices, values.shape[1]
+    def splat_blur(self, values, pre=None, reverse=False):
+        """Device (N, C) values (times ``pre`` (N,) if given) -> the blurred (M+1, C) lattice values,
+        in one of this lattice's scratch buffers."""
+        m, c = self.n_vertices, values.shape[1]
         lat, tmp = self.scratch(c)
         grid = _grid((m + 1) * c)
         _splat_kernel[grid](values, self.empty if pre is None else pre, self.starts, self.splat_point,
                             self.splat_weight, lat)
-        d1 = self.lattice.d + 1
+        d1 = self.d + 1
         for j in (range(d1 - 1, -1, -1) if reverse else range(d1)):
             _blur_kernel[grid](lat, self.n1[j], self.n2[j], tmp)
             lat, tmp = tmp, lat
-        _slice_kernel[_grid(values.shape[0] * c)](lat, self.offsets, self.weights, self.alpha,
-                                                  self.empty if post is None else post, out)
+        return lat
+
+    def filter_into(self, values, out, pre=None, post=None, reverse=False):
+        """Device (N, C) values -> device (N, C) ``out`` = post * K (pre * values)."""
+        lat = self.splat_blur(values, pre, reverse)
+        _slice_kernel[_grid(values.shape[0] * values.shape[1])](
+            lat, self.offsets, self.weights, self.alpha, self.empty if post is None else post, out)
         return out
+
+    def filter(self, values, reverse=False, backend="cuda"):
+        """:meth:`crf.lattice.Lattice.filter` of this lattice: (N, C) values, host or device.
+
+        Returns a device array for a device array in, else a NumPy array.
+        """
+        if backend not in ("cuda", "auto"):
+            raise ValueError(f"a lattice on the GPU filters with backend='cuda', got {backend!r}; "
+                             f"copy it with crf.Lattice.from_device for the CPU")
+        return lattice_filter(self, values, reverse)
+
+
+def device_lattice(lattice):
+    """The GPU form of a lattice: a :class:`DeviceLattice` as it is, a host lattice's device copy."""
+    return lattice if isinstance(lattice, DeviceLattice) else lattice.on_device()
+
+
+def build(features):
+    """Build the lattice of (N, d) float32 features on the GPU (:mod:`crf.cuda_build`).
+
+    Parameters
+    ----------
+    features : ndarray (checked by the caller) or device array of shape (N, d), float32
+
+    Returns
+    -------
+    DeviceLattice
+    """
+    _require_gpu()
+    from crf.cuda_build import build_device
+    arrays = build_device(features if _on_device(features) else cuda.to_device(features))
+    return DeviceLattice(arrays.offsets, arrays.weights, arrays.n1, arrays.n2, arrays.starts,
+                         arrays.splat_point, arrays.splat_weight, built=arrays)
+
+
+def norm_of(lattice):
+    """``K 1`` of a :class:`DeviceLattice`: a device (N, 1) float32 array (the normaliser's input)."""
+    ones = cuda.device_array((lattice.n_points, 1), np.float32)
+    _fill_kernel[_grid(lattice.n_points)](ones.reshape(lattice.n_points), np.float32(1.0))
+    return lattice.filter_into(ones, cuda.device_array((lattice.n_points, 1), np.float32))
+
+
+@cuda.jit(cache=True)
+def _fill_kernel(a, value):
+    for t in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[t] = value
 
 
 def lattice_filter(lattice, values, reverse=False):
@@ -179,7 +452,7 @@ def lattice_filter(lattice, values, reverse=False):
 
     Parameters
     ----------
-    lattice : crf.lattice.Lattice
+    lattice : crf.lattice.Lattice or DeviceLattice
     values : ndarray or CUDA device array of shape (N, C), float32
         Host arrays come checked by the caller (:meth:`crf.lattice.Lattice.filter`).
     reverse : bool
@@ -189,66 +462,86 @@ def lattice_filter(lattice, values, reverse=False):
     The filtered (N, C) float32 values: a device array for a device array in,
     else a NumPy array.
     """
+    dev = device_lattice(lattice)
     on_device = _on_device(values)
     if on_device:
-        if values.ndim != 2 or values.shape[0] != lattice.n_points or values.dtype != np.float32:
-            raise ValueError(f"values must be a float32 device array of shape (N={lattice.n_points}, C), "
+        if values.ndim != 2 or values.shape[0] != dev.n_points or values.dtype != np.float32:
+            raise ValueError(f"values must be a float32 device array of shape (N={dev.n_points}, C), "
                              f"got {values.shape} {values.dtype}")
         d_values = values
     else:
+        values = np.asarray(values)
+        if values.ndim != 2 or values.shape[0] != dev.n_points:
+            raise ValueError(f"values must have shape (N={dev.n_points}, C), got {values.shape}")
         d_values = cuda.to_device(np.ascontiguousarray(values, dtype=np.float32))
     out = cuda.device_array(d_values.shape, np.float32)
-    lattice.on_device().filter(d_values, out, reverse=reverse)
+    dev.filter_into(d_values, out, reverse=reverse)
     return out if on_device else out.copy_to_host()
 
 
 class MeanFieldRunner:
-    """The mean-field loop of :class:`crf.DenseCRF` with Q kept on the device."""
+    """The mean-field loop of :class:`crf.DenseCRF` with U and Q kept on the device.
+
+    ``u`` is a host (N, L) array or already a device one (:func:`check_unary`);
+    the kernels' lattices are :class:`DeviceLattice` objects or host lattices
+    (uploaded once), their ``pre``/``post`` host or device (N,) arrays.
+    """
 
     def __init__(self, u, kernels):
         _require_gpu()
-        self.u = cuda.to_device(u)  # (N, L)
-        self.shape = u.shape
+        self.u = u if _on_device(u) else cuda.to_device(np.ascontiguousarray(u, dtype=np.float32))
+        self.shape = tuple(u.shape)
         self.kernels = []
         for kernel in kernels:
-            dev = kernel.lattice.on_device()
-            pre = None if kernel.pre is None else cuda.to_device(kernel.pre)
-            post = None if kernel.post is None else cuda.to_device(kernel.post)
+            pre = None if kernel.pre is None else self._as_device(kernel.pre)
+            post = None if kernel.post is None else self._as_device(kernel.post)
             mu = cuda.to_device(np.ascontiguousarray(kernel.mu.reshape(-1, kernel.mu.shape[-1])))
-            self.kernels.append((kernel, dev, pre, post, mu))
+            self.kernels.append((kernel, device_lattice(kernel.lattice), pre, post, mu))
         self._qf = cuda.device_array(self.shape, np.float32)
         self._energy = cuda.device_array(self.shape, np.float32)
+        self._q = (cuda.device_array(self.shape, np.float32), cuda.device_array(self.shape, np.float32))
 
     def to_host(self, q):
         return q.copy_to_host() if _on_device(q) else q
 
+    def _next_buffer(self, q):
+        """The Q buffer that is not ``q`` (so that a step never overwrites its input)."""
+        return self._q[1] if q is self._q[0] else self._q[0]
+
     def start(self):
-        q = cuda.device_array(self.shape, np.float32)
+        q = self._next_buffer(None)
         _softmax_kernel[_grid(self.shape[0])](self.u, np.float32(-1.0), q)
         return q
 
-    def _as_device(self, q):
-        return q if _on_device(q) else cuda.to_device(np.ascontiguousarray(q, dtype=np.float32))
+    @staticmethod
+    def _as_device(a):
+        return a if _on_device(a) else cuda.to_device(np.ascontiguousarray(a, dtype=np.float32))
 
     def messages(self, q):
+        """Every kernel's ``N_m K_m q`` as host (N, L) arrays (for the free energy)."""
         q = self._as_device(q)
         out = []
         for _, dev, pre, post, _ in self.kernels:
-            qf = cuda.device_array(self.shape, np.float32)
-            dev.filter(q, qf, pre, post)
-            out.append(qf.copy_to_host())
+            dev.filter_into(q, self._qf, pre, post)
+            out.append(self._qf.copy_to_host())
         return out
 
     def step(self, q):
+        """One update; returns the new Q in one of the runner's two device buffers."""
         q = self._as_device(q)
         if not self.kernels:
             return self.start()
         grid = _grid(self.shape[0] * self.shape[1])
         for i, (kernel, dev, pre, post, mu) in enumerate(self.kernels):
-            dev.filter(q, self._qf, pre, post)
-            _message_kernel[grid](self._qf, np.float32(kernel.w), kernel.kind, mu,
-                                  self.u if i == 0 else self._energy, np.float32(-1.0 if i == 0 else 1.0),
-                                  self._energy)
-        out = cuda.device_array(self.shape, np.float32)
+            lat = dev.splat_blur(q, pre)
+            base, sign = (self.u, np.float32(-1.0)) if i == 0 else (self._energy, np.float32(1.0))
+            empty = dev.empty if post is None else post
+            if kernel.kind == 2:  # a full penalty needs every label's slice first
+                _slice_kernel[grid](lat, dev.offsets, dev.weights, dev.alpha, empty, self._qf)
+                _message_kernel[grid](self._qf, np.float32(kernel.w), mu, base, sign, self._energy)
+            else:
+                _slice_message_kernel[grid](lat, dev.offsets, dev.weights, dev.alpha, empty,
+                                            np.float32(kernel.w), kernel.kind, mu, base, sign, self._energy)
+        out = self._next_buffer(q)
         _softmax_kernel[_grid(self.shape[0])](self._energy, np.float32(1.0), out)
         return out

@@ -51,10 +51,15 @@ from crf import lattice as lattice_mod
 from crf.lattice_cpu import filter_cpu
 from crf.lattice_reference import filter_numpy
 from crf import meanfield
-from crf.backend import resolve_backend
+from crf.backend import is_device_array, resolve_backend
 
 NORMALIZATIONS = ("per_pixel", "symmetric", "none")
 _TINY = 1e-20  # added to K 1 before dividing, as densecrf does
+
+
+def _is_device(a):
+    """A CUDA device array (the simulator's arrays lack ``__cuda_array_interface__``)."""
+    return is_device_array(a) or hasattr(a, "copy_to_host")
 
 
 def _positive(name, value):
@@ -94,8 +99,17 @@ def check_unary(unary):
     return u
 
 
-def check_image(image, height, width):
-    """Validate an (H, W, 3) uint8 image against the unary's height and width."""
+def check_image(image, height, width, device=False):
+    """Validate an (H, W, 3) uint8 image against the unary's height and width.
+
+    With ``device`` a CUDA device array is accepted as well (and returned as it is).
+    """
+    if device and _is_device(image):
+        if len(image.shape) != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
+                or tuple(image.shape[:2]) != (height, width):
+            raise ValueError(f"image must be a uint8 device array of shape (H={height}, W={width}, 3), got "
+                             f"{tuple(image.shape)} {image.dtype}")
+        return image
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a NumPy array of shape (H, W, 3), uint8, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
@@ -180,11 +194,28 @@ class Kernel:
 
 
 def lattice_and_norm(features, backend):
-    """Build the lattice of (N, d) features; return it and ``K 1`` (N,) float64."""
+    """Build the lattice of (N, d) features; return it and ``K 1``.
+
+    ``K 1`` is (N,) float64 on the host, or an (N, 1) float32 device array for
+    ``backend="cuda"``, where the lattice is built on the GPU (features host or device).
+    """
+    if backend == "cuda":
+        from crf import cuda as crf_cuda  # numba.cuda is loaded only for the CUDA backend
+        lattice = lattice_mod.build(features, backend="cuda")
+        return lattice, crf_cuda.norm_of(lattice)
     lattice_backend = "numpy" if backend == "numpy" else "cpu"
     lattice = lattice_mod.build(features, backend=lattice_backend)
     ones = np.ones((features.shape[0], 1), np.float32)
     return lattice, lattice.filter(ones, backend=lattice_backend)[:, 0].astype(np.float64)
+
+
+def inverse_norm(k1, root, backend):
+    """``1 / (K 1 + tiny)``, or ``1 / sqrt(K 1 + tiny)`` with ``root``, as (N,) float32 (a device
+    array for ``backend="cuda"``); ``k1`` as :func:`lattice_and_norm` returns it."""
+    if backend == "cuda":
+        from crf import cuda as crf_cuda
+        return crf_cuda.inverse_norm(k1, root, _TINY)
+    return (1.0 / (np.sqrt(k1 + _TINY) if root else k1 + _TINY)).astype(np.float32)
 
 
 def make_kernel(features, w, compat, normalization, n_labels, backend):
@@ -195,9 +226,9 @@ def make_kernel(features, w, compat, normalization, n_labels, backend):
     lattice, k1 = lattice_and_norm(features, backend)
     pre = post = None
     if normalization == "per_pixel":
-        post = (1.0 / (k1 + _TINY)).astype(np.float32)
+        post = inverse_norm(k1, False, backend)
     elif normalization == "symmetric":
-        pre = post = (1.0 / np.sqrt(k1 + _TINY)).astype(np.float32)
+        pre = post = inverse_norm(k1, True, backend)
     return Kernel(lattice, w, kind, mu, mu_full, pre, post)
 
 
@@ -208,8 +239,12 @@ class DenseCRF:
     ----------
     unary : ndarray of shape (L, H, W)
         Unary energies ``psi_u`` (lower is more likely), e.g. ``-log P`` from
-        :func:`crf.unary_from_softmax` or ``-scores``. Finite.
+        :func:`crf.unary_from_softmax` or ``-scores``. Finite. With
+        ``backend="cuda"`` (or ``"auto"``) it may be a float32 CUDA device array:
+        :meth:`inference` then returns a device array too.
     backend : {"numpy", "cpu", "cuda", "auto"}
+        ``"cuda"`` does every O(N) step on the GPU: the unary's checks and layout,
+        the features, the lattices (built there) and mean field.
 
     Attributes
     ----------
@@ -228,11 +263,22 @@ class DenseCRF:
     """
 
     def __init__(self, unary, backend="auto"):
-        self.backend = resolve_backend(backend)
-        self.unary = check_unary(unary)
-        self.n_labels, self.height, self.width = self.unary.shape
-        n = self.height * self.width
-        self._u = np.ascontiguousarray(self.unary.reshape(self.n_labels, n).T)  # (N, L)
+        self.backend = resolve_backend(backend, unary)
+        self._device_in = _is_device(unary)
+        if self._device_in and self.backend != "cuda":
+            raise TypeError(f"a CUDA device array of unary energies needs backend='cuda' or 'auto', "
+                            f"got {backend!r}")
+        if self.backend == "cuda":
+            from crf import cuda as crf_cuda  # numba.cuda is loaded only for the CUDA backend
+            self.unary = unary
+            self._u = crf_cuda.check_unary(unary)  # (N, L) device array
+            self.n_labels, self.height, self.width = (int(s) for s in unary.shape)
+        else:
+            self.unary = check_unary(unary)
+            self.n_labels, self.height, self.width = self.unary.shape
+            n = self.height * self.width
+            self._u = np.ascontiguousarray(self.unary.reshape(self.n_labels, n).T)  # (N, L)
+        self._u_host = None
         self.kernels = []
         self.free_energy_history = []
         self.inference_seconds, self._iterations_run = None, 0
@@ -261,7 +307,12 @@ class DenseCRF:
 
     def add_gaussian(self, theta_gamma, w, compat=None, normalization="per_pixel"):
         """Add the smoothness kernel ``w exp(-|p_i - p_j|^2 / (2 theta_gamma^2))``."""
-        self._add(gaussian_features(self.height, self.width, theta_gamma), w, compat, normalization, "gaussian")
+        if self.backend == "cuda":
+            from crf import cuda as crf_cuda
+            features = crf_cuda.gaussian_features(self.height, self.width, _positive("theta_gamma", theta_gamma))
+        else:
+            features = gaussian_features(self.height, self.width, theta_gamma)
+        self._add(features, w, compat, normalization, "gaussian")
 
     def add_bilateral(self, image, theta_alpha, theta_beta, w, compat=None, normalization="per_pixel"):
         """Add the appearance kernel over positions and colours.
@@ -271,10 +322,17 @@ class DenseCRF:
         Parameters
         ----------
         image : ndarray of shape (H, W, 3), uint8
-            The colours I, in the order given (DeepLab's offline tool: RGB).
+            The colours I, in the order given (DeepLab's offline tool: RGB). A CUDA
+            device array with ``backend="cuda"``.
         """
-        image = check_image(image, self.height, self.width)
-        self._add(bilateral_features(image, theta_alpha, theta_beta), w, compat, normalization, "bilateral")
+        if self.backend == "cuda":
+            from crf import cuda as crf_cuda
+            image = check_image(image, self.height, self.width, device=True)
+            features = crf_cuda.bilateral_features(image, _positive("theta_alpha", theta_alpha),
+                                                   _positive("theta_beta", theta_beta))
+        else:
+            features = bilateral_features(check_image(image, self.height, self.width), theta_alpha, theta_beta)
+        self._add(features, w, compat, normalization, "bilateral")
 
     def _add(self, features, w, compat, normalization, name):
         w = _finite("w", w)
@@ -328,7 +386,8 @@ class DenseCRF:
         Returns
         -------
         ndarray of shape (L, H, W), float32
-            The marginals Q; every pixel's values sum to 1.
+            The marginals Q; every pixel's values sum to 1. A CUDA device array
+            when the unary was one.
         """
         if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
             raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
@@ -342,7 +401,11 @@ class DenseCRF:
             q = runner.step(q)
         if track_free_energy:
             self.free_energy_history.append(self._free_energy_nl(q))
-        q = self._to_lhw(runner.to_host(q))
+        if self._device_in:  # device in, device out: (N, L) -> (L, H, W) on the GPU
+            from crf import cuda as crf_cuda
+            q = crf_cuda.labels_major(q, self.height, self.width)
+        else:
+            q = self._to_lhw(runner.to_host(q))
         self.inference_seconds, self._iterations_run = time.perf_counter() - start, int(iterations)
         return q
 
@@ -370,8 +433,10 @@ class DenseCRF:
         return lines
 
     def map(self, iterations=10):
-        """Most likely label per pixel after ``iterations`` updates, (H, W) int32."""
-        return self.inference(iterations).argmax(axis=0).astype(np.int32)
+        """Most likely label per pixel after ``iterations`` updates, (H, W) int32 (on the host)."""
+        q = self.inference(iterations)
+        q = q.copy_to_host() if self._device_in else q
+        return q.argmax(axis=0).astype(np.int32)
 
     def free_energy(self, q):
         """The mean-field free energy of Q, ``KL(Q || P) - log Z``.
@@ -399,7 +464,9 @@ class DenseCRF:
     def _free_energy_nl(self, q_nl):
         runner = self._get_runner()
         q = runner.to_host(q_nl).astype(np.float64)  # (N, L)
-        value = float((q * np.log(np.maximum(q, 1e-20))).sum() + (self._u * q).sum())
+        if self._u_host is None:
+            self._u_host = runner.to_host(self._u)  # (N, L)
+        value = float((q * np.log(np.maximum(q, 1e-20))).sum() + (self._u_host * q).sum())
         for kernel, qf in zip(self.kernels, runner.messages(q_nl)):
             value += 0.5 * kernel.w * float((q * (qf.astype(np.float64) @ kernel.mu_full)).sum())
         return value

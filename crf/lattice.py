@@ -40,7 +40,8 @@ filter
 
 Code: this module holds the public API (:class:`Lattice`, :func:`build`, the
 input checks); :mod:`crf.lattice_reference` the NumPy reference,
-:mod:`crf.lattice_cpu` the Numba CPU kernels, :mod:`crf.cuda` the GPU filter.
+:mod:`crf.lattice_cpu` the Numba CPU kernels, :mod:`crf.cuda_build` the GPU build and
+:mod:`crf.cuda` the GPU filter.
 
 Layout (all C-contiguous)
 -------------------------
@@ -122,6 +123,11 @@ class Lattice:
         self._device = None  # the CUDA copy (crf.cuda.DeviceLattice), uploaded on first use
         self._chains = None  # (chain_order, chain_bounds) for the CPU blur, built on first use
 
+    @classmethod
+    def from_device(cls, lattice):
+        """The host copy of a lattice on the GPU (:class:`crf.cuda.DeviceLattice`), e.g. one built there."""
+        return cls(*lattice.host_arrays())
+
     def chains(self):
         """``(chain_order (d+1, M) int32, chain_bounds (d+1, B+1) int64)``; see the module docstring."""
         if self._chains is None:
@@ -135,7 +141,7 @@ class Lattice:
         """The lattice's arrays on the GPU (:class:`crf.cuda.DeviceLattice`), uploaded on first use."""
         if self._device is None:
             from crf.cuda import DeviceLattice  # numba.cuda is loaded only for the CUDA backend
-            self._device = DeviceLattice(self)
+            self._device = DeviceLattice.from_host(self)
         return self._device
 
     def nbytes(self):
@@ -185,9 +191,19 @@ def _check_values(values, n_points):
     return np.ascontiguousarray(values, dtype=np.float32)
 
 
+def _check_device_features(features):
+    """The shape and dtype of device features (their values are the caller's to keep finite)."""
+    if len(features.shape) != 2 or features.shape[0] < 1 or features.shape[1] < 1 \
+            or features.dtype != np.float32:
+        raise ValueError(f"device features must be a float32 array of shape (N, d) with N, d >= 1, got "
+                         f"{tuple(features.shape)} {features.dtype}")
+    return features
+
+
 def _check_features(features):
     if is_device_array(features):
-        raise TypeError("features must be a NumPy array: the lattice is built on the CPU")
+        raise TypeError("device features need backend='cuda' (or 'auto'): the NumPy and CPU builds "
+                        "read host arrays")
     features = np.asarray(features)
     if features.ndim != 2 or features.shape[0] < 1 or features.shape[1] < 1:
         raise ValueError(f"features must have shape (N, d) with N, d >= 1, got {features.shape}")
@@ -214,14 +230,21 @@ def build(features, backend="auto"):
         Each feature already divided by its standard deviation, e.g. ``(x/theta,
         y/theta)`` for a spatial Gaussian.
     backend : {"numpy", "cpu", "cuda", "auto"}
-        ``"numpy"`` builds with the vectorised reference; every other choice
-        builds with the Numba CPU kernels (a CUDA filter uploads the result).
+        ``"numpy"`` builds with the vectorised reference, ``"cpu"`` with the
+        Numba CPU kernels, ``"cuda"`` on the GPU (:mod:`crf.cuda_build`; a CUDA
+        device array of features stays on the device).
 
     Returns
     -------
-    Lattice
+    Lattice, or crf.cuda.DeviceLattice for ``"cuda"`` (the same ``filter``; its
+    arrays are device arrays; :meth:`Lattice.from_device` copies it to the host)
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, features)
+    if backend == "cuda":
+        from crf import cuda as crf_cuda  # numba.cuda is loaded only for the CUDA backend
+        if is_device_array(features) or hasattr(features, "copy_to_host"):
+            return crf_cuda.build(_check_device_features(features))
+        return crf_cuda.build(_check_features(features))
     features = _check_features(features)
     if backend == "numpy":
         return Lattice(*build_numpy(features))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crf.backend import is_device_array
 from crf.densecrf import DenseCRF, bilateral_features
 
 
@@ -73,10 +74,15 @@ def deeplab_crf(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto"
     """The model of :func:`deeplab_refine` before inference: a :class:`DenseCRF` with the preset's
     kernels (run ``.inference(get_preset(preset).iterations)``; ``.summary()`` gives sizes and times)."""
     p = get_preset(preset)
-    if not isinstance(image, np.ndarray) or image.ndim != 3:
+    device = is_device_array(scores) or hasattr(scores, "copy_to_host")
+    if not (isinstance(image, np.ndarray) or device) or len(image.shape) != 3:
         raise ValueError(f"image must be an (H, W, 3) uint8 array, got {getattr(image, 'shape', image)!r}")
-    s = _check_scores(scores, image.shape[0], image.shape[1])
-    crf = DenseCRF(-np.asarray(s, dtype=np.float32), backend=backend)  # unary = -score
+    if device:  # scores on the GPU: the unary is made there, and the CRF runs there
+        from crf import cuda as crf_cuda
+        crf = DenseCRF(crf_cuda.negated_crop(scores, image.shape[0], image.shape[1]), backend=backend)
+    else:
+        s = _check_scores(scores, image.shape[0], image.shape[1])
+        crf = DenseCRF(-np.asarray(s, dtype=np.float32), backend=backend)  # unary = -score
     crf.add_bilateral(image, p.theta_alpha, p.theta_beta, p.w_bilateral)
     crf.add_gaussian(p.theta_gamma, p.w_gaussian)
     return crf
@@ -88,8 +94,10 @@ def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="au
     Parameters
     ----------
     image : ndarray of shape (H, W, 3), uint8, RGB
+        A CUDA device array as well when ``scores`` is one.
     scores : ndarray of shape (L, H', W'), H' >= H, W' >= W
         The upsampled network scores (e.g. 513 x 513); the top-left H x W is used.
+        A float32 CUDA device array keeps the whole CRF on the GPU.
     preset : str or Preset
     backend : {"numpy", "cpu", "cuda", "auto"}
 
@@ -97,6 +105,7 @@ def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="au
     -------
     ndarray of shape (L, H, W), float32
         Q after ``preset.iterations`` updates; ``Q.argmax(0)`` is the labelling.
+        A device array for device scores.
     """
     return deeplab_crf(image, scores, preset, backend).inference(get_preset(preset).iterations)
 

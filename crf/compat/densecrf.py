@@ -39,12 +39,11 @@ from numbers import Real
 import numpy as np
 
 from crf.backend import resolve_backend
-from crf.densecrf import HostRunner, Kernel, check_image, lattice_and_norm
+from crf.densecrf import HostRunner, Kernel, check_image, inverse_norm, lattice_and_norm
 from crf.meanfield import KIND_DIAGONAL, KIND_MATRIX, KIND_POTTS
 
 CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
 NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = 0, 1, 2, 3
-_TINY = 1e-20
 
 
 def _compat(compat, n_labels):
@@ -117,11 +116,11 @@ class DenseCRF:
         lattice, k1 = lattice_and_norm(features, self._backend)
         pre = post = None
         if normalization == NORMALIZE_SYMMETRIC:
-            pre = post = (1.0 / np.sqrt(k1 + _TINY)).astype(np.float32)
+            pre = post = inverse_norm(k1, True, self._backend)
         elif normalization == NORMALIZE_BEFORE:
-            pre = (1.0 / (k1 + _TINY)).astype(np.float32)
+            pre = inverse_norm(k1, False, self._backend)
         elif normalization == NORMALIZE_AFTER:
-            post = (1.0 / (k1 + _TINY)).astype(np.float32)
+            post = inverse_norm(k1, False, self._backend)
         self._kernels.append(Kernel(lattice, 1.0, kind, mu, mu_full, pre, post))
         self._runner = None
 

@@ -76,3 +76,50 @@ def test_facade_cuda_stepping(in_cudasim):
         results.append((q.copy(), d.klDivergence(q)))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=2e-5)
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
+
+
+def test_device_unary_in_device_q_out(in_cudasim):
+    from numba import cuda
+    h, w = _size(in_cudasim, (4, 5), (60, 80))
+    image = photo(h, w, seed=8)
+    unary = crf.unary_from_logits(smooth_logits(3, h, w, seed=9, stride=2))
+    out = {}
+    for name, u, img in (("host", unary, image), ("device", cuda.to_device(unary), cuda.to_device(image))):
+        c = crf.DenseCRF(u, backend="cuda")
+        c.add_bilateral(img, 3, 10, 2.0)
+        c.add_gaussian(1, 1.0)
+        out[name] = c.inference(2)
+    assert isinstance(out["host"], np.ndarray) and hasattr(out["device"], "copy_to_host")
+    np.testing.assert_array_equal(out["device"].copy_to_host(), out["host"])
+    q = crf.deeplab_refine(cuda.to_device(image), cuda.to_device(np.pad(-unary, ((0, 0), (0, 2), (0, 1)))),
+                           preset=crf.Preset("p", 2.0, 3, 10, 1.0, 1, 2, "a test"), backend="cuda")
+    np.testing.assert_array_equal(q.copy_to_host(), out["host"])  # scores cropped on the device
+
+
+def test_device_inputs_are_checked_on_the_device():
+    from numba import cuda
+    unary = crf.unary_from_logits(smooth_logits(3, 4, 5, seed=1, stride=2))
+    bad = unary.copy()
+    bad[2, 3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"finite.*\(2, 3, 1\)"):
+        crf.DenseCRF(cuda.to_device(bad), backend="cuda")
+    probabilities = np.exp(-unary) / np.exp(-unary).sum(axis=0)
+    with pytest.raises(ValueError, match="probabilities"):
+        crf.DenseCRF(cuda.to_device(probabilities.astype(np.float32)), backend="cuda")
+    c = crf.DenseCRF(cuda.to_device(unary), backend="cuda")
+    with pytest.raises(ValueError, match=r"\(H=4, W=5, 3\)"):
+        c.add_bilateral(cuda.to_device(np.zeros((5, 4, 3), np.uint8)), 3, 10, 1.0)
+
+
+def test_device_features_and_normalisers_equal_the_hosts():
+    from crf import cuda as crf_cuda
+    from crf.densecrf import bilateral_features, gaussian_features, inverse_norm
+    image = photo(5, 6, seed=2)
+    np.testing.assert_array_equal(crf_cuda.gaussian_features(5, 6, 3.0).copy_to_host(), gaussian_features(5, 6, 3.0))
+    np.testing.assert_array_equal(crf_cuda.bilateral_features(image, 7.0, 3.0).copy_to_host(),
+                                  bilateral_features(image, 7.0, 3.0))
+    from numba import cuda
+    k1 = np.random.default_rng(0).uniform(0.5, 40, (30, 1)).astype(np.float32)
+    for root in (False, True):
+        got = inverse_norm(cuda.to_device(k1), root, "cuda").copy_to_host()
+        np.testing.assert_array_equal(got, inverse_norm(k1[:, 0].astype(np.float64), root, "cpu"))
