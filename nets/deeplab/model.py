@@ -37,6 +37,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image
 
+from atrous.backend import resolve_backend
 from nets import layers as L
 from nets.caffe import is_npz, read_prototxt
 from nets.deeplab import shapes_dataset
@@ -55,9 +56,10 @@ class Segmentation:
     ----------
     labels : ndarray of shape (H, W), uint8
         Class per pixel (argmax, Caffe's tie rule: the highest label among equals).
-    probabilities : ndarray of shape (L, H, W), float32
-        Softmax of the scores, or the CRF's marginals Q when a CRF ran.
-    scores : ndarray of shape (L, H, W), float32
+    probabilities : ndarray of shape (L, H, W), float32, or None
+        Softmax of the scores, or the CRF's marginals Q when a CRF ran (None when
+        ``segment(..., probabilities=False)``).
+    scores : ndarray of shape (L, H, W), float32, or None
         The network's pre-softmax scores (``fc8_interp`` / ``fc1_interp``), top-left HxW.
     timings : dict of str to float
         Seconds per stage: ``resize``, ``preprocess``, ``network``, ``crf``, ``postprocess``.
@@ -151,7 +153,7 @@ class Model:
             raise ValueError(f"{self.name} already fuses several scales of its input; scales are for "
                              f"single-scale nets (e.g. deeplab-v2-resnet101 for the MSC model's tower)")
 
-    def segment(self, image, crf=None, scales=(1.0,), backend="auto"):
+    def segment(self, image, crf=None, scales=(1.0,), backend="auto", probabilities=True):
         """Segment one RGB image.
 
         Parameters
@@ -165,55 +167,134 @@ class Model:
             Input scales fused by MAX (:mod:`nets.deeplab.processing`); ``(1,)`` is the
             plain forward pass.
         backend : {"numpy", "cpu", "cuda", "auto"}
+            ``"cuda"`` keeps every step on the GPU (:mod:`nets.deeplab.on_device`).
+        probabilities : bool
+            Also return the probabilities and scores (False: ``None``, and with
+            ``"cuda"`` only the labels are copied back from the GPU).
 
         Returns
         -------
         Segmentation
         """
+        return self.segment_batch([image], crf, scales, backend, probabilities)[0]
+
+    def segment_batch(self, images, crf=None, scales=(1.0,), backend="auto", probabilities=True):
+        """Segment several RGB images of one size with one forward pass (a batch of N).
+
+        Parameters
+        ----------
+        images : sequence of ndarray of shape (H, W, 3), uint8, RGB, all of one size
+        crf, scales, backend, probabilities : see :meth:`segment`
+
+        Returns
+        -------
+        list of Segmentation
+            One per image, in order. Their ``timings["network"]`` is the batch's forward
+            pass divided by the number of images.
+        """
+        images = [self._check_image(image) for image in images]
+        if not images:
+            return []
+        if len({image.shape for image in images}) != 1:
+            raise ValueError(f"a batch holds images of one size, got {sorted({i.shape for i in images})}; "
+                             f"segment images of other sizes in batches of their own")
+        preset = resolve_preset(crf, self)
+        scales = parse_scales(scales)
+        self.check_scales(scales)
+        backend = resolve_backend(backend)
+        height, width = images[0].shape[:2]
+        times = {"crf": 0.0, "postprocess": 0.0}
+        t = time.perf_counter()
+        work_h, work_w = resize_rule(height, width, self.crop_size)
+        resized = (work_h, work_w) != (height, width)
+        if resized:
+            warnings.warn(f"the image is {height}x{width}, larger than the net's {self.crop_size}x"
+                          f"{self.crop_size} input: it is resized to {work_h}x{work_w} and the labels are "
+                          f"resized back (nearest neighbour)", UserWarning, stacklevel=3)
+            images_work = [np.asarray(Image.fromarray(image).resize((work_w, work_h), Image.BILINEAR))
+                           for image in images]
+        else:
+            images_work = images
+        works = np.stack(images_work)  # (B, h, w, 3) uint8
+        times["resize"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        if backend == "cuda":
+            from nets.deeplab import on_device  # numba.cuda is loaded only for the CUDA backend
+            works = on_device.upload(works)
+            data = on_device.preprocess(works, self.crop_size)  # (B, 3, S, S) on the GPU
+        else:
+            data = np.concatenate([preprocess(work, self.crop_size) for work in works])  # (B, 3, S, S)
+        times["preprocess"] = time.perf_counter() - t
+        t = time.perf_counter()
+        scores = forward_scores(self.net, data, self.scores, scales, backend)  # (B, L, S, S)
+        if backend == "cuda":
+            on_device.synchronize()
+        times["network"] = (time.perf_counter() - t) / len(images)
+        results = []
+        for b in range(len(images)):
+            if backend == "cuda":
+                result = self._finish_on_device(works[b], scores[b], preset, work_h, work_w, probabilities, times)
+            else:
+                result = self._finish(works[b], scores[b], preset, work_h, work_w, backend, times)
+            if resized:
+                t = time.perf_counter()
+                result.labels = np.asarray(Image.fromarray(result.labels).resize((width, height), Image.NEAREST))
+                if probabilities:
+                    result.probabilities = L.interp(np.ascontiguousarray(result.probabilities), height=height,
+                                                    width=width, backend="numpy")
+                    result.scores = L.interp(result.scores, height=height, width=width, backend="numpy")
+                result.timings["resize"] += time.perf_counter() - t
+            if not probabilities:
+                result.probabilities = result.scores = None
+            results.append(result)
+        return results
+
+    @staticmethod
+    def _check_image(image):
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
             raise ValueError(f"image must be an (H, W, 3) uint8 RGB array (read files with "
                              f"nets.app.imageio.read_image), got shape {image.shape} dtype {image.dtype}")
-        preset = resolve_preset(crf, self)
-        scales = parse_scales(scales)
-        self.check_scales(scales)
-        times = {}
-        height, width = image.shape[:2]
-        t = time.perf_counter()
-        work_h, work_w = resize_rule(height, width, self.crop_size)
-        work = image
-        if (work_h, work_w) != (height, width):
-            warnings.warn(f"the image is {height}x{width}, larger than the net's {self.crop_size}x"
-                          f"{self.crop_size} input: it is resized to {work_h}x{work_w} and the labels are "
-                          f"resized back (nearest neighbour)", UserWarning, stacklevel=2)
-            work = np.asarray(Image.fromarray(image).resize((work_w, work_h), Image.BILINEAR))
-        work = np.ascontiguousarray(work)
-        times["resize"] = time.perf_counter() - t
+        return image
 
+    @staticmethod
+    def _finish(work, scores, preset, height, width, backend, batch_times):
+        """Crop, softmax or CRF, argmax on the host: one image's :class:`Segmentation`."""
+        times = dict(batch_times)
         t = time.perf_counter()
-        data = preprocess(work, self.crop_size)
-        times["preprocess"] = time.perf_counter() - t
-        t = time.perf_counter()
-        scores = np.asarray(forward_scores(self.net, data, self.scores, scales, backend))[0]  # (L, crop, crop)
-        times["network"] = time.perf_counter() - t
-        t = time.perf_counter()
-        result = postprocess(scores, work_h, work_w)
+        result = postprocess(np.asarray(scores), height, width)
         times["postprocess"] = time.perf_counter() - t
-        times["crf"] = 0.0
         if preset is not None:
             import crf as dense_crf
             t = time.perf_counter()
-            result.probabilities = np.asarray(dense_crf.deeplab_refine(work, result.scores, preset=preset,
-                                                                       backend=backend))
+            result.probabilities = np.asarray(dense_crf.deeplab_refine(np.ascontiguousarray(work), result.scores,
+                                                                       preset=preset, backend=backend))
             result.labels = label_map(result.probabilities)
             times["crf"] = time.perf_counter() - t
-        if (work_h, work_w) != (height, width):
+        result.timings = times
+        return result
+
+    @staticmethod
+    def _finish_on_device(work, scores, preset, height, width, probabilities, batch_times):
+        """The same on the GPU: device image (h, w, 3) and scores (L, S, S); labels copied back."""
+        from nets.deeplab import on_device
+        times = dict(batch_times)
+        t = time.perf_counter()
+        if preset is not None:
+            import crf as dense_crf
+            q = dense_crf.deeplab_refine(work, scores, preset=preset, backend="cuda")  # (L, h, w) device
+            on_device.synchronize()
+            times["crf"] = time.perf_counter() - t
             t = time.perf_counter()
-            result.labels = np.asarray(Image.fromarray(result.labels).resize((width, height), Image.NEAREST))
-            result.probabilities = L.interp(np.ascontiguousarray(result.probabilities), height=height,
-                                            width=width, backend="numpy")
-            result.scores = L.interp(result.scores, height=height, width=width, backend="numpy")
-            times["resize"] += time.perf_counter() - t
+        else:
+            q = on_device.softmax(on_device.crop(scores, height, width))
+        labels = on_device.label_map(q)
+        result = Segmentation(labels, None, None, working_size=(height, width))
+        if probabilities:
+            result.probabilities = q.copy_to_host()
+            result.scores = on_device.crop(scores, height, width).copy_to_host()
+        times["postprocess"] = time.perf_counter() - t
         result.timings = times
         return result
 

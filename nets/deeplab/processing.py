@@ -132,8 +132,8 @@ def forward_scores(net, data, scores, scales=(1.0,), backend="auto"):
     Parameters
     ----------
     net : nets.Net
-    data : ndarray of shape (1, 3, S, S), float32
-        The preprocessed input.
+    data : ndarray or CUDA device array of shape (B, 3, S, S), float32
+        The preprocessed inputs (a device array keeps every step on the GPU).
     scores : str
         The blob holding the full-resolution scores, written by an Interp layer when
         ``scales`` has more than one scale.
@@ -142,7 +142,7 @@ def forward_scores(net, data, scores, scales=(1.0,), backend="auto"):
 
     Returns
     -------
-    ndarray of shape (1, L, S, S), float32
+    ndarray (a device array for device data) of shape (B, L, S, S), float32
     """
     if tuple(scales) == (1.0,):
         return net.forward(data, outputs=[scores], backend=backend)[scores]
@@ -157,10 +157,10 @@ def forward_scores(net, data, scores, scales=(1.0,), backend="auto"):
     for s in scales:
         size = int(np.floor((side - 1) * s)) + 1
         x = data if size == side else L.interp(data, height=size, width=size, backend=backend)
-        y = np.asarray(net.forward(x, outputs=[below], backend=backend)[below])
-        if y.shape[2:] != base:
+        y = net.forward(x, outputs=[below], backend=backend)[below]
+        if tuple(y.shape[2:]) != tuple(base):
             y = L.interp(y, height=base[0], width=base[1], backend=backend)
-        fused = y if fused is None else np.maximum(fused, y)  # Eltwise MAX, as fc_fusion
+        fused = y if fused is None else L.eltwise([fused, y], "max", backend=backend)  # as fc_fusion
     p = final.params.get("interp_param", {})
     return L.interp(fused, zoom_factor=p.get("zoom_factor"), shrink_factor=p.get("shrink_factor"),
                     height=p.get("height"), width=p.get("width"), pad_beg=p.get("pad_beg", 0),

@@ -5,7 +5,7 @@ import pytest
 import crf
 from nets import layers as L
 from nets.caffe import LayerSpec, NetSpec
-from nets.deeplab import Model, parse_scales, resize_rule, resolve_preset
+from nets.deeplab import Model, parse_scales, resize_rule, resolve_preset, shapes_dataset
 from nets.engine import Net
 
 MEAN_BGR = np.float32((104.008, 116.669, 122.675))
@@ -112,3 +112,23 @@ def test_presets_and_scales_are_parsed():
     assert parse_scales("1,0.75,0.5") == (1.0, 0.75, 0.5)
     with pytest.raises(ValueError, match="positive"):
         parse_scales("1,-2")
+
+
+def test_a_batch_is_the_images_one_by_one(largefov):
+    images = [shapes_dataset.sample(i, "heldout")[0][:90, :80] for i in (1, 2, 4)]
+    batch = largefov.segment_batch(images, crf="auto", scales=(1, 0.75), backend="cpu")
+    assert len(batch) == 3
+    for image, got in zip(images, batch):
+        want = largefov.segment(image, crf="auto", scales=(1, 0.75), backend="cpu")
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.probabilities, want.probabilities, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-5)
+    assert largefov.segment_batch([], backend="cpu") == []
+    with pytest.raises(ValueError, match="one size"):
+        largefov.segment_batch([images[0], images[1][:50]], backend="cpu")
+
+
+def test_labels_only_leaves_out_the_arrays(largefov, sample):
+    result = largefov.segment(sample[0], crf="auto", backend="cpu", probabilities=False)
+    assert result.probabilities is None and result.scores is None
+    np.testing.assert_array_equal(result.labels, largefov.segment(sample[0], crf="auto", backend="cpu").labels)
