@@ -6,10 +6,11 @@
 #
 # It prints the environment, verifies every kernel family on the GPU against the
 # NumPy reference, compares CPU and CUDA at full size (the dense CRF on the
-# benchmark photograph, two whole nets), runs the CUDA tests on the real device
-# and times the GPU benchmarks. Everything is also written to OUT_DIR. Each step
-# has its own time limit; together they stop it within 9 minutes, the important
-# steps first.
+# benchmark photograph and its lattices, two whole nets, image -> labels), runs the
+# CUDA tests on the real device, times the targets (bench/gpu.py) and the
+# convolution's tile shapes against cuDNN (bench/cuda_tiles.py). Everything is also
+# written to OUT_DIR. Each step has its own time limit; together they stop it within
+# 9 minutes, the important steps first.
 set -uo pipefail
 out=${1:?usage: tools/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -31,12 +32,11 @@ step() {  # step NAME SECONDS COMMAND...: run, tee to OUT_DIR/NAME.txt, remember
     echo "== $name: exit $rc in $((SECONDS - t0)) s" | tee -a "$out/$name.txt"
     [ "$rc" -eq 0 ] || status=1
 }
-step info 45 "$PY" -m nets info
-step check 120 "$PY" -m nets check --backend cuda
-step compare 120 "$PY" tools/gpu_compare.py
+step info 30 "$PY" -m nets info
+step check 90 "$PY" -m nets check --backend cuda
 step pytest_cuda 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
-step bench_atrous 45 "$PY" bench/atrous.py --backend cuda --repeat 5 --markdown
-step bench_cuda_tiles 45 "$PY" bench/cuda_tiles.py --repeat 5
-step bench_crf 30 "$PY" bench/crf.py --backend cuda --repeat 2 --markdown
+step compare 90 "$PY" tools/gpu_compare.py
+step bench_gpu 70 "$PY" bench/gpu.py --repeat 5
+step bench_cuda_tiles 90 "$PY" bench/cuda_tiles.py --repeat 5
 echo "gpu_check: overall exit $status" | tee "$out/summary.txt"
 exit $status

@@ -9,6 +9,9 @@ compares them where a GPU's arithmetic and scheduling actually matter:
   10 iterations, DeepLab-v2 ResNet's setting): MAP agreement, max and mean |dQ|, the KL
   divergence after the last iteration, and the time of each backend (lattice build and
   inference, best of 3 after a warm-up);
+* the lattices built on the GPU against the CPU's: the same vertex keys and, per point, the
+  same simplex corners (the numbering may differ);
+* image -> labels with the CRF for DeepLab-LargeFOV at 513 (random weights): label agreement;
 * DeepLab-LargeFOV at 513x513 and DeepLab-v2 ResNet-101 ASPP at 321x321 with seeded
   random weights (``nets.engine.random_weights``): the largest score difference relative to the
   scores' range, the agreement of the argmax, and the time of one forward pass (median
@@ -67,7 +70,13 @@ def compare_crf(sizes):
             run()  # warm-up
             q, build, infer, c = min((run() for _ in range(3)), key=lambda r: r[1] + r[2])
             results[backend] = (q, c, build + infer, build, infer)
-        (q_cpu, c_cpu, t_cpu, b_cpu, i_cpu), (q_gpu, _, t_gpu, b_gpu, i_gpu) = results["cpu"], results["cuda"]
+        (q_cpu, c_cpu, t_cpu, b_cpu, i_cpu), (q_gpu, c_gpu, t_gpu, b_gpu, i_gpu) = results["cpu"], results["cuda"]
+        for k_cpu, k_gpu in zip(c_cpu.kernels, c_gpu.kernels):  # the lattice built on the GPU
+            same = _same_lattice(k_cpu.lattice, crf.Lattice.from_device(k_gpu.lattice))
+            failures += not same
+            print(f"crf {width}x{height} {k_cpu.name} lattice: {k_cpu.lattice.n_vertices} vertices on the CPU, "
+                  f"{k_gpu.lattice.n_vertices} built on the GPU; {'same' if same else 'DIFFERENT'} vertex "
+                  f"keys and corners up to the numbering")
         kl_cpu, kl_gpu = c_cpu.free_energy(q_cpu), c_cpu.free_energy(q_gpu)  # one energy for both
         dq = np.abs(q_cpu.astype(np.float64) - q_gpu)
         agree = float((q_cpu.argmax(0) == q_gpu.argmax(0)).mean())
@@ -78,6 +87,32 @@ def compare_crf(sizes):
               f"{i_cpu:.3f}), cuda {t_gpu:.3f} s (build {b_gpu:.3f} + inference {i_gpu:.3f}), "
               f"cpu/cuda {t_cpu / t_gpu:.1f}x  {'ok' if ok else 'FAIL'}")
     return failures
+
+
+def _same_lattice(a, b):
+    """Two lattices with the same vertex keys and, per point, the same corner keys (any numbering)."""
+    if a.n_vertices != b.n_vertices or a.offsets.shape != b.offsets.shape:
+        return False
+    return bool(np.array_equal(np.sort(a.keys[a.offsets], axis=1), np.sort(b.keys[b.offsets], axis=1)))
+
+
+def compare_pipeline(side):
+    """Image -> labels with the CRF, LargeFOV at ``side`` with random weights: CPU against CUDA."""
+    from crf.synthetic import photo
+    from nets.deeplab import Model, model_spec
+    from nets.engine.net import Net
+    from nets.engine.random_weights import random_weights
+    spec = model_spec("deeplab-v1-largefov")
+    model = Model(name="largefov", net=Net.from_spec(spec, random_weights(spec, (1, 3, 65, 65), seed=2018)),
+                  scores="fc8_interp", crop_size=side, crf_preset="deeplab-v1-largefov-voc")
+    image = np.asarray(photo(side * 3 // 4, side, seed=3))
+    got = {backend: model.segment(image, crf="auto", backend=backend) for backend in ("cpu", "cuda")}
+    agree = float((got["cpu"].labels == got["cuda"].labels).mean())
+    dq = float(np.abs(got["cpu"].probabilities - got["cuda"].probabilities).max())
+    ok = agree >= 0.999
+    print(f"pipeline LargeFOV {image.shape[1]}x{image.shape[0]} (crop {side}) with the CRF: labels agree "
+          f"{agree:.5%}, max |dQ| {dq:.2e}  {'ok' if ok else 'FAIL'}")
+    return int(not ok)
 
 
 def compare_nets(cases):
@@ -116,7 +151,7 @@ def main(argv=None):
     sizes = [(500, 375)] if args.quick else [(500, 375), (1000, 750)]
     nets = [("deeplab-v1-largefov", 321)] if args.quick else [("deeplab-v1-largefov", 513),
                                                               ("deeplab-v2-resnet101", 321)]
-    failures = compare_crf(sizes) + compare_nets(nets)
+    failures = compare_crf(sizes) + compare_nets(nets) + compare_pipeline(321 if args.quick else 513)
     print(f"gpu_compare: {failures} outside tolerance")
     return 1 if failures else 0
 
