@@ -46,15 +46,19 @@ def _grid(n):
 
 @cuda.jit(cache=True)
 def _unary_kernel(unary, u, flags):
-    """(L, N) energies -> (N, L) ``u``; flags[0]: the first non-finite flat index (L*N if none),
-    flags[1]: 1 if some value lies outside [0, 1], flags[2]: 1 if some pixel's sum is not 1."""
-    n_labels, n = unary.shape
+    """(L, H, W) energies of any strides -> (N, L) ``u``; flags[0]: the first non-finite flat index
+    (L*N if none), flags[1]: 1 if some value lies outside [0, 1], flags[2]: 1 if some pixel's sum is
+    not 1."""
+    n_labels, h, w = unary.shape
+    n = h * w
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for p in range(start, n, stride):
+        row = p // w
+        col = p - row * w
         total = np.float64(0.0)
         outside = False
         for lab in range(n_labels):
-            v = unary[lab, p]
+            v = unary[lab, row, col]  # 3-D indexing: a transposed (F-ordered) device array is read right
             u[p, lab] = v
             if not math.isfinite(v):
                 cuda.atomic.min(flags, 0, lab * n + p)
@@ -95,7 +99,7 @@ def check_unary(unary):
     n = h * w
     u = cuda.device_array((n, n_labels), np.float32)
     flags = cuda.to_device(np.array([n_labels * n, 0, 0], np.int32))
-    _unary_kernel[_grid(n)](d_unary.reshape(n_labels, n), u, flags)
+    _unary_kernel[_grid(n)](d_unary, u, flags)
     first_bad, outside, off_one = (int(f) for f in flags.copy_to_host())
     if first_bad < n_labels * n:
         lab, p = divmod(first_bad, n)
@@ -343,6 +347,7 @@ class DeviceLattice:
         self.d = d1 - 1
         self.n_vertices = n1.shape[1]
         self.alpha = slice_alpha(self.d)
+        self.axes = [(n1[j], n2[j]) for j in range(self.d + 1)]  # views made once: a slice costs a launch's time
         self.empty = cuda.to_device(_EMPTY)
         self._built = built  # the device build's own record (keys on demand), if built here
         self._source = None  # the host arrays, if uploaded from a host lattice
@@ -389,7 +394,7 @@ class DeviceLattice:
                             self.splat_weight, lat)
         d1 = self.d + 1
         for j in (range(d1 - 1, -1, -1) if reverse else range(d1)):
-            _blur_kernel[grid](lat, self.n1[j], self.n2[j], tmp)
+            _blur_kernel[grid](lat, *self.axes[j], tmp)
             lat, tmp = tmp, lat
         return lat
 

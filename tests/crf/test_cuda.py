@@ -31,7 +31,7 @@ def test_device_array_in_device_array_out(in_cudasim):
     from numba import cuda
     rng = np.random.default_rng(3)
     n = _size(in_cudasim, 16, 2000)
-    lat = L.build((rng.random((n, 2)) * 3).astype(np.float32))
+    lat = L.build((rng.random((n, 2)) * 3).astype(np.float32), backend="cpu")
     v = rng.random((n, 2)).astype(np.float32)
     out = lat.filter(cuda.to_device(v), backend="cuda")
     assert hasattr(out, "copy_to_host")  # a device array
@@ -83,6 +83,7 @@ def test_device_unary_in_device_q_out(in_cudasim):
     h, w = _size(in_cudasim, (4, 5), (60, 80))
     image = photo(h, w, seed=8)
     unary = crf.unary_from_logits(smooth_logits(3, h, w, seed=9, stride=2))
+    assert not unary.flags.c_contiguous  # a transposed array: the device copy keeps its strides on a GPU
     out = {}
     for name, u, img in (("host", unary, image), ("device", cuda.to_device(unary), cuda.to_device(image))):
         c = crf.DenseCRF(u, backend="cuda")
@@ -123,3 +124,18 @@ def test_device_features_and_normalisers_equal_the_hosts():
     for root in (False, True):
         got = inverse_norm(cuda.to_device(k1), root, "cuda").copy_to_host()
         np.testing.assert_array_equal(got, inverse_norm(k1[:, 0].astype(np.float64), root, "cpu"))
+
+
+def test_build_on_the_gpu_gives_a_device_lattice(in_cudasim):
+    from crf.cuda import DeviceLattice
+    rng = np.random.default_rng(12)
+    features = (rng.random((_size(in_cudasim, 30, 4000), 3)) * 2).astype(np.float32)
+    dev = L.build(features, backend="cuda")
+    assert isinstance(dev, DeviceLattice)
+    host, ref = L.Lattice.from_device(dev), L.build(features, backend="cpu")
+    for name in ("offsets", "weights", "keys", "n1", "n2", "starts", "splat_point", "splat_weight"):
+        np.testing.assert_array_equal(getattr(host, name), getattr(ref, name), err_msg=name)
+    v = rng.standard_normal((features.shape[0], 2)).astype(np.float32)
+    np.testing.assert_allclose(dev.filter(v), ref.filter(v, backend="cpu"), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="from_device"):
+        dev.filter(v, backend="cpu")
