@@ -114,24 +114,25 @@ def check_unary(unary):
 
 
 @cuda.jit(cache=True)
-def _negated_crop_kernel(scores, out):
+def _crop_kernel(scores, sign, out):
     n_labels, h, w = out.shape
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, n_labels * h * w, stride):
         lab = idx // (h * w)
         rest = idx - lab * h * w
         row = rest // w
-        out[lab, row, rest - row * w] = -scores[lab, row, rest - row * w]
+        out[lab, row, rest - row * w] = sign * scores[lab, row, rest - row * w]
 
 
-def negated_crop(scores, height, width):
-    """DeepLab's unary from device scores (L, H', W'): ``-scores[:, :H, :W]``, a new (L, H, W) array."""
+def crop(scores, height, width, negate=False):
+    """The top-left ``height`` x ``width`` of device (L, H', W') scores as a new (L, H, W) array;
+    with ``negate``, ``-scores``: DeepLab's unary."""
     if len(scores.shape) != 3 or scores.shape[1] < height or scores.shape[2] < width \
             or scores.dtype != np.float32:
         raise ValueError(f"scores must be a float32 device array (L, H', W') with H' >= {height} and "
                          f"W' >= {width} (the image's size), got {tuple(scores.shape)} {scores.dtype}")
     out = cuda.device_array((scores.shape[0], height, width), np.float32)
-    _negated_crop_kernel[_grid(out.size)](scores, out)
+    _crop_kernel[_grid(out.size)](scores, np.float32(-1.0 if negate else 1.0), out)
     return out
 
 

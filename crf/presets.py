@@ -79,7 +79,7 @@ def deeplab_crf(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto"
         raise ValueError(f"image must be an (H, W, 3) uint8 array, got {getattr(image, 'shape', image)!r}")
     if device:  # scores on the GPU: the unary is made there, and the CRF runs there
         from crf import cuda as crf_cuda
-        crf = DenseCRF(crf_cuda.negated_crop(scores, image.shape[0], image.shape[1]), backend=backend)
+        crf = DenseCRF(crf_cuda.crop(scores, image.shape[0], image.shape[1], negate=True), backend=backend)
     else:
         s = _check_scores(scores, image.shape[0], image.shape[1])
         crf = DenseCRF(-np.asarray(s, dtype=np.float32), backend=backend)  # unary = -score

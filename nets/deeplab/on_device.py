@@ -12,6 +12,7 @@ asked. Imported only for the CUDA backend (it imports ``numba.cuda``).
 import numpy as np
 from numba import cuda
 
+from crf import cuda as crf_cuda
 from nets import layers as L
 from nets.deeplab.models import MEAN_BGR
 
@@ -62,22 +63,9 @@ def preprocess(images, crop_size):
     return out
 
 
-@cuda.jit(cache=True)
-def _crop_kernel(scores, out):
-    n_labels, h, w = out.shape
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for idx in range(start, n_labels * h * w, stride):
-        lab = idx // (h * w)
-        rest = idx - lab * h * w
-        row = rest // w
-        out[lab, row, rest - row * w] = scores[lab, row, rest - row * w]
-
-
 def crop(scores, height, width):
     """The top-left ``height`` x ``width`` of device ``(L, H', W')`` scores, a new contiguous array."""
-    out = cuda.device_array((scores.shape[0], height, width), np.float32)
-    _crop_kernel[_grid(out.size)](scores, out)
-    return out
+    return crf_cuda.crop(scores, height, width)
 
 
 def label_map(q):
