@@ -107,6 +107,8 @@ def test_device_inputs_are_checked_on_the_device():
     probabilities = np.exp(-unary) / np.exp(-unary).sum(axis=0)
     with pytest.raises(ValueError, match="probabilities"):
         crf.DenseCRF(cuda.to_device(probabilities.astype(np.float32)), backend="cuda")
+    with pytest.raises(TypeError, match="needs backend='cuda'"):
+        crf.DenseCRF(cuda.to_device(unary), backend="cpu")
     c = crf.DenseCRF(cuda.to_device(unary), backend="cuda")
     with pytest.raises(ValueError, match=r"\(H=4, W=5, 3\)"):
         c.add_bilateral(cuda.to_device(np.zeros((5, 4, 3), np.uint8)), 3, 10, 1.0)
