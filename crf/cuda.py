@@ -86,7 +86,7 @@ def check_unary(unary):
     shape = tuple(unary.shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"unary must have shape (L, H, W) (labels, height, width), got {shape}")
-    if is_device_array(unary) or hasattr(unary, "copy_to_host"):
+    if is_device_array(unary):
         if unary.dtype != np.float32:
             raise TypeError(f"a device unary must be float32, got dtype {unary.dtype}")
         d_unary = unary
@@ -169,7 +169,7 @@ def gaussian_features(height, width, theta_gamma):
 def bilateral_features(image, theta_alpha, theta_beta):
     """:func:`crf.densecrf.bilateral_features` made on the device from an (H, W, C) image (host
     or device, already checked): (H*W, 2+C) float32."""
-    d_image = image if _on_device(image) else cuda.to_device(np.ascontiguousarray(image))
+    d_image = image if is_device_array(image) else cuda.to_device(np.ascontiguousarray(image))
     h, w, c = d_image.shape
     out = cuda.device_array((h * w, 2 + c), np.float32)
     _bilateral_features_kernel[_grid(h * w)](d_image, np.float32(theta_alpha), np.float32(theta_beta), out)
@@ -317,11 +317,6 @@ def _softmax_kernel(energy, sign, out):
 _EMPTY = np.empty(0, np.float32)
 
 
-def _on_device(a):
-    """A CUDA device array (the simulator's arrays lack ``__cuda_array_interface__``)."""
-    return is_device_array(a) or hasattr(a, "copy_to_host")
-
-
 def _require_gpu():
     if not cuda.is_available():  # true in the simulator as well
         raise ValueError("backend='cuda' needs a CUDA GPU, and numba.cuda.is_available() is false; "
@@ -435,7 +430,7 @@ def build(features):
     """
     _require_gpu()
     from crf.cuda_build import build_device
-    arrays = build_device(features if _on_device(features) else cuda.to_device(features))
+    arrays = build_device(features if is_device_array(features) else cuda.to_device(features))
     return DeviceLattice(arrays.offsets, arrays.weights, arrays.n1, arrays.n2, arrays.starts,
                          arrays.splat_point, arrays.splat_weight, built=arrays)
 
@@ -469,7 +464,7 @@ def lattice_filter(lattice, values, reverse=False):
     else a NumPy array.
     """
     dev = device_lattice(lattice)
-    on_device = _on_device(values)
+    on_device = is_device_array(values)
     if on_device:
         if values.ndim != 2 or values.shape[0] != dev.n_points or values.dtype != np.float32:
             raise ValueError(f"values must be a float32 device array of shape (N={dev.n_points}, C), "
@@ -495,7 +490,7 @@ class MeanFieldRunner:
 
     def __init__(self, u, kernels):
         _require_gpu()
-        self.u = u if _on_device(u) else cuda.to_device(np.ascontiguousarray(u, dtype=np.float32))
+        self.u = u if is_device_array(u) else cuda.to_device(np.ascontiguousarray(u, dtype=np.float32))
         self.shape = tuple(u.shape)
         self.kernels = []
         for kernel in kernels:
@@ -508,7 +503,7 @@ class MeanFieldRunner:
         self._q = (cuda.device_array(self.shape, np.float32), cuda.device_array(self.shape, np.float32))
 
     def to_host(self, q):
-        return q.copy_to_host() if _on_device(q) else q
+        return q.copy_to_host() if is_device_array(q) else q
 
     def _next_buffer(self, q):
         """The Q buffer that is not ``q`` (so that a step never overwrites its input)."""
@@ -521,7 +516,7 @@ class MeanFieldRunner:
 
     @staticmethod
     def _as_device(a):
-        return a if _on_device(a) else cuda.to_device(np.ascontiguousarray(a, dtype=np.float32))
+        return a if is_device_array(a) else cuda.to_device(np.ascontiguousarray(a, dtype=np.float32))
 
     def messages(self, q):
         """Every kernel's ``N_m K_m q`` as host (N, L) arrays (for the free energy)."""

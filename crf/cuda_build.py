@@ -108,11 +108,6 @@ def _launch(n):
     return max(1, min(config.CUDA_MAX_BLOCKS, (n + threads - 1) // threads)), threads
 
 
-def _on_device(a):
-    """A CUDA device array (the simulator's arrays lack ``__cuda_array_interface__``)."""
-    return is_device_array(a) or hasattr(a, "copy_to_host")
-
-
 # ---------------------------------------------------------------- small kernels
 
 
@@ -549,7 +544,7 @@ def _table_size(n_keys):
 def _device_features(features):
     """The features as an (N, d) float32 device array (host arrays come checked by the caller)."""
     expected = f"an (N, d) float32 array with N >= 1 and 1 <= d <= {MAX_D}"
-    if _on_device(features):
+    if is_device_array(features):
         if (features.ndim != 2 or features.shape[0] < 1 or not 1 <= features.shape[1] <= MAX_D
                 or features.dtype != np.float32):
             raise ValueError(f"features must be {expected}; got a device array of shape "

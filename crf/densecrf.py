@@ -57,11 +57,6 @@ NORMALIZATIONS = ("per_pixel", "symmetric", "none")
 _TINY = 1e-20  # added to K 1 before dividing, as densecrf does
 
 
-def _is_device(a):
-    """A CUDA device array (the simulator's arrays lack ``__cuda_array_interface__``)."""
-    return is_device_array(a) or hasattr(a, "copy_to_host")
-
-
 def _positive(name, value):
     if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -104,7 +99,7 @@ def check_image(image, height, width, device=False):
 
     With ``device`` a CUDA device array is accepted as well (and returned as it is).
     """
-    if device and _is_device(image):
+    if device and is_device_array(image):
         if len(image.shape) != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
                 or tuple(image.shape[:2]) != (height, width):
             raise ValueError(f"image must be a uint8 device array of shape (H={height}, W={width}, 3), got "
@@ -264,7 +259,7 @@ class DenseCRF:
 
     def __init__(self, unary, backend="auto"):
         self.backend = resolve_backend(backend, unary)
-        self._device_in = _is_device(unary)
+        self._device_in = is_device_array(unary)
         if self._device_in and self.backend != "cuda":
             raise TypeError(f"a CUDA device array of unary energies needs backend='cuda' or 'auto', "
                             f"got {backend!r}")

@@ -242,7 +242,7 @@ def build(features, backend="auto"):
     backend = resolve_backend(backend, features)
     if backend == "cuda":
         from crf import cuda as crf_cuda  # numba.cuda is loaded only for the CUDA backend
-        if is_device_array(features) or hasattr(features, "copy_to_host"):
+        if is_device_array(features):
             return crf_cuda.build(_check_device_features(features))
         return crf_cuda.build(_check_features(features))
     features = _check_features(features)

@@ -74,7 +74,7 @@ def deeplab_crf(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto"
     """The model of :func:`deeplab_refine` before inference: a :class:`DenseCRF` with the preset's
     kernels (run ``.inference(get_preset(preset).iterations)``; ``.summary()`` gives sizes and times)."""
     p = get_preset(preset)
-    device = is_device_array(scores) or hasattr(scores, "copy_to_host")
+    device = is_device_array(scores)
     if not (isinstance(image, np.ndarray) or device) or len(image.shape) != 3:
         raise ValueError(f"image must be an (H, W, 3) uint8 array, got {getattr(image, 'shape', image)!r}")
     if device:  # scores on the GPU: the unary is made there, and the CRF runs there

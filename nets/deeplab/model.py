@@ -281,19 +281,20 @@ class Model:
         from nets.deeplab import on_device
         times = dict(batch_times)
         t = time.perf_counter()
+        cropped = on_device.crop(scores, height, width)  # (L, h, w) device
         if preset is not None:
             import crf as dense_crf
-            q = dense_crf.deeplab_refine(work, scores, preset=preset, backend="cuda")  # (L, h, w) device
+            q = dense_crf.deeplab_refine(work, cropped, preset=preset, backend="cuda")  # (L, h, w) device
             on_device.synchronize()
             times["crf"] = time.perf_counter() - t
             t = time.perf_counter()
         else:
-            q = on_device.softmax(on_device.crop(scores, height, width))
+            q = on_device.softmax(cropped)
         labels = on_device.label_map(q)
         result = Segmentation(labels, None, None, working_size=(height, width))
         if probabilities:
             result.probabilities = q.copy_to_host()
-            result.scores = on_device.crop(scores, height, width).copy_to_host()
+            result.scores = cropped.copy_to_host()
         times["postprocess"] = time.perf_counter() - t
         result.timings = times
         return result

@@ -15,13 +15,13 @@ from numba import cuda
 from crf import cuda as crf_cuda
 from nets import layers as L
 from nets.deeplab.models import MEAN_BGR
-
-_THREADS = 256
-_MAX_BLOCKS = 65535
+from nets.layers import config
 
 
 def _grid(n):
-    return max(1, min(_MAX_BLOCKS, (n + _THREADS - 1) // _THREADS)), _THREADS
+    """Ceil-divided, capped, grid-stride beyond: the launch shape of the layers' kernels."""
+    threads = config.CUDA_THREADS
+    return max(1, min(config.CUDA_MAX_BLOCKS, (n + threads - 1) // threads)), threads
 
 
 @cuda.jit(cache=True)

@@ -35,8 +35,7 @@ def test_device_array_in_device_array_out(in_cudasim):
     v = rng.random((n, 2)).astype(np.float32)
     out = lat.filter(cuda.to_device(v), backend="cuda")
     assert hasattr(out, "copy_to_host")  # a device array
-    if not in_cudasim:  # "auto" follows a device array (the simulator's arrays are not recognised)
-        assert hasattr(lat.filter(cuda.to_device(v), backend="auto"), "copy_to_host")
+    assert hasattr(lat.filter(cuda.to_device(v), backend="auto"), "copy_to_host")  # "auto" follows it
     np.testing.assert_allclose(out.copy_to_host(), lat.filter(v, backend="cpu"), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="shape"):
         lat.filter(cuda.to_device(v[:-1]), backend="cuda")
