@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from atrous.aspp import VGGBranch, aspp_resnet, aspp_vgg, largefov, vgg_branch
 from atrous.conv import conv2d, conv_output_size
+from atrous.weight_cache import WeightCache
 
-__all__ = ["conv2d", "conv_output_size", "aspp_resnet", "aspp_vgg", "largefov", "vgg_branch",
+__all__ = ["conv2d", "conv_output_size", "WeightCache", "aspp_resnet", "aspp_vgg", "largefov", "vgg_branch",
            "VGGBranch"]

@@ -89,7 +89,7 @@ def _prepare(a, name):
     return _check_device(a, name) if is_device_array(a) else _as_float32(a, name)
 
 
-def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backend="auto"):
+def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backend="auto", cache=None):
     """Atrous (dilated) 2-D convolution, Caffe semantics (a cross-correlation).
 
     ``y[n, o, u, v] = bias[o] + sum_{c, i, j} weight[o, c, i, j]
@@ -111,6 +111,12 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
         Divides both C_in and C_out.
     backend : {"auto", "numpy", "cpu", "cuda"}
         "numpy" is the reference; "auto" is "cuda" on a real GPU, else "cpu".
+    cache : atrous.WeightCache, optional
+        Keeps what the CPU strategies derive from ``weight`` (Winograd's transformed
+        filters) for the next call with the same array; the caller must not change
+        ``weight`` in place while the cache lives. A net keeps one
+        (:class:`nets.engine.Net`). Used only when ``weight`` is already C-contiguous
+        float32 (otherwise every call converts it into a new array).
 
     Returns
     -------
@@ -135,7 +141,10 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
     L.-C. Chen et al., "DeepLab: Semantic Image Segmentation with Deep Convolutional
     Nets, Atrous Convolution, and Fully Connected CRFs", TPAMI 2018, Sec. 3.1, Eq. (1).
     """
+    given_weight = weight
     x, weight = _prepare(x, "x"), _prepare(weight, "weight")
+    if weight is not given_weight:  # converted: a new array every call, nothing to keep
+        cache = None
     bias = None if bias is None else _prepare(bias, "bias")
     if x.ndim not in (3, 4):
         raise ValueError(f"x must have shape (C_in, H, W) or (N, C_in, H, W), got shape {tuple(x.shape)}")
@@ -183,5 +192,5 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
         y = conv2d_reference(x, weight, bias, stride, pad, dilation, groups)
     else:
         from atrous.cpu import conv2d_cpu
-        y = conv2d_cpu(x, weight, bias, stride, pad, dilation, groups)
+        y = conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache)
     return y[0] if squeeze else y

@@ -69,7 +69,7 @@ import numpy as np
 from numba import njit, prange
 
 from atrous import config
-from atrous.winograd import conv_winograd, winograd_coverage
+from atrous.winograd import conv_winograd, filter_transform, winograd_coverage
 
 @njit(parallel=True, cache=True)
 def parallel_probe(x):
@@ -315,7 +315,21 @@ def _conv_im2col(x, w_mat, out, n, g, c_in_g, c_out_g, kh, kw, stride, pad, dila
         np.matmul(w_mat[g], cols[:, :rows * w_out], out=dst)  # (C_out/g, rows*W_out)
 
 
-def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups):
+def _shift_taps(weight, groups):
+    """All taps of group g as one matrix: row (i, j, o), column c holds weight[o, c, i, j]."""
+    c_out, c_in_g, kh, kw = weight.shape
+    c_out_g = c_out // groups
+    return np.ascontiguousarray(
+        weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 4, 1, 2)
+    ).reshape(groups, kh * kw * c_out_g, c_in_g)  # (groups, kh*kw*C_out/g, C_in/g)
+
+
+def _derived(cache, weight, form, make):
+    """``make(weight)``, kept in the caller's :class:`atrous.WeightCache` when there is one."""
+    return make(weight) if cache is None else cache.get(weight, form, make)
+
+
+def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None):
     """Atrous convolution on the CPU; the public :func:`atrous.conv2d` validates and calls this.
 
     Parameters
@@ -325,6 +339,9 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups):
     bias : ndarray of shape (C_out,), float32, or None
     stride, pad, dilation : tuple of two ints
     groups : int
+    cache : atrous.WeightCache, optional
+        Keeps the weights' derived forms (Winograd's filters, the shift strategy's
+        tap matrix) for the next call with the same weight array.
 
     Returns
     -------
@@ -340,12 +357,10 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups):
     out = np.empty((n_img, c_out, h_out, w_out), np.float32)
     bias_or_zero = np.zeros(c_out, np.float32) if bias is None else bias
     if strategy == "winograd":
-        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups)
+        u = _derived(cache, weight, "winograd", filter_transform)
+        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups, u)
     elif strategy == "shift":
-        # All taps of group g as one matrix: row (i, j, o), column c holds weight[o, c, i, j].
-        w_taps = np.ascontiguousarray(
-            weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 4, 1, 2)
-        ).reshape(groups, kh * kw * c_out_g, c_in_g)  # (groups, kh*kw*C_out/g, C_in/g)
+        w_taps = _derived(cache, weight, ("shift", groups), lambda w: _shift_taps(w, groups))
         for n in range(n_img):
             for g in range(groups):
                 _conv_shift(x, w_taps, bias_or_zero, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation)

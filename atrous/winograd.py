@@ -12,7 +12,8 @@ from its 4x4 inputs ``D`` with Winograd's F(2x2, 3x3) (Lavin & Gray, 2016, eq. (
 with ``g`` the 3x3 filter. For all tiles and channels at once, the 16 elementwise products
 become 16 matrix products (C_out x C_in) @ (C_in x tiles), which go to BLAS: 16 products per
 4 outputs instead of 36 multiplications, 2.25x fewer. The transforms (``U = G g G^T`` once per
-call, ``V = B^T D B`` per tile and channel, the output ``A^T M A``) are Numba kernels. Tiles
+set of weights, :func:`filter_transform`, kept by a caller's :class:`atrous.WeightCache`;
+``V = B^T D B`` per tile and channel; the output ``A^T M A``) are Numba kernels. Tiles
 that overhang a phase's last row or column compute outputs that are dropped. The transformed
 tiles and products of a block of tile rows take at most about ``atrous.config.TILE_BYTES``, and the
 buffers of a thread's last call are kept for its next one (their page faults cost more than the
@@ -133,6 +134,23 @@ def _output_transform(m, bias, out, n, o0, rows, cols):
                     out[n, o0 + o, y, x1] = e[r, 1] - e[r, 2] - e[r, 3] + b
 
 
+def filter_transform(weight):
+    """Winograd's transformed filters ``U = G g G^T`` of every 3x3 filter g.
+
+    Parameters
+    ----------
+    weight : ndarray of shape (C_out, C_in // groups, 3, 3), float32, C-contiguous
+
+    Returns
+    -------
+    u : ndarray of shape (16, C_out, C_in // groups), float32
+        ``u[4i + j, o, c] = (G weight[o, c] G^T)[i, j]``.
+    """
+    u = np.empty((16,) + tuple(weight.shape[:2]), np.float32)  # (16, C_out, C_in/g)
+    _filter_transform(weight, u)
+    return u
+
+
 def tiles(size_out, pad, dilation):
     """The tiles along one axis: input positions ``(T, 4)`` and output positions ``(T, 2)``, int64.
 
@@ -173,7 +191,7 @@ def winograd_coverage(out_size, pad, dilation):
     return 4 * count / (h * w)
 
 
-def conv_winograd(x, weight, bias, out, pad, dilation, groups):
+def conv_winograd(x, weight, bias, out, pad, dilation, groups, u=None):
     """A dilated 3x3, stride-1 convolution by F(2x2, 3x3) on every phase (module docstring).
 
     Parameters
@@ -185,6 +203,8 @@ def conv_winograd(x, weight, bias, out, pad, dilation, groups):
         Written completely.
     pad, dilation : tuple of two ints
     groups : int
+    u : ndarray of shape (16, C_out, C_in // groups), float32, optional
+        ``filter_transform(weight)``, if the caller keeps it; computed here otherwise.
     """
     n_img = x.shape[0]
     c_out, c_in_g = weight.shape[:2]
@@ -192,8 +212,8 @@ def conv_winograd(x, weight, bias, out, pad, dilation, groups):
     h_out, w_out = out.shape[2], out.shape[3]
     rows_in, rows_out = tiles(h_out, pad[0], dilation[0])
     cols_in, cols_out = tiles(w_out, pad[1], dilation[1])
-    u = np.empty((16, c_out, c_in_g), np.float32)  # (16, C_out, C_in/g): G g G^T of every filter
-    _filter_transform(weight, u)
+    if u is None:
+        u = filter_transform(weight)  # (16, C_out, C_in/g): G g G^T of every filter
     n_tj = cols_in.shape[0]
     # Tile rows per block: the transformed inputs and products of a block fit in TILE_BYTES.
     per_row = 16 * 4 * n_tj * (c_in_g + c_out_g)

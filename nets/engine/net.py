@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+import atrous
 from atrous.backend import is_device_array, resolve_backend
 from nets.caffe import is_npz, read_prototxt
 from nets.engine.ops import INPUT_TYPES, SKIPPED_TYPES, LayerError, batchnorm_eps, make_ops
@@ -103,6 +104,7 @@ class Net:
         self._checked = {}
         self._folded_cache = {}
         self._device_cache = {}
+        self._weight_cache = atrous.WeightCache()
         self._shape_cache = {}
         self._fold_groups = self._find_fold_groups() if fold else {}
         self.outputs = self._find_outputs()
@@ -303,9 +305,15 @@ class Net:
             if expected:
                 expected_by_layer[layer.name] = expected
             if check and (expected or self._weights.get(layer.name)):
-                self._checked[layer.name] = check_blobs(
+                checked = check_blobs(
                     layer, self._weights.get(layer.name), expected,
                     f"(its input {layer.bottoms[0]!r} has shape {bottom_shapes[0]}; {context})")
+                before = self._checked.get(layer.name)
+                # The weights never change: for blobs of the same shapes keep the arrays of the first
+                # check, so that what is cached by array (device copies, Winograd's filters) stays valid
+                # for every input size instead of being made again for each.
+                if before is None or [b.shape for b in before] != [b.shape for b in checked]:
+                    self._checked[layer.name] = checked
             tops = step.op.top_shapes(layer, bottom_shapes)
             shapes.update(zip(layer.tops, tops))
         return shapes, expected_by_layer
@@ -383,11 +391,15 @@ class Net:
         """The tops of one layer; errors from the kernels are prefixed with the layer's name."""
         layer = step.layer
         blobs = self._fused_blobs(index) if index in self._fold_groups else self._checked.get(layer.name, [])
-        if backend == "cuda" and layer.type == "Convolution":
-            from nets.engine import device
-            blobs = device.cached(blobs, self._device_cache)
+        extra = {}
+        if layer.type == "Convolution":
+            if backend == "cuda":
+                from nets.engine import device
+                blobs = device.cached(blobs, self._device_cache)
+            else:
+                extra["cache"] = self._weight_cache  # Winograd's transformed filters, once per weight set
         try:
-            return step.op.forward(layer, blobs, [values[b] for b in layer.bottoms], backend)
+            return step.op.forward(layer, blobs, [values[b] for b in layer.bottoms], backend, **extra)
         except LayerError:
             raise
         except (TypeError, ValueError) as exc:

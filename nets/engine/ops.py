@@ -78,11 +78,12 @@ class Convolution(LayerOp):
                              f"dilation {g.dilation}, pad {g.pad}: the output would be {size}")
         return [(n, g.num_output) + tuple(size)]
 
-    def forward(self, layer, blobs, bottoms, backend):
+    def forward(self, layer, blobs, bottoms, backend, cache=None):
+        """``cache``: the net's :class:`atrous.WeightCache` (forms derived from the weights, kept)."""
         g = conv_geometry(layer)
         bias = blobs[1] if len(blobs) > 1 else None
         return [atrous.conv2d(bottoms[0], blobs[0], bias, stride=g.stride, pad=g.pad, dilation=g.dilation,
-                              groups=g.group, backend=backend)]
+                              groups=g.group, backend=backend, cache=cache)]
 
 
 class Pooling(LayerOp):

@@ -4,6 +4,7 @@ import pytest
 
 import atrous
 import atrous.config
+import atrous.cpu
 from atrous import winograd
 
 
@@ -87,3 +88,44 @@ def test_a_deeplab_sized_layer_against_the_direct_strategy(monkeypatch):
     assert choose_strategy(256, 256, (3, 3), (1, 1), (6, 6), (6, 6), (21, 21)) == "winograd"
     fast = atrous.conv2d(x, weight, pad=6, dilation=6, backend="cpu")
     assert np.abs(fast - direct).max() <= 2e-6 * np.abs(direct).max()
+
+
+def test_filter_transform_is_G_g_G_transposed():
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    u = winograd.filter_transform(weight)
+    assert u.shape == (16, 3, 2) and u.dtype == np.float32
+    g = winograd.G.astype(np.float64)
+    for o in range(3):
+        for c in range(2):
+            want = g @ weight[o, c].astype(np.float64) @ g.T  # (4, 4)
+            np.testing.assert_allclose(u[:, o, c].reshape(4, 4), want, rtol=1e-6, atol=1e-6)
+
+
+def test_weight_cache_keeps_the_transformed_filters_once_per_weight_array(monkeypatch):
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
+    calls = []
+    real = atrous.cpu.filter_transform
+    monkeypatch.setattr(atrous.cpu, "filter_transform", lambda w: calls.append(1) or real(w))
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-1, 1, (4, 10, 10)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (5, 4, 3, 3)).astype(np.float32)
+    want = atrous.conv2d(x, weight, pad=2, dilation=2, backend="numpy")
+    cache = atrous.WeightCache()
+    for size in (10, 8, 10):  # the filters do not depend on the input size
+        got = atrous.conv2d(x[:, :size, :size], weight, pad=2, dilation=2, backend="cpu", cache=cache)
+        ref = want if size == 10 else atrous.conv2d(x[:, :size, :size], weight, pad=2, dilation=2,
+                                                    backend="numpy")
+        np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+    assert len(calls) == 1 and len(cache) == 1
+    assert cache.nbytes() == 16 * 5 * 4 * 4
+    other = weight.copy()  # another array: its own entry, whatever its values
+    atrous.conv2d(x, other, pad=2, dilation=2, backend="cpu", cache=cache)
+    assert len(calls) == 2 and len(cache) == 2
+    # A weight that conv2d must convert (float64) is a new array each call: nothing is kept.
+    atrous.conv2d(x, weight.astype(np.float64), pad=2, dilation=2, backend="cpu", cache=cache)
+    assert len(calls) == 3 and len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0 and cache.nbytes() == 0

@@ -241,3 +241,22 @@ def test_dense_crf_layer_matches_crf_package():
 def test_load_of_a_missing_file_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.npz: no such file"):
         Net.load(tmp_path / "missing.npz")
+
+
+def test_winograd_filters_are_derived_once_per_net_for_every_input_size(monkeypatch):
+    import atrous.config
+    import atrous.cpu
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
+    calls = []
+    real = atrous.cpu.filter_transform
+    monkeypatch.setattr(atrous.cpu, "filter_transform", lambda w: calls.append(w.shape) or real(w))
+    rng = np.random.default_rng(4)
+    net = _net(CONV_RELU, _conv_weights(rng))
+    for size in (4, 6, 4, 5):
+        x = rng.standard_normal((1, 2, size, size)).astype(np.float32)
+        got = net.forward(x, backend="cpu")["conv"]
+        want = net.forward(x, backend="numpy")["conv"]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    assert calls == [(3, 2, 3, 3)]  # one transform for four forward passes at three sizes
