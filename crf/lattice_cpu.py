@@ -489,14 +489,14 @@ def _chains_kernel(n1, n2, order, bounds):
 def _blur_kernel(lat, order, bounds):
     """One axis, in place: ``v + 0.5 (v_n1 + v_n2)`` along every chain, front to back.
 
-    ``prev`` holds the previous vertex's value from before its update, ``cur``
-    this vertex's; a missing neighbour counts as zero, as the zero row M does.
+    ``prev`` holds the previous vertex's value from before its update; the next vertex is
+    still unchanged when this one is updated. A missing neighbour counts as zero, as the
+    zero row M does.
     """
     c = lat.shape[1]
     half = np.float32(0.5)
     for b in prange(bounds.shape[0] - 1):
         prev = np.empty(c, np.float32)
-        cur = np.empty(c, np.float32)
         end = bounds[b + 1]
         for i in range(bounds[b], end):
             v = order[i]
@@ -504,17 +504,17 @@ def _blur_kernel(lat, order, bounds):
                 v = -v - 1
                 for ch in range(c):
                     prev[ch] = 0
-                    cur[ch] = lat[v, ch]
             nxt = order[i + 1] if i + 1 < end else -1
+            row = lat[v]
             if nxt >= 0:  # the chain goes on
+                following = lat[nxt]
                 for ch in range(c):
-                    following = lat[nxt, ch]
-                    lat[v, ch] = cur[ch] + half * (prev[ch] + following)
-                    prev[ch] = cur[ch]
-                    cur[ch] = following
+                    before = row[ch]
+                    row[ch] = before + half * (prev[ch] + following[ch])
+                    prev[ch] = before
             else:
                 for ch in range(c):
-                    lat[v, ch] = cur[ch] + half * (prev[ch] + np.float32(0.0))
+                    row[ch] = row[ch] + half * (prev[ch] + np.float32(0.0))
 
 
 @njit(parallel=True, cache=True)
@@ -538,6 +538,39 @@ def _blur_two_buffer_kernel(src, n1, n2, dst, ahead):
         dst[m, ch] = 0
 
 
+@njit(inline="always")
+def slice_point(lat, offsets, weights, alpha, p, dst):
+    """``dst = sum_k (weights[p, k] alpha) lat[offsets[p, k]]``: point p's d+1 vertices, (C,) float32.
+
+    The sum runs over k in order, as the reference's. For d+1 = 3 and 6 (the Gaussian and the
+    bilateral kernel) one loop over the channels reads all the rows: a loop of ~20 channels costs
+    more to enter (alias checks, a short vector tail) than its work, so one loop instead of d+1
+    made the slice 1.5x faster (measured at 500x375, 21 labels).
+    """
+    d1 = offsets.shape[1]
+    c = dst.shape[0]
+    if d1 == 6:
+        r0, r1, r2 = lat[offsets[p, 0]], lat[offsets[p, 1]], lat[offsets[p, 2]]
+        r3, r4, r5 = lat[offsets[p, 3]], lat[offsets[p, 4]], lat[offsets[p, 5]]
+        w0, w1, w2 = weights[p, 0] * alpha, weights[p, 1] * alpha, weights[p, 2] * alpha
+        w3, w4, w5 = weights[p, 3] * alpha, weights[p, 4] * alpha, weights[p, 5] * alpha
+        for ch in range(c):
+            dst[ch] = w0 * r0[ch] + w1 * r1[ch] + w2 * r2[ch] + w3 * r3[ch] + w4 * r4[ch] + w5 * r5[ch]
+    elif d1 == 3:
+        r0, r1, r2 = lat[offsets[p, 0]], lat[offsets[p, 1]], lat[offsets[p, 2]]
+        w0, w1, w2 = weights[p, 0] * alpha, weights[p, 1] * alpha, weights[p, 2] * alpha
+        for ch in range(c):
+            dst[ch] = w0 * r0[ch] + w1 * r1[ch] + w2 * r2[ch]
+    else:
+        row, w = lat[offsets[p, 0]], weights[p, 0] * alpha
+        for ch in range(c):
+            dst[ch] = w * row[ch]
+        for k in range(1, d1):
+            row, w = lat[offsets[p, k]], weights[p, k] * alpha
+            for ch in range(c):
+                dst[ch] += w * row[ch]
+
+
 @njit(parallel=True, cache=True)
 def _slice_kernel(lat, offsets, weights, alpha, out, ahead):
     """Gather: every point reads its d+1 vertices with its barycentric weights times alpha.
@@ -545,18 +578,11 @@ def _slice_kernel(lat, offsets, weights, alpha, out, ahead):
     The vertex rows of point p + ``ahead`` are prefetched (0: none).
     """
     n, d1 = offsets.shape
-    c = lat.shape[1]
     for p in prange(n):
         if ahead > 0 and p + ahead < n:
             for k in range(d1):
                 prefetch_row(lat, offsets[p + ahead, k])
-        for ch in range(c):
-            out[p, ch] = 0
-        for k in range(d1):
-            o = offsets[p, k]
-            w = weights[p, k] * alpha
-            for ch in range(c):
-                out[p, ch] += w * lat[o, ch]
+        slice_point(lat, offsets, weights, alpha, p, out[p])
 
 
 def chains_cpu(n1, n2):

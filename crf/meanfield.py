@@ -38,7 +38,7 @@ from numba import njit, prange
 
 from crf.lattice import slice_alpha
 from crf import config
-from crf.lattice_cpu import prefetch_distance
+from crf.lattice_cpu import prefetch_distance, slice_point
 from crf.prefetch import prefetch_row
 
 KIND_POTTS, KIND_DIAGONAL, KIND_MATRIX = 0, 1, 2
@@ -163,61 +163,76 @@ def scale_rows(values, scale, out, backend):
 
 
 @njit(parallel=True, cache=True)
-def _slice_messages_kernel(lats, offsets, weights, posts, mus, alphas, ws, kinds, u, q_out, aheads):
-    """Per point: slice every kernel's lattice, add its message to -U, softmax (one pass).
+def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, aheads):
+    """Per block of points: slice every kernel's lattice, add its message to -U, softmax.
 
-    The lattice rows of point p + ``aheads[m]`` are prefetched for kernel m (0: none).
+    Kernel m adds ``post[p] * coefs[m][l] * slice_m(p, l)`` to the energy of label l when
+    ``mus[m]`` is empty (Potts and diagonal penalties: ``coefs`` holds the weight, the sign and
+    the penalty), else ``-post[p] * coefs[m][0] * (slice_m(p) @ mus[m])``; ``slice_m`` is
+    :func:`crf.lattice_cpu.slice_point` with the lattice's ``alphas[m]``.
+    The loop over kernels is outside the loop over a block's points, so that each kernel's
+    arrays are picked once per block. The lattice rows of point p + ``aheads[m]`` are
+    prefetched for kernel m (0: none).
     """
     n, n_labels = u.shape
     n_kernels = len(lats)
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
+        energy = np.empty((_BLOCK, n_labels), np.float32)  # the block's energies, points first
         sliced = np.empty(n_labels, np.float32)
-        energy = np.empty(n_labels, np.float32)
-        block = np.empty((n_labels, _BLOCK), np.float32)  # the block's energies, label-major
+        block = np.empty((n_labels, _BLOCK), np.float32)  # the same, label-major, for the softmax
         top, total = np.empty(_BLOCK, np.float32), np.empty(_BLOCK, np.float32)
         bits = np.empty(_BLOCK, np.int32)
         p0 = b * _BLOCK
         p1 = min(n, p0 + _BLOCK)
         for p in range(p0, p1):
-            for m in range(n_kernels):  # ask for the lattice rows of a point a few ahead (crf.prefetch)
-                if aheads[m] > 0 and p + aheads[m] < n:
-                    for k in range(offsets[m].shape[1]):
-                        prefetch_row(lats[m], offsets[m][p + aheads[m], k])
             for lab in range(n_labels):
-                energy[lab] = -u[p, lab]
-            for m in range(n_kernels):
-                lat = lats[m]
-                mu = mus[m]
-                for lab in range(n_labels):
-                    sliced[lab] = 0
-                for k in range(offsets[m].shape[1]):  # slice: d+1 vertices, barycentric weights
-                    o = offsets[m][p, k]
-                    wk = weights[m][p, k] * alphas[m]
+                energy[p - p0, lab] = -u[p, lab]
+        for m in range(n_kernels):
+            lat, off, wt, post, coef, mu = lats[m], offsets[m], weights[m], posts[m], coefs[m], mus[m]
+            ahead, d1 = aheads[m], off.shape[1]
+            for p in range(p0, p1):
+                if ahead > 0 and p + ahead < n:  # ask for the rows of a point a few ahead (crf.prefetch)
+                    for k in range(d1):
+                        prefetch_row(lat, off[p + ahead, k])
+                slice_point(lat, off, wt, alphas[m], p, sliced)
+                s = post[p] if post.shape[0] > 0 else np.float32(1.0)
+                row = energy[p - p0]
+                if mu.shape[0] == 0:  # Potts or diagonal: one coefficient per label
                     for lab in range(n_labels):
-                        sliced[lab] += wk * lat[o, lab]
-                s = ws[m]
-                if posts[m].shape[0] > 0:
-                    s = s * posts[m][p]
-                if kinds[m] == 0:  # Potts s (1 - I): + w s (N K Q), the per-point constant dropped
-                    sp = s * mu[0, 0]
-                    for lab in range(n_labels):
-                        energy[lab] += sp * sliced[lab]
-                elif kinds[m] == 1:
-                    for lab in range(n_labels):
-                        energy[lab] -= s * mu[0, lab] * sliced[lab]
+                        row[lab] += (s * coef[lab]) * sliced[lab]
                 else:
+                    sc = s * coef[0]
                     for lab in range(n_labels):
                         acc = np.float32(0.0)
                         for k in range(n_labels):
                             acc += sliced[k] * mu[k, lab]
-                        energy[lab] -= s * acc
+                        row[lab] -= sc * acc
+        for p in range(p0, p1):
             for lab in range(n_labels):
-                block[lab, p - p0] = energy[lab]
+                block[lab, p - p0] = energy[p - p0, lab]
         _softmax_block(block, p1 - p0, q_out, p0, top, total, bits)
 
 
 _NO_SCALE = np.empty(0, np.float32)
+
+
+def _message_coefficients(kernel, n_labels):
+    """``(coefs (L,), mu)`` of one kernel for :func:`_slice_messages_kernel`.
+
+    Potts ``s (1 - I)``: ``+ w s`` for every label (the per-point constant dropped, see the
+    module docstring); diagonal ``diag(v)``: ``- w v``; a matrix: ``coefs[0] = w`` and the
+    matrix itself.
+    """
+    scale = np.float32(kernel.w)
+    if kernel.kind == KIND_POTTS:
+        return np.full(n_labels, scale * kernel.mu[0], np.float32), _NO_MATRIX
+    if kernel.kind == KIND_DIAGONAL:
+        return (-scale * kernel.mu).astype(np.float32), _NO_MATRIX
+    return np.full(n_labels, scale, np.float32), np.ascontiguousarray(kernel.mu, np.float32)
+
+
+_NO_MATRIX = np.empty((0, 0), np.float32)
 
 
 def slice_messages_cpu(lats, kernels, u, q_out):
@@ -234,10 +249,10 @@ def slice_messages_cpu(lats, kernels, u, q_out):
     q_out : ndarray of shape (N, L), float32
         Written: the new Q.
     """
+    n_labels = u.shape[1]
+    coefs, mus = zip(*(_message_coefficients(k, n_labels) for k in kernels))
     _slice_messages_kernel(
         tuple(lats), tuple(k.lattice.offsets for k in kernels), tuple(k.lattice.weights for k in kernels),
-        tuple(_NO_SCALE if k.post is None else k.post for k in kernels),
-        tuple(np.ascontiguousarray(k.mu.reshape(-1, k.mu.shape[-1])) for k in kernels),
         np.array([slice_alpha(k.lattice.d) for k in kernels], np.float32),
-        np.array([k.w for k in kernels], np.float32), np.array([k.kind for k in kernels], np.int64),
+        tuple(_NO_SCALE if k.post is None else k.post for k in kernels), coefs, mus,
         u, q_out, np.array([prefetch_distance(lat, config.AHEAD_POINTS) for lat in lats], np.int64))
