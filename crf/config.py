@@ -25,6 +25,10 @@ SERIAL_BLUR = 1 << 20
 #: Blocks of points per thread in the parallel hash (load balance against merge work).
 HASH_BLOCKS_PER_THREAD = 2
 
+#: Hash and look up vertex keys packed into one int64 when they fit (crf.packed_keys);
+#: False: always the general kernels (the tests build both ways and compare).
+PACKED_KEYS = True
+
 #: Software prefetch distances, in vertices (splat, blur) and in points (slice), for
 #: gathered arrays of at least PREFETCH_MIN_BYTES (smaller ones stay in cache).
 AHEAD_VERTICES = 32

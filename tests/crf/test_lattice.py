@@ -4,7 +4,7 @@ import pytest
 
 from crf import lattice as L
 from crf import config as crf_config
-from crf import lattice_cpu
+from crf import lattice_cpu, packed_keys
 from crf.exact import exact_filter
 
 # Measured on 5 seeds x 300 uniform random points spread over 3 s standard deviations per feature
@@ -285,3 +285,66 @@ def test_mean_field_with_and_without_prefetching_is_bit_identical(monkeypatch):
     plain = marginals()
     monkeypatch.setattr(crf_config, "PREFETCH_MIN_BYTES", 0)
     np.testing.assert_array_equal(marginals(), plain)
+
+
+def _embedded(f):
+    n, d = f.shape
+    rem0 = np.empty((n, d + 1), np.int32)
+    rank = np.empty((n, d + 1), np.int32)
+    weights = np.empty((n, d + 1), np.float32)
+    lattice_cpu._embed_kernel(f, L.feature_scale(d), rem0, rank, weights)
+    return rem0, rank
+
+
+@pytest.mark.parametrize("spread", [2.0, 200.0])
+def test_packed_keys_hash_and_neighbours_equal_the_general_kernels(spread):
+    rng = np.random.default_rng(11)
+    n, d = 3000, 5
+    f = (rng.random((n, d)) * spread).astype(np.float32)
+    f[: n // 2] = np.sort(f[: n // 2], axis=0)
+    rem0, rank = _embedded(f)
+    layout = packed_keys.packed_layout(rem0, d)
+    assert layout is not None
+    want_offsets = np.empty((n, d + 1), np.int32)
+    want_table, want_keys = lattice_cpu.hash_cpu(rem0, rank, want_offsets, 1)
+    m = len(want_keys)
+    want_n1, want_n2 = np.empty((d + 1, m), np.int32), np.empty((d + 1, m), np.int32)
+    lattice_cpu._neighbours_kernel(want_table, want_keys, want_n1, want_n2)
+    assert (want_n1 < m).any()  # some neighbours exist, some do not
+    assert (want_n1 == m).any()
+    for n_threads in (1, 2, 3, 8):
+        offsets = np.empty((n, d + 1), np.int32)
+        table, packed, keys = packed_keys.hash_packed(rem0, rank, offsets, layout, n_threads)
+        np.testing.assert_array_equal(offsets, want_offsets)
+        np.testing.assert_array_equal(keys, want_keys)
+        stored = table[1::2][table[0::2] >= 0]  # every vertex in the table once, at most half full
+        assert sorted(stored.tolist()) == list(range(m)) and 4 * m <= table.shape[0]
+        n1, n2 = np.empty((d + 1, m), np.int32), np.empty((d + 1, m), np.int32)
+        packed_keys.neighbours_packed(table, packed, layout, d, n1, n2)
+        np.testing.assert_array_equal(n1, want_n1)
+        np.testing.assert_array_equal(n2, want_n2)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_lattice_built_with_and_without_packed_keys_is_the_same(d, monkeypatch):
+    rng = np.random.default_rng(12 + d)
+    f = (rng.standard_normal((2000, d)) * 4).astype(np.float32)
+    packed = L.build(f, backend="cpu")
+    monkeypatch.setattr(crf_config, "PACKED_KEYS", False)
+    general = L.build(f, backend="cpu")
+    for name in ("offsets", "weights", "keys", "n1", "n2", "starts", "splat_point", "splat_weight"):
+        np.testing.assert_array_equal(getattr(packed, name), getattr(general, name), err_msg=name)
+
+
+def test_keys_too_wide_for_one_int64_take_the_general_kernels():
+    rng = np.random.default_rng(13)
+    d = 8  # 8 coordinates over ~2^14 values: 8 x 14 bits > 62
+    f = (rng.random((500, d)) * 4000).astype(np.float32)
+    rem0, _ = _embedded(f)
+    assert packed_keys.packed_layout(rem0, d) is None
+    a, b = L.build(f, backend="cpu"), L.build(f, backend="numpy")
+    np.testing.assert_array_equal(a.keys[a.offsets], b.keys[b.offsets])
+    # a layout holds every corner and neighbour coordinate of the keys it accepts
+    rem0, _ = _embedded((rng.random((500, 3)) * 50).astype(np.float32))
+    lo, bits = packed_keys.packed_layout(rem0, 3)
+    assert lo <= rem0[:, :3].min() - 5 and rem0[:, :3].max() + 7 - lo < 2 ** bits
