@@ -123,7 +123,7 @@ def softmax_numpy(energy, out):
 
 
 @njit(parallel=True, cache=True)
-def _softmax_kernel(energy, out):
+def _softmax_kernel(energy, sign, out):
     n, n_labels = energy.shape
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     for b in prange(n_blocks):
@@ -133,14 +133,46 @@ def _softmax_kernel(energy, out):
         p0 = b * _BLOCK
         count = min(n, p0 + _BLOCK) - p0
         for i in range(count):
+            row = energy[p0 + i]
             for lab in range(n_labels):
-                block[lab, i] = energy[p0 + i, lab]
+                block[lab, i] = sign * row[lab]
         _softmax_block(block, count, out, p0, top, total, bits)
 
 
-def softmax_cpu(energy, out):
-    """Numba version of :func:`softmax_numpy`."""
-    _softmax_kernel(energy, out)
+def softmax_cpu(energy, out, negate=False):
+    """Numba version of :func:`softmax_numpy`; ``negate``: of ``-energy`` (no negated copy made)."""
+    _softmax_kernel(energy, np.float32(-1.0 if negate else 1.0), out)
+
+
+_TILE = 32  # the transpose's tiles: 32 x 32 values, rows of 128 bytes on both sides
+
+
+@njit(parallel=True, cache=True)
+def _transpose_kernel(src, dst):
+    rows, cols = src.shape
+    tiles_i, tiles_j = (rows + _TILE - 1) // _TILE, (cols + _TILE - 1) // _TILE
+    for t in prange(tiles_i * tiles_j):  # (N, L) has tiles along the rows, (L, N) along the columns
+        i0, j0 = (t // tiles_j) * _TILE, (t % tiles_j) * _TILE
+        i1 = min(rows, i0 + _TILE)
+        for j in range(j0, min(cols, j0 + _TILE)):
+            line = dst[j]
+            for i in range(i0, i1):
+                line[i] = src[i, j]
+
+
+def transpose(src, out=None):
+    """``src.T`` as a new C-contiguous array (or into ``out``), for 2-D float32 ``src``.
+
+    The layout change between the API's labels-first (L, H, W) and mean field's points-first
+    (N, L): tiles of 32 x 32 values (each read and written a cache line at a time) in parallel,
+    so that the pages of a new array are also faulted in by every thread.
+    At 1000x750 with 21 labels it took 52 ms as NumPy's ``ascontiguousarray(q.T)``.
+    """
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    if out is None:
+        out = np.empty(src.shape[::-1], np.float32)
+    _transpose_kernel(src, out)
+    return out
 
 
 @njit(parallel=True, cache=True)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import crf
+from crf import meanfield
 from crf.synthetic import photo, smooth_logits
 
 H, W, L = 24, 32, 4
@@ -307,3 +308,29 @@ def test_summary_reports_the_lattices_and_the_times():
     # deeplab_refine is this model run for the preset's iterations
     np.testing.assert_array_equal(model.inference(10), crf.deeplab_refine(image, -model.unary,
                                                                           "deeplab-v1-largefov-voc", backend="cpu"))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (33, 21), (100, 64), (21, 1000)])
+def test_transpose_is_the_layout_change(shape):
+    rng = np.random.default_rng(sum(shape))
+    src = rng.standard_normal(shape).astype(np.float32)
+    got = meanfield.transpose(src)
+    assert got.flags.c_contiguous and got.shape == shape[::-1]
+    np.testing.assert_array_equal(got, src.T)
+    out = np.full(shape[::-1], np.nan, np.float32)
+    assert meanfield.transpose(src, out) is out
+    np.testing.assert_array_equal(out, src.T)
+
+
+def test_updates_alternate_between_two_buffers_and_keep_the_input(scene):
+    image, unary = scene
+    c = crf.DenseCRF(unary, backend="cpu")
+    c.add_bilateral(image, 10, 5, w=4)
+    runner = c._get_runner()
+    q0 = runner.start()
+    kept = q0.copy()
+    q1 = runner.step(q0)
+    np.testing.assert_array_equal(q0, kept)  # the input is read, not overwritten
+    q2 = runner.step(q1)
+    assert q1 is not q0 and q2 is q0  # two buffers, no new array per update
+    np.testing.assert_array_equal(c.inference(2), c._to_lhw(q2))
