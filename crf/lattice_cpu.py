@@ -442,6 +442,12 @@ def build_cpu(features):
     return offsets, weights, keys, n1, n2, starts, points, point_weights
 
 
+@njit(inline="always")
+def _entry_weight(point_weights, pre, points, e):
+    w = point_weights[e]
+    return w * pre[points[e]] if pre.shape[0] > 0 else w
+
+
 @njit(parallel=True, cache=True)
 def _splat_kernel(values, pre, starts, points, point_weights, lat, ahead):
     """Gather: every vertex sums ``weight * pre[p] * value[p]`` over its CSR entries.
@@ -449,24 +455,37 @@ def _splat_kernel(values, pre, starts, points, point_weights, lat, ahead):
     Each vertex writes only its own row: no write conflicts, no atomics. ``pre``
     (N,) scales the values first (symmetric normalisation); an empty ``pre``
     means no scaling. While vertex v is summed, the value rows of vertex
-    v + ``ahead`` are prefetched (0: none).
+    v + ``ahead`` are prefetched (0: none). The entries are added four at a
+    time in one loop over the channels (then two, then one), in their order:
+    the same sums as one at a time, with fewer passes over the row.
     """
     m = starts.shape[0] - 1
     c = values.shape[1]
-    scaled = pre.shape[0] > 0
     for v in prange(m):
         if ahead > 0 and v + ahead < m:
             for e in range(starts[v + ahead], starts[v + ahead + 1]):
                 prefetch_row(values, points[e])
+        dst = lat[v]
         for ch in range(c):
-            lat[v, ch] = 0
-        for e in range(starts[v], starts[v + 1]):
-            p = points[e]
-            w = point_weights[e]
-            if scaled:
-                w = w * pre[p]
+            dst[ch] = 0
+        e, stop = starts[v], starts[v + 1]
+        while e + 4 <= stop:
+            r0, r1, r2, r3 = values[points[e]], values[points[e + 1]], values[points[e + 2]], values[points[e + 3]]
+            w0, w1 = _entry_weight(point_weights, pre, points, e), _entry_weight(point_weights, pre, points, e + 1)
+            w2, w3 = _entry_weight(point_weights, pre, points, e + 2), _entry_weight(point_weights, pre, points, e + 3)
             for ch in range(c):
-                lat[v, ch] += w * values[p, ch]
+                dst[ch] = dst[ch] + w0 * r0[ch] + w1 * r1[ch] + w2 * r2[ch] + w3 * r3[ch]
+            e += 4
+        if e + 2 <= stop:
+            r0, r1 = values[points[e]], values[points[e + 1]]
+            w0, w1 = _entry_weight(point_weights, pre, points, e), _entry_weight(point_weights, pre, points, e + 1)
+            for ch in range(c):
+                dst[ch] = dst[ch] + w0 * r0[ch] + w1 * r1[ch]
+            e += 2
+        if e < stop:
+            r0, w0 = values[points[e]], _entry_weight(point_weights, pre, points, e)
+            for ch in range(c):
+                dst[ch] = dst[ch] + w0 * r0[ch]
     for ch in range(c):
         lat[m, ch] = 0
 
