@@ -21,7 +21,6 @@ A. Adams, J. Baek, M. A. Davis, "Fast High-Dimensional Filtering Using the
 Permutohedral Lattice", Eurographics 2010, sections 3-4.
 """
 import contextlib
-import math
 
 import numba
 import numpy as np
@@ -90,8 +89,8 @@ def _embed_kernel(features, scale, rem0, rank, weights):
             total = 0
             for i in range(d1):
                 v = down * elevated[i]
-                up = np.float32(math.ceil(v)) * upf
-                dn = np.float32(math.floor(v)) * upf
+                up = np.ceil(v) * upf
+                dn = np.floor(v) * upf
                 r0[i] = up if up - elevated[i] < elevated[i] - dn else dn
                 total += int(r0[i])
             total //= d1
