@@ -10,7 +10,8 @@ time, GFLOP/s (2 * C_out * C_in * kh * kw * H_out * W_out per layer, padding
 taps included), the fraction of NumPy's float32 GEMM rate measured in the same
 run, torch's ``conv2d`` in the same run with the same thread count (when torch
 is importable; on the GPU cuDNN in float32, TF32 off) and the ratio ours / torch,
-and the peak memory of one call.
+the same with the weights' derived forms kept between calls (``cache=atrous.WeightCache()``,
+as a net calls it), and the peak memory of one call.
 
 Peak memory is measured with ``tracemalloc``: it counts the NumPy arrays a
 call allocates (output and scratch buffers), not BLAS's internal buffers;
@@ -151,6 +152,11 @@ def run(args):
             call = lambda: atrous.conv2d(x, weight, bias, pad=rate, dilation=rate, backend="cpu")  # noqa: E731
             peak = peak_memory_mb(call)
         ours = median_time(call, args.repeat, sync)
+        cached = None
+        if args.backend == "cpu":  # as in a net: what is derived from the weights kept between calls
+            cache = atrous.WeightCache()
+            cached = median_time(lambda: atrous.conv2d(x, weight, bias, pad=rate, dilation=rate, backend="cpu",
+                                                       cache=cache), args.repeat, sync)
         theirs = None
         if torch is not None:
             tx = torch.from_numpy(x)[None].to(torch_device)
@@ -162,7 +168,9 @@ def run(args):
         rows.append(dict(layer=f"{name} {c_in}->{c_out}, rate {rate}", size=f"{size}x{size}", ms=ours * 1e3,
                          gflops=flops / ours / 1e9, gemm=None if gemm is None else flops / ours / 1e9 / gemm,
                          torch_ms=None if theirs is None else theirs * 1e3,
-                         ratio=None if theirs is None else ours / theirs, peak=peak))
+                         ratio=None if theirs is None else ours / theirs, peak=peak,
+                         cached_ms=None if cached is None else cached * 1e3,
+                         cached_ratio=None if theirs is None or cached is None else cached / theirs))
     return dict(gemm=gemm, compiled=compiled, rows=rows, torch=torch_note)
 
 
@@ -174,12 +182,14 @@ def report(args, result, markdown):
     import numba
     import numpy as np
     command = "python bench/atrous.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    header = ["layer", "size", "median ms", "GFLOP/s", "of GEMM", "torch ms", "ours/torch", "peak MB"]
+    header = ["layer", "size", "median ms", "GFLOP/s", "of GEMM", "torch ms", "ours/torch", "cached ms",
+              "cached/torch", "peak MB"]
     lines = []
     for r in result["rows"]:
         lines.append([r["layer"], r["size"], _fmt(r["ms"], ".1f"), _fmt(r["gflops"], ".0f"),
                       _fmt(None if r["gemm"] is None else 100 * r["gemm"], ".0f") + ("%" if r["gemm"] else ""),
-                      _fmt(r["torch_ms"], ".1f"), _fmt(r["ratio"], ".2f"), _fmt(r["peak"], ".1f")])
+                      _fmt(r["torch_ms"], ".1f"), _fmt(r["ratio"], ".2f"), _fmt(r["cached_ms"], ".1f"),
+                      _fmt(r["cached_ratio"], ".2f"), _fmt(r["peak"], ".1f")])
     notes = [f"command: `{command}`",
              f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; backend "
              f"{args.backend}; {args.threads} threads (Numba {numba.__version__}, threading layer "
@@ -190,6 +200,8 @@ def report(args, result, markdown):
     for strategy, (seconds, how) in result["compiled"].items():
         notes.append(f"first call, {strategy} kernels ({how}): {seconds:.2f} s")
     if args.backend == "cpu":
+        notes.append("cached: with an atrous.WeightCache, as a net calls it (Winograd's transformed filters "
+                     "made once, not per call)")
         notes.append("peak MB: tracemalloc peak of one call (NumPy arrays: output and scratch; "
                      "not BLAS internals)")
     else:
