@@ -138,20 +138,92 @@ def unload():
     _LOADED.clear()
 
 
-def _segment_image(settings, path):
-    """Read and segment one image in this process -> (image, Segmentation, warnings)."""
+def _read(path):
+    """(image, seconds, error message or None)."""
+    from nets.app.imageio import ImageReadError, read_image
+    t = time.perf_counter()
+    try:
+        return read_image(path), time.perf_counter() - t, None
+    except (ImageReadError, OSError, ValueError) as exc:
+        return None, time.perf_counter() - t, str(exc) if os.fspath(path) in str(exc) else f"{path}: {exc}"
+
+
+def _segment_images(settings, paths, probabilities=True):
+    """Read and segment images in this process, those of one size as one batch.
+
+    Returns one ``(image, Segmentation, warnings, error)`` per path, in order: an image that
+    cannot be read (or a batch that cannot be segmented) has ``error`` set and the others go on.
+    Images of one size go through the network together (:meth:`nets.deeplab.Model.segment_batch`:
+    on a GPU everything stays on the device and only labels, and probabilities when asked, come
+    back); the results equal those of one image at a time.
+    """
     import warnings
 
-    from nets.app.imageio import read_image
     model, preset = load(settings)
-    t = time.perf_counter()
-    image = read_image(path)
-    read = time.perf_counter() - t
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = model.segment(image, crf=preset, scales=settings.scales, backend=settings.backend)
-    result.timings = {"read": read, **result.timings}
-    return image, result, [f"{path}: {w.message}" for w in caught]
+    results = [None] * len(paths)
+    by_size = {}
+    for k, path in enumerate(paths):
+        image, read, error = _read(path)
+        if error is not None:
+            results[k] = (None, None, [], error)
+        else:
+            by_size.setdefault(image.shape, []).append((k, image, read))
+    for group in by_size.values():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                segmentations = model.segment_batch([image for _, image, _ in group], crf=preset,
+                                                    scales=settings.scales, backend=settings.backend,
+                                                    probabilities=probabilities)
+            except (ValueError, TypeError) as exc:
+                segmentations, failure = None, exc
+        for j, (k, image, read) in enumerate(group):
+            path = paths[k]
+            if segmentations is None:
+                results[k] = (image, None, [], f"{path}: {failure}")
+                continue
+            result = segmentations[j]
+            result.timings = {"read": read, **result.timings}
+            results[k] = (image, result, [f"{path}: {w.message}" for w in caught], None)
+    return results
+
+
+def segment_group(settings, paths, out_dir, overlay=False, save_probs=False):
+    """Segment a group of image files (one batch per image size) and write their outputs.
+
+    Returns
+    -------
+    list of Outcome
+        One per path, in order; never raising: an image that cannot be read, segmented or
+        written has ``error`` set.
+    """
+    from PIL import Image
+
+    from nets.app.imageio import overlay as blend, save_image_atomic, write_label_png
+    start = time.perf_counter()
+    segmented = _segment_images(settings, paths, probabilities=save_probs)
+    share = (time.perf_counter() - start) / max(1, len(paths))  # the group's time, per image
+    outcomes = []
+    for path, (image, result, caught, error) in zip(paths, segmented):
+        if error is not None:
+            outcomes.append(Outcome(path, error=error, seconds=share))
+            continue
+        t = time.perf_counter()
+        try:
+            labels_png, *others = output_paths(path, out_dir, overlay, save_probs)
+            write_label_png(labels_png, result.labels)
+            if overlay:
+                save_image_atomic(Image.fromarray(blend(image, result.labels)), others.pop(0))
+            if save_probs:
+                save_probabilities(others.pop(0), result.probabilities)
+        except (OSError, ValueError, TypeError) as exc:
+            message = str(exc) if os.fspath(path) in str(exc) else f"{path}: {exc}"
+            outcomes.append(Outcome(path, error=message, seconds=share + time.perf_counter() - t))
+            continue
+        result.timings["write"] = time.perf_counter() - t
+        outcomes.append(Outcome(path, seconds=share + result.timings["write"], timings=result.timings,
+                                warnings=caught))
+    return outcomes
 
 
 def segment_one(settings, path, out_dir, overlay=False, save_probs=False):
@@ -162,24 +234,7 @@ def segment_one(settings, path, out_dir, overlay=False, save_probs=False):
     Outcome
         With ``error`` set, never raising, when the image cannot be read or segmented.
     """
-    from PIL import Image
-
-    from nets.app.imageio import ImageReadError, overlay as blend, save_image_atomic, write_label_png
-    start = time.perf_counter()
-    try:
-        image, result, caught = _segment_image(settings, path)
-        t = time.perf_counter()
-        labels_png, *others = output_paths(path, out_dir, overlay, save_probs)
-        write_label_png(labels_png, result.labels)
-        if overlay:
-            save_image_atomic(Image.fromarray(blend(image, result.labels)), others.pop(0))
-        if save_probs:
-            save_probabilities(others.pop(0), result.probabilities)
-        result.timings["write"] = time.perf_counter() - t
-    except (ImageReadError, OSError, ValueError, TypeError) as exc:
-        message = str(exc) if os.fspath(path) in str(exc) else f"{path}: {exc}"
-        return Outcome(path, error=message, seconds=time.perf_counter() - start)
-    return Outcome(path, seconds=time.perf_counter() - start, timings=result.timings, warnings=caught)
+    return segment_group(settings, (path,), out_dir, overlay, save_probs)[0]
 
 
 def evaluate_one(settings, image_path, label_path, num_classes, state_dir=None):
@@ -197,7 +252,9 @@ def evaluate_one(settings, image_path, label_path, num_classes, state_dir=None):
     start = time.perf_counter()
     try:
         truth = read_label_png(label_path)
-        _, result, caught = _segment_image(settings, image_path)
+        (_, result, caught, error), = _segment_images(settings, (image_path,), probabilities=False)
+        if error is not None:
+            return Outcome(image_path, error=f"{label_path}: {error}", seconds=time.perf_counter() - start)
         matrix = confusion_matrix(truth, result.labels, num_classes)
         if state_dir is not None:
             with atomic_write(_state_file(state_dir, label_path)) as f:
@@ -212,7 +269,7 @@ def evaluate_one(settings, image_path, label_path, num_classes, state_dir=None):
 
 
 def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, workers=1, client=None,
-                  resume=False, on_outcome=None, threads=None):
+                  resume=False, on_outcome=None, threads=None, batch=1):
     """Segment image files into ``out_dir``, on ``workers`` processes or a Dask ``client``.
 
     Parameters
@@ -230,11 +287,17 @@ def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, wor
     on_outcome : callable, optional
     threads : int, optional
         Threads per worker process (default ``max(1, cores // processes)``).
+    batch : int
+        Images per call: up to ``batch`` consecutive images go to one worker together, and
+        those of one size through the network as one batch (worth it on a GPU; the outputs
+        are the same as one by one).
 
     Returns
     -------
     Summary
     """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     outcomes, calls, index, seen = [None] * len(paths), [], [], {}
@@ -252,7 +315,13 @@ def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, wor
     for outcome in outcomes:
         if outcome is not None and on_outcome is not None:
             on_outcome(outcome)
-    for k, outcome in zip(index, run(segment_one, calls, workers, client, on_outcome, threads)):
+    if batch == 1:
+        results = run(segment_one, calls, workers, client, on_outcome, threads)
+    else:  # groups of consecutive images, one call each
+        groups = [calls[g:g + batch] for g in range(0, len(calls), batch)]
+        grouped = [(settings, tuple(call[1] for call in group), out_dir, overlay, save_probs) for group in groups]
+        results = [o for group in run(segment_group, grouped, workers, client, on_outcome, threads) for o in group]
+    for k, outcome in zip(index, results):
         outcomes[k] = outcome
     return Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))
 

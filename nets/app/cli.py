@@ -10,6 +10,10 @@ import os
 import sys
 
 
+#: Images per forward pass of ``segment`` on a GPU unless ``--batch`` says otherwise.
+GPU_BATCH = 8
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -162,6 +166,7 @@ def _run_many(command, args, total, client, job):
 
 
 def cmd_segment(args):
+    from atrous.backend import resolve_backend
     from nets.app import batch
     from nets.app.files import image_files
     try:
@@ -174,9 +179,10 @@ def cmd_segment(args):
     if not paths:
         _err("segment", f"no image files in {args.inputs}")
         return 1
+    size = args.batch or (GPU_BATCH if resolve_backend(settings.backend) == "cuda" else 1)
     summary = _run_many("segment", args, len(paths), client, lambda **kw: batch.segment_files(
         paths, settings, args.output, overlay=args.overlay, save_probs=args.save_probs, workers=args.workers,
-        client=client, resume=args.resume, **kw))
+        client=client, resume=args.resume, batch=size, **kw))
     if summary is None:
         return 1
     failures = summary.failures
@@ -349,6 +355,9 @@ def build_parser():
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png")
     p.add_argument("--save-probs", action="store_true", help="also write NAME_probs.npy, (L, H, W) float32")
     p.add_argument("--verbose", action="store_true", help="time per stage for every image")
+    p.add_argument("--batch", type=_positive_int, default=None, metavar="N",
+                   help="images of one size among N consecutive ones share one forward pass "
+                        f"(default {GPU_BATCH} on the cuda backend, else 1)")
     _add_many(p)
     p.add_argument("--resume", action="store_true",
                    help="skip the images whose outputs are all in OUT_DIR (an interrupted run's)")

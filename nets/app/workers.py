@@ -1,7 +1,8 @@
 """Where the work runs: in this process, on a pool of local processes, or on a Dask cluster.
 
 :func:`run` calls one module-level function on a list of argument tuples, each call returning an
-:class:`Outcome`, with the same results wherever it runs:
+:class:`Outcome` (or a list of them, one per image, for a call that takes a group of images), with
+the same results wherever it runs:
 
 * ``workers=1``: in this process, one call after another;
 * ``workers=N``: a pool of N local processes, started with ``spawn`` so that no process inherits
@@ -191,10 +192,11 @@ def run(function, calls, workers=1, client=None, on_outcome=None, threads=None):
 
     Parameters
     ----------
-    function : callable returning an Outcome
-        A module-level function (it travels to other processes by name).
+    function : callable returning an Outcome or a list of Outcomes
+        A module-level function (it travels to other processes by name). A call that returns
+        a list (a group of images) has the image paths as its second argument.
     calls : list of tuple
-        The arguments of each call.
+        The arguments of each call; the second is the image path (or the group's paths).
     workers : int
         Local processes (1: in this process). Ignored with ``client``.
     client : distributed.Client, optional
@@ -206,10 +208,15 @@ def run(function, calls, workers=1, client=None, on_outcome=None, threads=None):
 
     Returns
     -------
-    list of Outcome
-        In the order of ``calls``.
+    list of Outcome (or of lists of Outcomes)
+        In the order of ``calls``; ``on_outcome`` gets every single Outcome.
     """
-    on_outcome = on_outcome or (lambda outcome: None)
+    report = on_outcome
+
+    def on_outcome(result):  # a call's result: one Outcome, or a group's list of them
+        for outcome in _each(result):
+            if report is not None:
+                report(outcome)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if client is not None:
@@ -252,11 +259,24 @@ def _run_pool(function, calls, workers, on_outcome, threads):
             pool.shutdown(wait=True, cancel_futures=True)
         pending = [k for k in range(len(calls)) if outcomes[k] is None]
         for k in [k for k in pending if attempts[k] >= ATTEMPTS]:
-            outcomes[k] = Outcome(str(calls[k][1]), error=f"{calls[k][1]}: a worker process died {ATTEMPTS} "
-                                                           f"times while it ran this image; given up")
+            outcomes[k] = _failed(calls[k], f"a worker process died {ATTEMPTS} times while it ran this image; "
+                                            f"given up")
             on_outcome(outcomes[k])
         pending = [k for k in pending if outcomes[k] is None]
     return outcomes
+
+
+def _each(result):
+    """The Outcomes of one call's result (one, or a group's list)."""
+    return result if isinstance(result, list) else [result]
+
+
+def _failed(call, message):
+    """The result of a call that could not run: an Outcome per image, named."""
+    paths = call[1]
+    if isinstance(paths, (list, tuple)):
+        return [Outcome(str(path), error=f"{path}: {message}") for path in paths]
+    return Outcome(str(paths), error=f"{paths}: {message}")
 
 
 def _run_calls(function, calls):
@@ -290,8 +310,8 @@ def _run_dask(function, calls, client, on_outcome, threads=None):
         try:
             done = future.result()
         except Exception as exc:  # a task Dask gave up on (KilledWorker after repeated deaths)
-            done = [Outcome(str(calls[k][1]), error=f"{calls[k][1]}: the cluster could not run it: "
-                                                    f"{type(exc).__name__}: {exc}") for k in chunk]
+            done = [_failed(calls[k], f"the cluster could not run it: {type(exc).__name__}: {exc}")
+                    for k in chunk]
         for k, outcome in zip(chunk, done):
             outcomes[k] = outcome
             on_outcome(outcome)

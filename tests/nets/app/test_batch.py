@@ -182,6 +182,26 @@ def test_a_corrupt_image_fails_alone(data, serial, tmp_path, n_workers):
     _same_outputs(tmp_path / "out", reference)
 
 
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_groups_of_images_give_the_files_of_one_at_a_time(data, tmp_path, n_workers):
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, p in enumerate(sorted((data / "images").iterdir())[:7]):
+        with Image.open(p) as image:
+            (image.crop((0, 0, 97, 81)) if k in (2, 5) else image).save(images / p.name)  # two of another size
+    (images / "s03b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # fails alone, inside a group
+    paths = image_files([images])
+    one = batch.segment_files(paths, SETTINGS, tmp_path / "one", save_probs=True, overlay=True)
+    many = batch.segment_files(paths, SETTINGS, tmp_path / "many", save_probs=True, overlay=True, batch=3,
+                               workers=n_workers)
+    assert [o.path for o in many.outcomes] == [o.path for o in one.outcomes] == [str(p) for p in paths]
+    assert [o.path for o in many.failures] == [str(images / "s03b.png")] and many.done == 7
+    assert all("network" in o.timings and "write" in o.timings for o in many.outcomes if o.error is None)
+    _same_outputs(tmp_path / "many", tmp_path / "one")
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        batch.segment_files(paths, SETTINGS, tmp_path / "bad", batch=0)
+
+
 def _deeplab(*args, cwd):
     return subprocess.run([sys.executable, "-m", "nets", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
@@ -195,6 +215,10 @@ def test_cli_workers_resume_and_summary(data, serial, tmp_path):
     assert f"{N_IMAGES} images (0 already done), 0 failed" in proc.stdout and "images/s" in proc.stdout
     assert "\r" not in proc.stderr  # no progress bar when standard error is not a terminal
     _same_outputs(tmp_path / "out", reference)
+    grouped = _deeplab("segment", data / "images", "--model", "demo-largefov", "--crf", "auto", "--backend", "cpu",
+                       "--save-probs", "--batch", "5", "-o", tmp_path / "grouped", cwd=tmp_path)
+    assert grouped.returncode == 0, grouped.stderr
+    _same_outputs(tmp_path / "grouped", reference)
     again = _deeplab("segment", data / "images", "--model", "demo-largefov", "--crf", "auto", "--save-probs",
                      "--resume", "-o", tmp_path / "out", cwd=tmp_path)
     assert again.returncode == 0 and f"({N_IMAGES} already done)" in again.stdout, again.stderr
