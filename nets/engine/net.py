@@ -374,11 +374,12 @@ class Net:
             from nets.engine import device  # numba.cuda is loaded only for the CUDA backend
             arrays = {k: device.to_device(v) for k, v in arrays.items()}
         values = dict(arrays)
+        given = {id(a) for a in values.values()}  # the caller's arrays are never overwritten
         last_use = self._last_uses(wanted)
         skip = {j for pair in self._fold_groups.values() for j in pair}
         for index, step in enumerate(self._steps):
             if index not in skip:  # BatchNorm and Scale folded into their convolution do not run
-                values.update(zip(step.layer.tops, self._run(index, step, values, backend)))
+                values.update(zip(step.layer.tops, self._run(index, step, values, backend, given)))
             for name in last_use.get(index, ()):
                 values.pop(name, None)
         result = {name: values[name] for name in wanted}
@@ -387,11 +388,20 @@ class Net:
             result = {k: device.to_host(v) for k, v in result.items()}
         return result
 
-    def _run(self, index, step, values, backend):
-        """The tops of one layer; errors from the kernels are prefixed with the layer's name."""
+    def _run(self, index, step, values, backend, given=frozenset()):
+        """The tops of one layer; errors from the kernels are prefixed with the layer's name.
+
+        An in-place ReLU (``top`` = ``bottom``, as every ReLU of DeepLab's nets) overwrites its
+        bottom, as in Caffe, unless the array is one the caller passed or another blob holds
+        it too: at 513x513 a new array per ReLU cost more than the rectification (conv1's
+        67 MB outputs, faulted in afresh).
+        """
         layer = step.layer
         blobs = self._fused_blobs(index) if index in self._fold_groups else self._checked.get(layer.name, [])
         extra = {}
+        if layer.type == "ReLU" and layer.tops == layer.bottoms:
+            bottom = values[layer.bottoms[0]]
+            extra["inplace"] = id(bottom) not in given and sum(v is bottom for v in values.values()) == 1
         if layer.type == "Convolution":
             if backend == "cuda":
                 from nets.engine import device

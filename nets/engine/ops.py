@@ -115,9 +115,10 @@ class Pooling(LayerOp):
 
 
 class ReLU(LayerOp):
-    def forward(self, layer, blobs, bottoms, backend):
+    def forward(self, layer, blobs, bottoms, backend, inplace=False):
+        """``inplace``: overwrite the bottom (the net says when nothing else holds it)."""
         slope = layer.params.get("relu_param", {}).get("negative_slope", 0.0)
-        return [L.relu(bottoms[0], slope, backend=backend)]
+        return [L.relu(bottoms[0], slope, backend=backend, out=bottoms[0] if inplace else None)]
 
 
 class Dropout(LayerOp):

@@ -171,10 +171,16 @@ def _maximum_kernel(x, out):
             out[i] = x[i]
 
 
-def relu(x, slope):
-    """Caffe ReLU on the GPU (:func:`atrous.cuda.relu`, the one CUDA ReLU); see ``elementwise.relu``."""
+def relu(x, slope, out=None):
+    """Caffe ReLU on the GPU (:func:`atrous.cuda.relu`, the one CUDA ReLU); see ``elementwise.relu``.
+
+    ``out`` (a device array of x's shape, x itself for in place) is written when given.
+    """
     d = _device(x, "x")
-    return _finish(atrous_cuda.relu(d, slope), [x], tuple(d.shape))
+    if out is not None and (not is_device_array(out) or tuple(out.shape) != tuple(d.shape)
+                            or np.dtype(out.dtype) != np.float32 or not out.is_c_contiguous()):
+        raise ValueError(f"out must be a C-contiguous float32 device array of shape {tuple(d.shape)}")
+    return _finish(atrous_cuda.relu(d, slope, out=out), [x], tuple(d.shape))
 
 
 def eltwise(inputs, operation, coeffs):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import atrous
 from atrous.reference import conv2d_reference
 from nets import Net
 from nets.caffe import parse_prototxt
@@ -260,3 +261,34 @@ def test_winograd_filters_are_derived_once_per_net_for_every_input_size(monkeypa
         want = net.forward(x, backend="numpy")["conv"]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
     assert calls == [(3, 2, 3, 3)]  # one transform for four forward passes at three sizes
+
+
+ALIASED_RELUS = """
+input: "data" input_dim: 1 input_dim: 2 input_dim: 5 input_dim: 5
+layer { name: "relu_in" type: "ReLU" bottom: "data" top: "data" }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }
+layer { name: "drop" type: "Dropout" bottom: "conv" top: "conv_drop" }
+layer { name: "relu" type: "ReLU" bottom: "conv_drop" top: "conv_drop" }
+layer { name: "conv2" type: "Convolution" bottom: "conv_drop" top: "conv2"
+        convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+"""
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_in_place_relu_overwrites_only_arrays_nothing_else_holds(backend):
+    rng = np.random.default_rng(6)
+    weights = {"conv": [rng.standard_normal((3, 2, 3, 3)).astype(np.float32), np.zeros(3, np.float32)],
+               "conv2": [rng.standard_normal((3, 3, 1, 1)).astype(np.float32), np.zeros(3, np.float32)]}
+    net = _net(ALIASED_RELUS, weights)
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    before = x.copy()
+    got = net.forward(x, outputs=["conv", "conv_drop", "conv2"], backend=backend)
+    np.testing.assert_array_equal(x, before)  # the caller's array: rectified in a copy
+    conv = atrous.conv2d(np.maximum(x, 0), weights["conv"][0], pad=1, backend="numpy")
+    np.testing.assert_allclose(got["conv"], conv, rtol=1e-5, atol=1e-5)  # Dropout's twin keeps the negatives
+    assert (got["conv"] < 0).any()
+    np.testing.assert_allclose(got["conv_drop"], np.maximum(conv, 0), rtol=1e-5, atol=1e-5)
+    conv2 = atrous.conv2d(np.maximum(conv, 0), weights["conv2"][0], backend="numpy")
+    np.testing.assert_allclose(got["conv2"], np.maximum(conv2, 0), rtol=1e-5, atol=1e-5)

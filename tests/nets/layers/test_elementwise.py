@@ -19,6 +19,18 @@ def test_relu(rng):
         np.testing.assert_allclose(relu(x, 0.1, backend=backend), np.where(x > 0, x, 0.1 * x), rtol=1e-7)
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.1, -2.0])
+def test_relu_cpu_kernel_is_the_numpy_expression_bit_for_bit(rng, slope):
+    x = rng.standard_normal(200_001).astype(np.float32)  # more than one parallel chunk, a ragged end
+    x[:6] = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45]
+    x = x.reshape(3, 66667)
+    want = relu(x, slope, backend="numpy")
+    got = relu(x, slope, backend="cpu")
+    assert got.shape == x.shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # NaN where NaN (a zero's sign may differ: -0 stays -0, as in Caffe)
+    assert np.isnan(got[0, 0]) and got[0, 1] == np.inf
+
+
 def test_eltwise_sum_with_coefficients(rng):
     a, b, c = rng.standard_normal((3, 2, 3, 4, 5)).astype(np.float32)
     want = 0.5 * a.astype(np.float64) - 2.0 * b + c
