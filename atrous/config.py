@@ -28,7 +28,7 @@ TILE_BYTES = 64 * 2**20
 BAND_MIN_INNER = 64
 
 #: Dilated 3x3 convolutions of stride 1 with at least this many input and output channels per
-#: group run Winograd's F(2x2, 3x3) on their phases (atrous.winograd): 2.25x fewer
+#: group run Winograd on their phases (atrous.winograd; measured with F(2x2, 3x3)): 2.25x fewer
 #: multiplications, whose transforms pay from about 128 channels (2 cores, 2026-12-04: 0.62x the
 #: time of "band" for 256 -> 256 at 129x129 and 512 -> 512 at 65x65, 0.89x for 128 -> 128 at
 #: 257x257, but 1.17x for 64 -> 64 at 513x513).
@@ -45,6 +45,13 @@ WINOGRAD_MAX_COVERAGE = 1.3
 #: 0.67-0.95x the time of the strategy it replaces on 2 threads, but 1.03-1.44x on 16. 4 threads
 #: were not measured (the log-linear middle of the two is about 0.95x).
 WINOGRAD_MAX_THREADS = 4
+
+#: The output tiles Winograd may use: 2 (F(2x2, 3x3), 16 products per 4 outputs) and 4 (F(4x4, 3x3),
+#: 36 per 16); atrous.winograd.choose_tile takes the one with fewer products over a layer's phases.
+#: F(4x4, 3x3) on 2 threads (2026-12-04, bench/winograd.py's layers): 256 -> 256 at 129x129 0.68x
+#: F(2x2, 3x3)'s time, 512 -> 512 at 65x65 0.71x, conv5 (rate 2) 0.63x, 128 -> 128 at 257x257
+#: 0.87x; its error is about 10x F(2x2, 3x3)'s (1e-5 of a layer's range): (2,) keeps to F(2x2, 3x3).
+WINOGRAD_TILES = (2, 4)
 
 # ---------------------------------------------------------------- CUDA (atrous.cuda)
 

@@ -124,7 +124,7 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
         ``H_out = (H + 2*pad_h - (dilation_h*(kh-1)+1)) // stride_h + 1``, same for W_out.
         NaN in ``x`` propagates to every output whose dilated window covers it (on the CPU,
         layers that run Winograd, :mod:`atrous.winograd`, also to the other outputs of its
-        2x2 tile).
+        2x2 or 4x4 tile).
 
     Raises
     ------

@@ -12,9 +12,10 @@ Five strategies, chosen per layer by :func:`choose_strategy`:
     The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``.
 
 ``"winograd"`` (3x3 kernel, stride 1, at least 128 input and output channels per group, few threads)
-    Winograd's F(2x2, 3x3) on each of the rate's d*d phases (:mod:`atrous.winograd`): 16
-    products of ``(C_out/g, C_in/g) @ (C_in/g, tiles)`` for every 4 outputs instead of 36
-    multiply-adds per output pixel's tap set; the transforms are Numba kernels.
+    Winograd's F(2x2, 3x3) or F(4x4, 3x3), whichever needs fewer products, on each of the
+    rate's d*d phases (:mod:`atrous.winograd`): 16 products of ``(C_out/g, C_in/g) @ (C_in/g,
+    tiles)`` for every 4 outputs, or 36 for every 16, instead of 36 multiply-adds per output
+    pixel's tap set; the transforms are Numba kernels.
 
 ``"shift"`` (stride 1 and fewer output than input channels per group)
     For a block of output rows, one product of all stacked tap weights
@@ -69,7 +70,7 @@ import numpy as np
 from numba import njit, prange
 
 from atrous import config
-from atrous.winograd import conv_winograd, filter_transform, winograd_coverage
+from atrous.winograd import choose_tile, conv_winograd, filter_transform, winograd_coverage
 
 @njit(parallel=True, cache=True)
 def parallel_probe(x):
@@ -357,8 +358,9 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None):
     out = np.empty((n_img, c_out, h_out, w_out), np.float32)
     bias_or_zero = np.zeros(c_out, np.float32) if bias is None else bias
     if strategy == "winograd":
-        u = _derived(cache, weight, "winograd", filter_transform)
-        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups, u)
+        m = choose_tile((h_out, w_out), dilation)  # F(2x2, 3x3) or F(4x4, 3x3)
+        u = _derived(cache, weight, ("winograd", m), lambda w: filter_transform(w, m))
+        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups, u, m)
     elif strategy == "shift":
         w_taps = _derived(cache, weight, ("shift", groups), lambda w: _shift_taps(w, groups))
         for n in range(n_img):

@@ -356,6 +356,28 @@ print(f"rate 2 through Winograd against the reference: max |error| = {err:.1e}")
 assert err < 1e-4
 
 # %% [markdown]
+# Larger tiles save more: $F(4, 3)$ computes four outputs from six inputs with six
+# multiplications (interpolation points $0, \pm1, \pm2, \infty$), so $F(4\times4, 3\times3)$
+# takes 36 for a $4\times4$ tile instead of 144, 4x fewer. Its transforms hold 4, 5, 1/6 and 1/24,
+# so it rounds more (about 1e-5 of a layer's range against 1e-6), and on the small phases of a large
+# rate its tiles overhang more: the CPU tier takes, per layer, the tile size with fewer products
+# (`winograd.choose_tile`): $F(4\times4, 3\times3)$ for VGG's conv5 at rate 2, $F(2\times2, 3\times3)$
+# for fc6 at rate 12, whose phases have six outputs.
+
+# %%
+d6 = np.array([1.0, 2.0, -1.0, 0.5, 3.0, -2.0], np.float32)   # six inputs
+direct4 = np.array([d6[i:i + 3] @ g for i in range(4)])
+print("F(4,3):", winograd.f43_reference(d6, g), " direct:", direct4)
+assert np.allclose(winograd.f43_reference(d6, g), direct4, atol=1e-5)
+print("tile for conv5 (65x65, rate 2):", winograd.choose_tile((65, 65), (2, 2)),
+      "  for fc6 (65x65, rate 12):", winograd.choose_tile((65, 65), (12, 12)))
+y_4 = np.empty((1, 128, 33, 33), np.float32)
+winograd.conv_winograd(x_w, w_w, np.zeros(128, np.float32), y_4, (2, 2), (2, 2), 1, m=4)   # F(4x4, 3x3)
+err4 = float(np.abs(y_4 - atrous.conv2d(x_w, w_w, pad=2, dilation=2, backend="numpy")).max())
+print(f"rate 2 through F(4x4, 3x3) against the reference: max |error| = {err4:.1e}")
+assert err4 < 1e-4
+
+# %% [markdown]
 # ## What to take away
 #
 # * Eq. (1): an atrous filter samples its input every $r$ pixels. It has $K$ weights and $K$
@@ -366,4 +388,5 @@ assert err < 1e-4
 # * `pad = rate` keeps a $3\times3$ layer's size. Notebook 02 follows sizes, strides and the field
 #   of view through the whole DeepLab network.
 # * A rate-$r$ layer is $r^2$ ordinary convolutions on the phases of its input, so Winograd's
-#   $F(2\times2, 3\times3)$ applies to each: 2.25x fewer multiplications.
+#   $F(2\times2, 3\times3)$ applies to each: 2.25x fewer multiplications ($F(4\times4, 3\times3)$: 4x,
+#   on phases large enough for its tiles).

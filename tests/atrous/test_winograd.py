@@ -16,14 +16,40 @@ def test_f23_is_two_outputs_of_a_three_tap_filter():
         np.testing.assert_allclose(winograd.f23_reference(d, g), direct, rtol=1e-5, atol=1e-6)
 
 
-def test_tiles_cover_every_output_of_every_phase_once():
+def test_f43_is_four_outputs_of_a_three_tap_filter():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        d, g = rng.standard_normal(6).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+        direct = [d[i] * g[0] + d[i + 1] * g[1] + d[i + 2] * g[2] for i in range(4)]
+        np.testing.assert_allclose(winograd.f43_reference(d, g), direct, rtol=1e-5, atol=2e-5)
+    # the 1-D transforms of the kernels are the matrices' rows
+    d, g, m = rng.standard_normal(6), rng.standard_normal(3), rng.standard_normal(6)
+    f32 = [np.float32(v) for v in d]
+    np.testing.assert_allclose(winograd._bt43(*f32), winograd.BT43 @ np.float32(d), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(winograd._at43(*[np.float32(v) for v in m]), winograd.AT43 @ np.float32(m),
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(winograd._g43(*[np.float32(v) for v in g]), winograd.G43 @ np.float32(g),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_tiles_cover_every_output_of_every_phase_once(m):
     for size, pad, rate in ((65, 12, 12), (41, 12, 12), (7, 1, 1), (5, 24, 24), (9, 3, 2), (1, 0, 1)):
-        inputs, outputs = winograd.tiles(size, pad, rate)
+        inputs, outputs = winograd.tiles(size, pad, rate, m)
+        assert inputs.shape[1] == m + 2 and outputs.shape[1] == m
         covered = outputs.ravel()
         covered = covered[covered < size]
         assert sorted(covered) == list(range(size)), (size, pad, rate)
         # a tile's inputs are its outputs' taps: output u reads u - pad + rate * (0, 1, 2)
-        np.testing.assert_array_equal(inputs[:, :3], outputs[:, :1] - pad + rate * np.arange(3))
+        for j in range(m):
+            np.testing.assert_array_equal(inputs[:, j:j + 3], outputs[:, j:j + 1] - pad + rate * np.arange(3))
+
+
+def test_the_tile_with_fewer_products_is_chosen():
+    assert winograd.choose_tile((257, 257), (1, 1)) == 4  # 65^2 x 36 against 129^2 x 16 products
+    assert winograd.choose_tile((65, 65), (2, 2)) == 4
+    assert winograd.choose_tile((65, 65), (12, 12)) == 2  # six outputs per phase: as many products, F(2, 3)
+    assert winograd.products((65, 65), (12, 12), 2) == winograd.products((65, 65), (12, 12), 4)
     assert winograd.winograd_coverage((65, 65), (12, 12), (12, 12)) == pytest.approx(4 * 36 * 36 / 65**2)
 
 
@@ -39,9 +65,11 @@ CASES = [  # n, c_in, c_out, h, w, pad, rate, groups, bias
 ]
 
 
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("case", CASES, ids=[f"n{c[0]}c{c[1]}o{c[2]}_{c[3]}x{c[4]}p{c[5]}r{c[6]}g{c[7]}"
                                              for c in CASES])
-def test_winograd_strategy_matches_the_reference(case, monkeypatch):
+def test_winograd_strategy_matches_the_reference(case, m, monkeypatch):
+    monkeypatch.setattr(atrous.config, "WINOGRAD_TILES", (m,))
     monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
@@ -58,8 +86,10 @@ def test_winograd_strategy_matches_the_reference(case, monkeypatch):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * max(1.0, np.abs(want).max()))
 
 
-def test_blocks_of_tile_rows_and_reused_buffers(monkeypatch):
+@pytest.mark.parametrize("m", [2, 4])
+def test_blocks_of_tile_rows_and_reused_buffers(m, monkeypatch):
     """A scratch budget below one tile row: every tile row is its own block; buffers are reused."""
+    monkeypatch.setattr(atrous.config, "WINOGRAD_TILES", (m,))
     monkeypatch.setattr(atrous.config, "TILE_BYTES", 1024)
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
     from atrous.cpu import choose_strategy
@@ -75,8 +105,11 @@ def test_blocks_of_tile_rows_and_reused_buffers(monkeypatch):
     np.testing.assert_allclose(small, atrous.conv2d(x[:1, :, :5, :5], weight, pad=1, backend="numpy"), atol=1e-4)
 
 
-def test_a_deeplab_sized_layer_against_the_direct_strategy(monkeypatch):
-    """fc6's shape at 41x41 takes "im2col" by the rule; forced onto Winograd it agrees within 1e-6 of the range."""
+@pytest.mark.parametrize("m, tolerance", [(2, 2e-6), (4, 3e-5)])
+def test_a_deeplab_sized_layer_against_the_direct_strategy(m, tolerance, monkeypatch):
+    """fc6's shape at 41x41 takes "im2col" by the rule; forced onto Winograd it agrees within about 1e-6
+    (F(2, 3)) or 1e-5 (F(4, 3), whose transforms hold 4, 5, 1/6 and 1/24) of the range."""
+    monkeypatch.setattr(atrous.config, "WINOGRAD_TILES", (m,))
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, 256, 21, 21)).astype(np.float32)
     weight = (rng.standard_normal((256, 256, 3, 3)) * 0.05).astype(np.float32)
@@ -87,28 +120,31 @@ def test_a_deeplab_sized_layer_against_the_direct_strategy(monkeypatch):
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
     assert choose_strategy(256, 256, (3, 3), (1, 1), (6, 6), (6, 6), (21, 21)) == "winograd"
     fast = atrous.conv2d(x, weight, pad=6, dilation=6, backend="cpu")
-    assert np.abs(fast - direct).max() <= 2e-6 * np.abs(direct).max()
+    assert np.abs(fast - direct).max() <= tolerance * np.abs(direct).max()
 
 
-def test_filter_transform_is_G_g_G_transposed():
+@pytest.mark.parametrize("m", [2, 4])
+def test_filter_transform_is_G_g_G_transposed(m):
     rng = np.random.default_rng(5)
     weight = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
-    u = winograd.filter_transform(weight)
-    assert u.shape == (16, 3, 2) and u.dtype == np.float32
-    g = winograd.G.astype(np.float64)
+    u = winograd.filter_transform(weight, m)
+    a = m + 2
+    assert u.shape == (a * a, 3, 2) and u.dtype == np.float32
+    g = (winograd.G if m == 2 else winograd.G43).astype(np.float64)
     for o in range(3):
         for c in range(2):
-            want = g @ weight[o, c].astype(np.float64) @ g.T  # (4, 4)
-            np.testing.assert_allclose(u[:, o, c].reshape(4, 4), want, rtol=1e-6, atol=1e-6)
+            want = g @ weight[o, c].astype(np.float64) @ g.T  # (m+2, m+2)
+            np.testing.assert_allclose(u[:, o, c].reshape(a, a), want, rtol=1e-5, atol=1e-6)
 
 
 def test_weight_cache_keeps_the_transformed_filters_once_per_weight_array(monkeypatch):
     monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_TILES", (2,))
     calls = []
     real = atrous.cpu.filter_transform
-    monkeypatch.setattr(atrous.cpu, "filter_transform", lambda w: calls.append(1) or real(w))
+    monkeypatch.setattr(atrous.cpu, "filter_transform", lambda w, m: calls.append(1) or real(w, m))
     rng = np.random.default_rng(6)
     x = rng.uniform(-1, 1, (4, 10, 10)).astype(np.float32)
     weight = rng.uniform(-1, 1, (5, 4, 3, 3)).astype(np.float32)
