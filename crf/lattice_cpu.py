@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from crf import config, packed_keys
+from crf.packed_keys import remap_kernel, table_size
 from crf.lattice_reference import feature_scale, slice_alpha
 from crf.prefetch import prefetch_item, prefetch_row
 
@@ -226,7 +227,7 @@ def _hash_points(rem0, rank, lo, hi, keys, offsets):
     full. Returns (table, number of keys).
     """
     base = lo * rem0.shape[1]
-    table = np.full(_table_size(hi - lo), -1, np.int32)
+    table = np.full(table_size(hi - lo), -1, np.int32)
     p, m = _insert_points(rem0, rank, base, lo, hi, table, keys, 0, offsets)
     while p < hi:  # grow and rehash
         table = np.full(2 * table.shape[0], -1, np.int32)
@@ -259,7 +260,7 @@ def _merge_kernel(keys, bases, counts, remap):
     ``remap[r]`` gets the vertex index of key row r. Returns (table, keys[:M]).
     """
     d = keys.shape[1]
-    table = np.full(_table_size(counts.sum()), -1, np.int32)
+    table = np.full(table_size(counts.sum()), -1, np.int32)
     merged = np.empty((counts.sum(), d), np.int32)
     m = 0
     for b in range(counts.shape[0]):
@@ -272,24 +273,6 @@ def _merge_kernel(keys, bases, counts, remap):
                 m += 1
             remap[r] = e
     return table, merged[:m].copy()
-
-
-@njit(parallel=True, cache=True)
-def _remap_kernel(offsets, remap):
-    """Step 4c: replace key rows by vertex indices."""
-    n, d1 = offsets.shape
-    for p in prange(n):
-        for k in range(d1):
-            offsets[p, k] = remap[offsets[p, k]]
-
-
-@njit(cache=True)
-def _table_size(n_keys):
-    """A power of two at least twice ``n_keys`` and at least 64."""
-    size = 64
-    while size < 2 * n_keys:
-        size *= 2
-    return size
 
 
 def hash_cpu(rem0, rank, offsets, n_threads):
@@ -313,7 +296,7 @@ def hash_cpu(rem0, rank, offsets, n_threads):
     _hash_blocks_kernel(rem0, rank, bounds, visit, keys, offsets, counts)
     remap = np.empty(n * d1, np.int32)
     table, merged = _merge_kernel(keys, bounds[:-1] * d1, counts, remap)
-    _remap_kernel(offsets, remap)
+    remap_kernel(offsets, remap)
     return table, merged
 
 

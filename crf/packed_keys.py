@@ -83,8 +83,9 @@ def _find(table, key):
 
 
 @njit(cache=True)
-def _table_size(n_keys):
-    """Slots: a power of two at least twice ``n_keys`` and at least 64."""
+def table_size(n_keys):
+    """Slots of a hash table for ``n_keys`` keys: a power of two at least twice ``n_keys`` and at least 64
+    (both builds' tables; :mod:`crf.lattice_cpu` uses it too)."""
     size = 64
     while size < 2 * n_keys:
         size *= 2
@@ -101,7 +102,7 @@ def _hash_block(rem0, rank, lo, bits, start, stop, packed, offsets):
     """
     d1 = rem0.shape[1]
     base = start * d1
-    table = np.full(2 * _table_size((stop - start) // 4 + 1), _EMPTY, np.int64)
+    table = np.full(2 * table_size((stop - start) // 4 + 1), _EMPTY, np.int64)
     m = 0
     for p in range(start, stop):
         if 2 * (m + d1) > table.shape[0] // 2:  # grow and rehash
@@ -141,7 +142,7 @@ def _merge_kernel(packed, bases, counts, remap):
 
     ``remap[r]`` gets the vertex index of key position r. Returns (table, keys (M,) int64).
     """
-    table = np.full(2 * _table_size(counts.sum()), _EMPTY, np.int64)
+    table = np.full(2 * table_size(counts.sum()), _EMPTY, np.int64)
     merged = np.empty(counts.sum(), np.int64)
     m = 0
     for b in range(counts.shape[0]):
@@ -158,8 +159,8 @@ def _merge_kernel(packed, bases, counts, remap):
 
 
 @njit(parallel=True, cache=True)
-def _remap_kernel(offsets, remap):
-    """Step 4c: replace key positions by vertex indices."""
+def remap_kernel(offsets, remap):
+    """Step 4c of both builds: replace key positions by vertex indices."""
     n, d1 = offsets.shape
     for p in prange(n):
         for k in range(d1):
@@ -192,7 +193,7 @@ def hash_packed(rem0, rank, offsets, layout, n_threads):
     _hash_blocks_kernel(rem0, rank, lo, bits, bounds, visit.astype(np.int64), packed, offsets, counts)
     remap = np.empty(n * d1, np.int32)
     table, merged = _merge_kernel(packed, bounds[:-1] * d1, counts, remap)
-    _remap_kernel(offsets, remap)
+    remap_kernel(offsets, remap)
     keys = np.empty((merged.shape[0], d1 - 1), np.int32)
     _unpack_kernel(merged, lo, bits, keys)
     return table, merged, keys

@@ -97,6 +97,22 @@ ORACLE_PACKAGES = {
 }
 
 
+@pytest.fixture
+def winograd_transforms(monkeypatch):
+    """Winograd F(2x2, 3x3) for every 3x3 stride-1 layer on the CPU (no channel, coverage or thread
+    limit); returns a list that gets the weight shape of every filter transform made."""
+    import atrous.config
+    import atrous.cpu
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
+    monkeypatch.setattr(atrous.config, "WINOGRAD_TILES", (2,))
+    made = []
+    real = atrous.cpu.filter_transform
+    monkeypatch.setattr(atrous.cpu, "filter_transform", lambda w, m: made.append(w.shape) or real(w, m))
+    return made
+
+
 def _import_or_handle(name):
     try:
         return importlib.import_module(name)

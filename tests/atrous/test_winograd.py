@@ -137,14 +137,8 @@ def test_filter_transform_is_G_g_G_transposed(m):
             np.testing.assert_allclose(u[:, o, c].reshape(a, a), want, rtol=1e-5, atol=1e-6)
 
 
-def test_weight_cache_keeps_the_transformed_filters_once_per_weight_array(monkeypatch):
-    monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
-    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
-    monkeypatch.setattr(atrous.config, "WINOGRAD_TILES", (2,))
-    calls = []
-    real = atrous.cpu.filter_transform
-    monkeypatch.setattr(atrous.cpu, "filter_transform", lambda w, m: calls.append(1) or real(w, m))
+def test_weight_cache_keeps_the_transformed_filters_once_per_weight_array(winograd_transforms):
+    calls = winograd_transforms
     rng = np.random.default_rng(6)
     x = rng.uniform(-1, 1, (4, 10, 10)).astype(np.float32)
     weight = rng.uniform(-1, 1, (5, 4, 3, 3)).astype(np.float32)

@@ -244,16 +244,8 @@ def test_load_of_a_missing_file_says_so(tmp_path):
         Net.load(tmp_path / "missing.npz")
 
 
-def test_winograd_filters_are_derived_once_per_net_for_every_input_size(monkeypatch):
-    import atrous.config
-    import atrous.cpu
-    monkeypatch.setattr(atrous.config, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_COVERAGE", 100.0)
-    monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
-    monkeypatch.setattr(atrous.config, "WINOGRAD_TILES", (2,))
-    calls = []
-    real = atrous.cpu.filter_transform
-    monkeypatch.setattr(atrous.cpu, "filter_transform", lambda w, m: calls.append(w.shape) or real(w, m))
+def test_winograd_filters_are_derived_once_per_net_for_every_input_size(winograd_transforms):
+    calls = winograd_transforms
     rng = np.random.default_rng(4)
     net = _net(CONV_RELU, _conv_weights(rng))
     for size in (4, 6, 4, 5):
