@@ -65,11 +65,17 @@ def f23_reference(d, g):
 
 @njit(parallel=True, cache=True)
 def _filter_transform(weight, u):
-    """u[4i+j, o, c] = (G g G^T)[i, j] for g = weight[o, c] (3x3)."""
+    """u[4i+j, o, c] = (G g G^T)[i, j] for g = weight[o, c] (3x3).
+
+    A filter's 16 values go to 16 planes (``C_out * C_in`` apart, a multiple of 4 KiB for DeepLab's
+    layers): they are gathered per output channel in ``done`` (C_in, 16) and written plane by plane,
+    a row of C_in values at a time, not 16 planes side by side, which share cache sets.
+    """
     c_out, c_in = weight.shape[0], weight.shape[1]
     half = np.float32(0.5)
     for o in prange(c_out):
         gg = np.empty((4, 3), np.float32)  # G g
+        done = np.empty((c_in, 16), np.float32)
         for c in range(c_in):
             for j in range(3):
                 g0, g1, g2 = weight[o, c, 0, j], weight[o, c, 1, j], weight[o, c, 2, j]
@@ -79,10 +85,13 @@ def _filter_transform(weight, u):
                 gg[3, j] = g2
             for i in range(4):
                 a0, a1, a2 = gg[i, 0], gg[i, 1], gg[i, 2]
-                u[4 * i + 0, o, c] = a0
-                u[4 * i + 1, o, c] = half * (a0 + a1 + a2)
-                u[4 * i + 2, o, c] = half * (a0 - a1 + a2)
-                u[4 * i + 3, o, c] = a2
+                done[c, 4 * i + 0] = a0
+                done[c, 4 * i + 1] = half * (a0 + a1 + a2)
+                done[c, 4 * i + 2] = half * (a0 - a1 + a2)
+                done[c, 4 * i + 3] = a2
+        for k in range(16):
+            for c in range(c_in):
+                u[k, o, c] = done[c, k]
 
 
 @njit(inline="always")
@@ -203,10 +212,12 @@ def _g43(g0, g1, g2):
 
 @njit(parallel=True, cache=True)
 def _filter_transform43(weight, u):
-    """u[6i+j, o, c] = (G g G^T)[i, j] for g = weight[o, c] (3x3), F(4, 3)."""
+    """u[6i+j, o, c] = (G g G^T)[i, j] for g = weight[o, c] (3x3), F(4, 3); written plane by plane
+    as in :func:`_filter_transform`."""
     c_out, c_in = weight.shape[0], weight.shape[1]
     for o in prange(c_out):
         gg = np.empty((6, 3), np.float32)  # G g
+        done = np.empty((c_in, 36), np.float32)
         for c in range(c_in):
             for j in range(3):
                 col = _g43(weight[o, c, 0, j], weight[o, c, 1, j], weight[o, c, 2, j])
@@ -215,7 +226,10 @@ def _filter_transform43(weight, u):
             for i in range(6):
                 row = _g43(gg[i, 0], gg[i, 1], gg[i, 2])
                 for j in range(6):
-                    u[6 * i + j, o, c] = row[j]
+                    done[c, 6 * i + j] = row[j]
+        for k in range(36):
+            for c in range(c_in):
+                u[k, o, c] = done[c, k]
 
 
 @njit(parallel=True, cache=True)
