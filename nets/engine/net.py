@@ -65,6 +65,11 @@ class Net:
         The input shapes the network file declares (``input_dim``, ``Input`` shapes,
         a data layer's ``crop_size``), None where it declares none. Defaults only:
         the net runs at any input size.
+    weight_cache : atrous.WeightCache or None
+        What the CPU convolutions derive from the weights (Winograd's transformed
+        filters), made on the first forward pass and kept: 16/9 to 4x the 3x3 weights'
+        memory (``weight_cache.nbytes()``). ``weight_cache.clear()`` frees it; None
+        derives them at every pass instead.
     """
 
     def __init__(self, spec, weights=None, fold=True):
@@ -104,7 +109,7 @@ class Net:
         self._checked = {}
         self._folded_cache = {}
         self._device_cache = {}
-        self._weight_cache = atrous.WeightCache()
+        self.weight_cache = atrous.WeightCache()
         self._shape_cache = {}
         self._fold_groups = self._find_fold_groups() if fold else {}
         self.outputs = self._find_outputs()
@@ -407,7 +412,7 @@ class Net:
                 from nets.engine import device
                 blobs = device.cached(blobs, self._device_cache)
             else:
-                extra["cache"] = self._weight_cache  # Winograd's transformed filters, once per weight set
+                extra["cache"] = self.weight_cache  # Winograd's transformed filters, once per weight set
         try:
             return step.op.forward(layer, blobs, [values[b] for b in layer.bottoms], backend, **extra)
         except LayerError:

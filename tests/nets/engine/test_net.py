@@ -254,6 +254,11 @@ def test_winograd_filters_are_derived_once_per_net_for_every_input_size(winograd
         want = net.forward(x, backend="numpy")["conv"]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
     assert calls == [(3, 2, 3, 3)]  # one transform for four forward passes at three sizes
+    assert net.weight_cache.nbytes() == 16 * 3 * 2 * 4
+    net.weight_cache = None  # derived at every pass instead
+    for _ in range(2):
+        net.forward(x, backend="cpu")
+    assert len(calls) == 3
 
 
 ALIASED_RELUS = """
