@@ -13,8 +13,10 @@ only a hint (LLVM's ``llvm.prefetch``: read, keep in every cache level): it neve
 faults, even past the array's end, and changes no result.
 
 Numba's on-disk cache (``cache=True``) checks only the source file of the cached
-kernel itself: after editing this module, clear the ``__pycache__`` of
-``crf/lattice_cpu.py`` and ``crf/meanfield.py`` (an installed upgrade rewrites them all).
+kernel itself: after editing this module (or ``crf/lattice_cpu.py``, whose
+``slice_point`` the mean-field kernel inlines, or ``crf/packed_keys.py``, whose
+``table_size`` the general hash calls), clear ``crf/__pycache__`` (an installed
+upgrade rewrites them all).
 """
 from llvmlite import ir
 from numba import njit, types

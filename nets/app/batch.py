@@ -168,14 +168,21 @@ def _segment_images(settings, paths, probabilities=True):
             results[k] = (None, None, [], error)
         else:
             by_size.setdefault(image.shape, []).append((k, image, read))
-    for group in by_size.values():
+    groups = list(by_size.values())
+    while groups:
+        group = groups.pop(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 segmentations = model.segment_batch([image for _, image, _ in group], crf=preset,
                                                     scales=settings.scales, backend=settings.backend,
                                                     probabilities=probabilities)
-            except (ValueError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 (a batch too large for the memory, say)
+                if len(group) > 1:  # then one image at a time, as without batches
+                    groups[:0] = [[item] for item in group]
+                    continue
+                if not isinstance(exc, (ValueError, TypeError)):
+                    raise
                 segmentations, failure = None, exc
         for j, (k, image, read) in enumerate(group):
             path = paths[k]

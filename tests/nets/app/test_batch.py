@@ -282,3 +282,20 @@ def test_threads_per_worker_and_the_quiet_progress_bar(capsys):
     progress.write("a line")
     progress.close()
     assert "a line" in capsys.readouterr().err
+
+
+def test_a_batch_that_fails_is_run_one_image_at_a_time(data, tmp_path, monkeypatch):
+    from nets.deeplab import Model
+    real = Model.segment_batch
+
+    def small_memory(self, images, *args, **kwargs):  # a device that holds one image at a time
+        if len(images) > 1:
+            raise MemoryError(f"{len(images)} images do not fit")
+        return real(self, images, *args, **kwargs)
+
+    paths = image_files([data / "images"])[:4]
+    one = batch.segment_files(paths, SETTINGS, tmp_path / "one")
+    monkeypatch.setattr(Model, "segment_batch", small_memory)
+    many = batch.segment_files(paths, SETTINGS, tmp_path / "many", batch=4)
+    assert many.done == 4 and not many.failures
+    _same_outputs(tmp_path / "many", tmp_path / "one")
