@@ -294,7 +294,7 @@ def test_a_batch_that_fails_is_run_one_image_at_a_time(data, tmp_path, monkeypat
         return real(self, images, *args, **kwargs)
 
     paths = image_files([data / "images"])[:4]
-    one = batch.segment_files(paths, SETTINGS, tmp_path / "one")
+    batch.segment_files(paths, SETTINGS, tmp_path / "one")
     monkeypatch.setattr(Model, "segment_batch", small_memory)
     many = batch.segment_files(paths, SETTINGS, tmp_path / "many", batch=4)
     assert many.done == 4 and not many.failures
