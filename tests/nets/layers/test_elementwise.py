@@ -19,8 +19,9 @@ def test_relu(rng):
         np.testing.assert_allclose(relu(x, 0.1, backend=backend), np.where(x > 0, x, 0.1 * x), rtol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply")  # 0 * -inf in the expression
 @pytest.mark.parametrize("slope", [0.0, 0.1, -2.0])
-def test_relu_cpu_kernel_is_the_numpy_expression_bit_for_bit(rng, slope):
+def test_relu_cpu_kernel_equals_the_numpy_expression(rng, slope):
     x = rng.standard_normal(200_001).astype(np.float32)  # more than one parallel chunk, a ragged end
     x[:6] = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45]
     x = x.reshape(3, 66667)
