@@ -58,9 +58,12 @@ def parse_args(argv=None):
 
 
 def set_threads(n):
-    """Before numpy/numba/torch are imported: every pool gets ``n`` threads."""
+    """Before numpy/numba/torch are imported: every pool gets ``n`` threads, and OpenBLAS's threads
+    sleep after a product as in the ``deeplab`` command (``OPENBLAS_THREAD_TIMEOUT``, see
+    ``atrous/__init__.py``; torch's oneDNN does not read it)."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(n)
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 def median_time(fn, repeat, sync=None):

@@ -102,6 +102,9 @@ def _measure(impl, model, side, caffemodel, repeat):
 def _child(impl, case, caffemodel, repeat):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
                OPENBLAS_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
+    # OpenBLAS's threads sleep after a product, as in the deeplab command (atrous/__init__.py);
+    # the child imports NumPy before the package, so it is set here, for both implementations.
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     cmd = [sys.executable, __file__, "--child", impl, case, str(caffemodel), "--repeat", str(repeat)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

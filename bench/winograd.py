@@ -33,10 +33,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
+    import atrous  # before NumPy: its thread settings apply when OpenBLAS loads (atrous/__init__.py)
+    import atrous.config
     import numpy as np
 
-    import atrous
-    import atrous.config
     from atrous.cpu import choose_strategy
     from nets.app.environment import benchmark_line
     from nets.app.workers import limit_threads

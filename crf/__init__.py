@@ -11,6 +11,12 @@ import os
 # 1.7x slower). Passive waiting hands the cores over at once. A value the
 # user set is kept; it takes effect only before Numba's first parallel launch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The same the other way round: OpenBLAS's threads spin for 2^28 cycles after a
+# product, and the Numba kernels after it (Winograd's transforms, ReLU, pooling)
+# wait for the cores (LargeFOV at 513x513 on 2 cores: 1.85-1.99 s, 1.43-1.56 s
+# with 2^4). OpenBLAS reads this when it loads: it applies where the package is
+# imported before NumPy (the deeplab command, its worker processes).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from crf.densecrf import NORMALIZATIONS, DenseCRF, bilateral_features, gaussian_features
 from crf.exact import exact_filter, exact_mean_field

@@ -17,6 +17,13 @@ The subpackages form layers that import downwards only::
   in, labels out (:mod:`nets.deeplab`).
 """
 import importlib
+import os
+
+# Before NumPy loads OpenBLAS (``import nets`` comes first in the deeplab command and its
+# worker processes): BLAS threads sleep as soon as a product ends instead of spinning for
+# 2^28 cycles against the Numba kernels that follow (see atrous/__init__.py).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LAZY = {"Net": ("nets.engine.net", "Net"), "convert": ("nets.engine.convert", "convert"),
          "load_weights": ("nets.engine.weights", "load_weights"), "Model": ("nets.deeplab.model", "Model"),

@@ -83,3 +83,24 @@ def test_the_probe_kernel_runs_where_cuda_works(package):
     backend = importlib.import_module(f"{package}.backend")
     backend._probe()
     assert backend._probe_result == (True, "")
+
+
+@pytest.mark.parametrize("package", ["nets", "atrous", "crf"])
+def test_blas_threads_sleep_after_a_product_unless_the_user_says(run_python, package):
+    """The packages ask OpenBLAS's threads to sleep at once after a product (OPENBLAS_THREAD_TIMEOUT=4)
+    and OpenMP's to wait passively; a value the user set is kept. ``import nets`` loads no NumPy, so
+    the deeplab command, which imports it first, sets both before OpenBLAS reads them."""
+    code = ("import os, sys\n"
+            "for name in ('OPENBLAS_THREAD_TIMEOUT', 'OMP_WAIT_POLICY'):\n"
+            "    os.environ.pop(name, None)\n"
+            f"import {package}\n"
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], os.environ['OMP_WAIT_POLICY'], 'numpy' in sys.modules)\n")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    timeout, policy, numpy_loaded = proc.stdout.split()
+    assert (timeout, policy) == ("4", "PASSIVE")
+    if package == "nets":
+        assert numpy_loaded == "False"
+    kept = run_python(f"import os\nos.environ['OPENBLAS_THREAD_TIMEOUT'] = '12'\nimport {package}\n"
+                      "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])\n")
+    assert kept.stdout.strip() == "12", kept.stderr

@@ -107,7 +107,8 @@ def blas_warning(environ=None, flags=None):
 def benchmark_line():
     """The line every benchmark prints beside its numbers: BLAS, its kernel, and the warning if any."""
     warning = blas_warning()
-    return f"BLAS: {blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}" + (
+    return (f"BLAS: {blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+            f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')}") + (
         f"\nwarning: {warning}" if warning else "")
 
 
@@ -131,6 +132,8 @@ def describe():
         ("numba threading layer", threading_layer()),
         ("numba threads", f"{numba.get_num_threads()} of {numba.config.NUMBA_NUM_THREADS}"),
         ("blas", blas()),
+        ("blas threads idle", f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')} "
+                              f"(spin 2^N cycles after a product, then sleep; OpenBLAS reads it when it loads)"),
         *([("warning", blas_warning())] if blas_warning() else []),
         ("workers", f"{n} cores: --workers N gives each worker max(1, {n} // N) threads (Numba and BLAS); "
                     + ", ".join(f"{w} -> {thread_budget(w, n)}" for w in sorted({1, 2, 4, n}) if w <= max(n, 2))),
