@@ -89,13 +89,17 @@ def _prepare(a, name):
     return _check_device(a, name) if is_device_array(a) else _as_float32(a, name)
 
 
-def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backend="auto", cache=None):
+def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, residual=None, relu_slope=None,
+           backend="auto", cache=None):
     """Atrous (dilated) 2-D convolution, Caffe semantics (a cross-correlation).
 
     ``y[n, o, u, v] = bias[o] + sum_{c, i, j} weight[o, c, i, j]
     * x_pad[n, g*C_in/groups + c, stride_h*u + dilation_h*i, stride_w*v + dilation_w*j]``
     where ``x_pad`` is ``x`` zero-padded by ``pad`` on each side and g is the
-    group of output channel o.
+    group of output channel o. Optionally followed, as the output is written, by
+    ``y += residual`` and Caffe's ReLU (:mod:`atrous.epilogue`): the layers
+    Convolution -> Eltwise SUM -> ReLU of a ResNet block, or Convolution -> ReLU,
+    with the same arithmetic as the separate layers.
 
     Parameters
     ----------
@@ -109,6 +113,11 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
         stride >= 1, pad >= 0, dilation (the atrous rate) >= 1.
     groups : int
         Divides both C_in and C_out.
+    residual : ndarray of the output's shape, optional
+        Added to the convolution (bias included); a CUDA device array with ``"cuda"``.
+    relu_slope : float, optional
+        Apply Caffe's ReLU ``max(y, 0) + relu_slope * min(y, 0)`` last (0: the plain
+        rectifier). None (the default): no ReLU.
     backend : {"auto", "numpy", "cpu", "cuda"}
         "numpy" is the reference; "auto" is "cuda" on a real GPU, else "cpu".
     cache : atrous.WeightCache, optional
@@ -131,7 +140,7 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
     ValueError
         Wrong ndim, channel counts that do not fit ``groups``, non-positive
         stride or dilation, negative pad, an output smaller than 1x1, a bias
-        of the wrong shape.
+        or residual of the wrong shape.
     TypeError
         Complex, object or other non-real dtypes; stride, pad or dilation that is
         not an int or a pair of ints (:func:`int_pair`).
@@ -179,18 +188,32 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, backe
             f"dilation {dilation}, effective kernel {dilation[0] * (kh - 1) + 1}x{dilation[1] * (kw - 1) + 1}, "
             f"pad {pad}, stride {stride}")
 
-    backend = resolve_backend(backend, x, weight, bias)
+    out_shape = (c_out, h_out, w_out) if squeeze else (n, c_out, h_out, w_out)
+    if residual is not None:
+        residual = _prepare(residual, "residual")
+        if tuple(residual.shape) != out_shape:
+            raise ValueError(f"residual must have the output's shape {out_shape}, got shape "
+                             f"{tuple(residual.shape)}")
+    if relu_slope is not None:
+        if isinstance(relu_slope, bool) or not isinstance(relu_slope, numbers.Real):
+            raise TypeError(f"relu_slope must be a real number or None, got {relu_slope!r}")
+        relu_slope = float(relu_slope)
+
+    backend = resolve_backend(backend, x, weight, bias, residual)
     if backend == "cuda":
         from atrous import cuda as cuda_impl  # imported lazily: no numba.cuda without a GPU
-        return cuda_impl.conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze)
-    if any(is_device_array(a) for a in (x, weight, bias)):
+        return cuda_impl.conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual, relu_slope)
+    if any(is_device_array(a) for a in (x, weight, bias, residual)):
         raise ValueError(f"CUDA device arrays need backend 'cuda' or 'auto', got {backend!r}")
 
     x = x.reshape(n, c_in, h, w)
+    if residual is not None:
+        residual = residual.reshape(n, c_out, h_out, w_out)
     if backend == "numpy":
+        from atrous.epilogue import epilogue_numpy
         from atrous.reference import conv2d_reference
-        y = conv2d_reference(x, weight, bias, stride, pad, dilation, groups)
+        y = epilogue_numpy(conv2d_reference(x, weight, bias, stride, pad, dilation, groups), residual, relu_slope)
     else:
         from atrous.cpu import conv2d_cpu
-        y = conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache)
+        y = conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache, residual, relu_slope)
     return y[0] if squeeze else y

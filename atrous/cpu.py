@@ -70,6 +70,7 @@ import numpy as np
 from numba import njit, prange
 
 from atrous import config
+from atrous.epilogue import epilogue_cpu
 from atrous.winograd import choose_tile, conv_winograd, filter_transform, winograd_coverage
 
 @njit(parallel=True, cache=True)
@@ -330,7 +331,7 @@ def _derived(cache, weight, form, make):
     return make(weight) if cache is None else cache.get(weight, form, make)
 
 
-def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None):
+def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, residual=None, relu_slope=None):
     """Atrous convolution on the CPU; the public :func:`atrous.conv2d` validates and calls this.
 
     Parameters
@@ -343,6 +344,10 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None):
     cache : atrous.WeightCache, optional
         Keeps the weights' derived forms (Winograd's filters, the shift strategy's
         tap matrix) for the next call with the same weight array.
+    residual : ndarray of shape (N, C_out, H_out, W_out), float32, C-contiguous, optional
+        Added to the output (after the bias).
+    relu_slope : float, optional
+        Caffe's ReLU with this negative slope, last (:mod:`atrous.epilogue`).
 
     Returns
     -------
@@ -357,10 +362,15 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None):
 
     out = np.empty((n_img, c_out, h_out, w_out), np.float32)
     bias_or_zero = np.zeros(c_out, np.float32) if bias is None else bias
+    bias_added = True  # every strategy but the products below writes bias + sums
     if strategy == "winograd":
         m = choose_tile((h_out, w_out), dilation)  # F(2x2, 3x3) or F(4x4, 3x3)
         u = _derived(cache, weight, ("winograd", m), lambda w: filter_transform(w, m))
-        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups, u, m)
+        # The ReLU goes into the output transform unless a residual must be added before it.
+        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups, u, m,
+                      relu_slope if residual is None else None)
+        if residual is None:
+            relu_slope = None
     elif strategy == "shift":
         w_taps = _derived(cache, weight, ("shift", groups), lambda w: _shift_taps(w, groups))
         for n in range(n_img):
@@ -382,6 +392,6 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None):
                     np.matmul(w_mat[g], x_g, out=dst)
                 else:
                     _conv_im2col(x, w_mat, out, n, g, c_in_g, c_out_g, kh, kw, stride, pad, dilation)
-        if bias is not None:
-            out += bias[None, :, None, None]
-    return out
+        bias_added = False
+    # bias (for the products), residual and ReLU in one parallel pass over the output
+    return epilogue_cpu(out, None if bias_added else bias, residual, relu_slope)

@@ -493,7 +493,7 @@ def _to_device(a):
     return a if is_device_array(a) else cuda.to_device(a)
 
 
-def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze):
+def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=None, relu_slope=None):
     """Atrous convolution on the GPU; :func:`atrous.conv2d` validates and calls this.
 
     Parameters
@@ -505,6 +505,10 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze):
     groups : int
     squeeze : bool
         x has no batch axis; neither has the result.
+    residual : ndarray or device array of the output's shape, float32, optional
+        Added to the output.
+    relu_slope : float, optional
+        Caffe's ReLU with this negative slope, last.
 
     Returns
     -------
@@ -550,5 +554,9 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze):
             _sum_parts_kernel[blocks, threads](d_part, d_b, flat_out, splits, n_pix, c_out)
     else:
         raise ValueError(f"config.CUDA_CONV_KERNEL must be 'gemm' or 'classic', got {config.CUDA_CONV_KERNEL!r}")
+    if residual is not None:
+        add_(d_out, _to_device(residual).reshape(*d_out.shape))
+    if relu_slope is not None:
+        relu(d_out, relu_slope, out=d_out)
     y = d_out[0] if squeeze else d_out
     return y.copy_to_host() if host_in else y

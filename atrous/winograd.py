@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, prange
 
 from atrous import config
+from atrous.epilogue import relu_value
 
 #: F(2, 3)'s transforms (Lavin & Gray, eq. (7)): filter G (4x3), input B^T (4x4), output A^T (2x4).
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
@@ -147,9 +148,9 @@ def _input_transform(x, n, c0, rows, cols, v):
 
 
 @njit(parallel=True, cache=True)
-def _output_transform(m, bias, out, n, o0, rows, cols):
+def _output_transform(m, bias, out, n, o0, rows, cols, slope, relu):
     """out[n, o0 + o, rows[t, r], cols[q, s]] = (A^T M A)[r, s] + bias for the rows and columns
-    inside the output (``rows`` (TI, 2), ``cols`` (TJ, 2))."""
+    inside the output (``rows`` (TI, 2), ``cols`` (TJ, 2)); then Caffe's ReLU when ``relu``."""
     c_out, n_ti, n_tj = m.shape[1], rows.shape[0], cols.shape[0]
     h_out, w_out = out.shape[2], out.shape[3]
     for task in prange(c_out * n_ti):
@@ -167,10 +168,13 @@ def _output_transform(m, bias, out, n, o0, rows, cols):
                 if y >= h_out:
                     continue
                 x0, x1 = cols[q, 0], cols[q, 1]
+                v0, v1 = e[r, 0] + e[r, 1] + e[r, 2] + b, e[r, 1] - e[r, 2] - e[r, 3] + b
+                if relu:
+                    v0, v1 = relu_value(v0, slope), relu_value(v1, slope)
                 if x0 < w_out:
-                    out[n, o0 + o, y, x0] = e[r, 0] + e[r, 1] + e[r, 2] + b
+                    out[n, o0 + o, y, x0] = v0
                 if x1 < w_out:
-                    out[n, o0 + o, y, x1] = e[r, 1] - e[r, 2] - e[r, 3] + b
+                    out[n, o0 + o, y, x1] = v1
 
 
 # ------------------------------------------------------------------ F(4x4, 3x3)
@@ -271,9 +275,10 @@ def _input_transform43(x, n, c0, rows, cols, v):
 
 
 @njit(parallel=True, cache=True)
-def _output_transform43(m, bias, out, n, o0, rows, cols):
+def _output_transform43(m, bias, out, n, o0, rows, cols, slope, relu):
     """out[n, o0 + o, rows[t, r], cols[q, s]] = (A^T M A)[r, s] + bias for the rows and columns
-    inside the output (``rows`` (TI, 4) and ``cols`` (TJ, 4)), F(4, 3)."""
+    inside the output (``rows`` (TI, 4) and ``cols`` (TJ, 4)), F(4, 3); then Caffe's ReLU
+    when ``relu``."""
     c_out, n_ti, n_tj = m.shape[1], rows.shape[0], cols.shape[0]
     h_out, w_out = out.shape[2], out.shape[3]
     for task in prange(c_out * n_ti):
@@ -296,7 +301,8 @@ def _output_transform43(m, bias, out, n, o0, rows, cols):
                 for j in range(4):
                     xx = cols[q, j]
                     if xx < w_out:
-                        out[n, o0 + o, y, xx] = row[j] + b
+                        v = row[j] + b
+                        out[n, o0 + o, y, xx] = relu_value(v, slope) if relu else v
 
 
 def filter_transform(weight, m=2):
@@ -389,7 +395,7 @@ def winograd_coverage(out_size, pad, dilation):
     return 4 * count / (h * w)
 
 
-def conv_winograd(x, weight, bias, out, pad, dilation, groups, u=None, m=2):
+def conv_winograd(x, weight, bias, out, pad, dilation, groups, u=None, m=2, relu_slope=None):
     """A dilated 3x3, stride-1 convolution by F(m x m, 3x3) on every phase (module docstring).
 
     Parameters
@@ -405,8 +411,12 @@ def conv_winograd(x, weight, bias, out, pad, dilation, groups, u=None, m=2):
         ``filter_transform(weight, m)``, if the caller keeps it; computed here otherwise.
     m : {2, 4}
         Outputs per tile side: F(2x2, 3x3) or F(4x4, 3x3) (:func:`choose_tile`).
+    relu_slope : float, optional
+        Caffe's ReLU with this negative slope, applied as the outputs are written
+        (:mod:`atrous.epilogue`); None: none.
     """
     n_img = x.shape[0]
+    relu, slope = relu_slope is not None, np.float32(relu_slope or 0)
     c_out, c_in_g = weight.shape[:2]
     c_out_g = c_out // groups
     h_out, w_out = out.shape[2], out.shape[3]
@@ -431,4 +441,4 @@ def conv_winograd(x, weight, bias, out, pad, dilation, groups, u=None, m=2):
                 v_blk, m_blk = v[:, :, :count], prod[:, :, :count]
                 input_transform(x, n, g * c_in_g, rows_in[t0:t1], cols_in, v_blk)
                 np.matmul(u[:, g * c_out_g:(g + 1) * c_out_g], v_blk, out=m_blk)  # (m+2)^2 BLAS products
-                output_transform(m_blk, bias, out, n, g * c_out_g, rows_out[t0:t1], cols_out)
+                output_transform(m_blk, bias, out, n, g * c_out_g, rows_out[t0:t1], cols_out, slope, relu)

@@ -17,7 +17,12 @@ blobs, and runs it the way Caffe's ``Net::Forward`` does:
   across the layers sharing them (:mod:`nets.engine.weights`);
 * a Convolution followed in place by BatchNorm and Scale is folded into one
   convolution at load time (``fold=True``, the default), which changes nothing a
-  caller can observe: the convolution's top is overwritten by both anyway.
+  caller can observe: the convolution's top is overwritten by both anyway;
+* a convolution does the shortcut sum (Eltwise SUM) and the ReLU that follow it as it
+  writes its output (``fuse=True``, the default; :mod:`atrous.epilogue`): the same
+  arithmetic, no pass of their own over the blob. Only where no caller and no other
+  layer can see the difference: the convolution's own top is neither read by
+  another layer nor asked for (``outputs``) when the sum takes it over.
 
 Example::
 
@@ -45,6 +50,20 @@ class _Step:
         self.layer, self.op = layer, op
 
 
+class _Epilogue:
+    """What a convolution does as it writes (:mod:`atrous.epilogue`) for the layers after it.
+
+    ``residual``: the blob an absorbed Eltwise SUM adds (None: no sum); ``relu_slope``: an
+    absorbed ReLU's negative slope (None: no ReLU); ``top``: the blob the result is (the
+    Eltwise's top, else the convolution's); ``absorbed``: the step indices that no longer run.
+    """
+
+    __slots__ = ("residual", "relu_slope", "top", "absorbed")
+
+    def __init__(self, residual, relu_slope, top, absorbed):
+        self.residual, self.relu_slope, self.top, self.absorbed = residual, relu_slope, top, absorbed
+
+
 class Net:
     """A Caffe network with its weights, ready to run.
 
@@ -70,9 +89,12 @@ class Net:
         filters), made on the first forward pass and kept: 16/9 to 4x the 3x3 weights'
         memory (``weight_cache.nbytes()``). ``weight_cache.clear()`` frees it; None
         derives them at every pass instead.
+    fuse : bool
+        Convolutions do the shortcut sums and ReLUs after them as they write (see the
+        module docstring); False runs every layer on its own.
     """
 
-    def __init__(self, spec, weights=None, fold=True):
+    def __init__(self, spec, weights=None, fold=True, fuse=True):
         self.spec = spec.for_phase("TEST")
         self._ops = make_ops(self.spec.dialect)
         self.declared_shapes = {}
@@ -112,6 +134,8 @@ class Net:
         self.weight_cache = atrous.WeightCache()
         self._shape_cache = {}
         self._fold_groups = self._find_fold_groups() if fold else {}
+        self.fuse = fuse
+        self._epilogue_plans = {}
         self.outputs = self._find_outputs()
         self.blobs = list(dict.fromkeys(
             self.inputs + list(self._input_layers) + [t for s in self._steps for t in s.layer.tops]))
@@ -122,7 +146,7 @@ class Net:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_spec(cls, spec, weights=None, fold=True):
+    def from_spec(cls, spec, weights=None, fold=True, fuse=True):
         """A net from a parsed network and its weights.
 
         Parameters
@@ -134,11 +158,13 @@ class Net:
             ignored, as Caffe ignores them.
         fold : bool
             Fold BatchNorm + Scale into the preceding convolution where that is exact.
+        fuse : bool
+            Let convolutions do the shortcut sums and ReLUs after them (:attr:`fuse`).
         """
-        return cls(spec, weights, fold)
+        return cls(spec, weights, fold, fuse)
 
     @classmethod
-    def load(cls, path, prototxt=None, fold=True, **template_values):
+    def load(cls, path, prototxt=None, fold=True, fuse=True, **template_values):
         """A net from a converted ``.npz`` (see :func:`nets.convert`) or a caffemodel and its prototxt.
 
         Parameters
@@ -148,7 +174,8 @@ class Net:
         prototxt : str or PathLike, optional
             The network to run (required with a caffemodel; with an ``.npz`` it replaces
             the stored definition).
-        fold : bool
+        fold, fuse : bool
+            As for :meth:`from_spec`.
         **template_values
             Values for ``${...}`` placeholders in the prototxt (``NUM_LABELS=21`` by default).
         """
@@ -157,7 +184,7 @@ class Net:
                              f"prototxt=... (the caffemodel holds the training net)")
         stored, weights = load_weights(path)
         spec = stored if prototxt is None else read_prototxt(prototxt, **template_values)
-        return cls(spec, weights, fold)
+        return cls(spec, weights, fold, fuse)
 
     def _add_input_layer(self, layer):
         """Record an input layer's tops and their declared (default) shapes."""
@@ -209,6 +236,65 @@ class Net:
                     and sc.type == "Scale" and sc.bottoms == [top] and sc.tops == [top]):
                 groups[i] = tuple(users)
         return groups
+
+    def _epilogues(self, wanted):
+        """``{conv step index: _Epilogue}`` for a pass that returns the blobs ``wanted``.
+
+        A convolution (top t) takes over:
+
+        * an Eltwise SUM of t and one other blob s, coefficients 1, into a new blob e,
+          when it is the next layer to touch t, no later layer touches t, t is not
+          wanted, and no layer in between writes s or touches e; the convolution
+          then writes e (s was written before it: nothing in between writes s);
+        * then (or on t when there is no sum) a ReLU in place on the result, when it
+          is the next layer to touch it.
+
+        BatchNorm and Scale folded into the convolution do not run, so they do not count.
+        """
+        steps, skip = self._steps, {j for pair in self._fold_groups.values() for j in pair}
+
+        def touches(j, name):
+            return name in steps[j].layer.bottoms or name in steps[j].layer.tops
+
+        def next_touch(i, name):
+            return next((j for j in range(i + 1, len(steps)) if j not in skip and touches(j, name)), None)
+
+        plan = {}
+        for i, step in enumerate(steps):
+            layer = step.layer
+            if layer.type != "Convolution" or len(layer.tops) != 1 or layer.tops[0] in layer.bottoms:
+                continue
+            top, residual, absorbed = layer.tops[0], None, []
+            j = next_touch(i, top)
+            if j is not None and top not in wanted and _is_shortcut_sum(steps[j].layer, top):
+                other = next(b for b in steps[j].layer.bottoms if b != top)
+                out = steps[j].layer.tops[0]
+                if not (any(touches(k, top) for k in range(j + 1, len(steps)))
+                        or any(other in steps[k].layer.tops or touches(k, out) for k in range(i + 1, j))):
+                    top, residual, absorbed = out, other, [j]
+            k = next_touch(absorbed[-1] if absorbed else i, top)
+            relu_slope = None
+            if k is not None and steps[k].layer.type == "ReLU" and steps[k].layer.bottoms == steps[k].layer.tops == [top]:
+                relu_slope = float(steps[k].layer.params.get("relu_param", {}).get("negative_slope", 0.0))
+                absorbed.append(k)
+            if absorbed:
+                plan[i] = _Epilogue(residual, relu_slope, top, absorbed)
+        return plan
+
+    def fused_layers(self, outputs=None):
+        """``{convolution: [layers it does as it writes]}`` for a pass returning ``outputs``
+        (default :attr:`outputs`); empty when :attr:`fuse` is False."""
+        plan = self._epilogue_plan(self.outputs if outputs is None else outputs)
+        return {self._steps[i].layer.name: [self._steps[j].layer.name for j in e.absorbed] for i, e in plan.items()}
+
+    def _epilogue_plan(self, wanted):
+        """:meth:`_epilogues`, kept per set of wanted blobs (none when :attr:`fuse` is False)."""
+        if not self.fuse:
+            return {}
+        key = frozenset(wanted)
+        if key not in self._epilogue_plans:
+            self._epilogue_plans[key] = self._epilogues(key)
+        return self._epilogue_plans[key]
 
     @property
     def layers(self):
@@ -381,10 +467,15 @@ class Net:
         values = dict(arrays)
         given = {id(a) for a in values.values()}  # the caller's arrays are never overwritten
         last_use = self._last_uses(wanted)
+        plan = self._epilogue_plan(wanted)
+        # BatchNorm and Scale folded into their convolution, and the layers it does as it writes, do not run
         skip = {j for pair in self._fold_groups.values() for j in pair}
+        skip.update(j for epilogue in plan.values() for j in epilogue.absorbed)
         for index, step in enumerate(self._steps):
-            if index not in skip:  # BatchNorm and Scale folded into their convolution do not run
-                values.update(zip(step.layer.tops, self._run(index, step, values, backend, given)))
+            if index not in skip:
+                epilogue = plan.get(index)
+                tops = [epilogue.top] if epilogue else step.layer.tops
+                values.update(zip(tops, self._run(index, step, values, backend, given, epilogue)))
             for name in last_use.get(index, ()):
                 values.pop(name, None)
         result = {name: values[name] for name in wanted}
@@ -393,8 +484,10 @@ class Net:
             result = {k: device.to_host(v) for k, v in result.items()}
         return result
 
-    def _run(self, index, step, values, backend, given=frozenset()):
+    def _run(self, index, step, values, backend, given=frozenset(), epilogue=None):
         """The tops of one layer; errors from the kernels are prefixed with the layer's name.
+
+        ``epilogue``: for a convolution, the shortcut sum and ReLU it does as it writes.
 
         An in-place ReLU (``top`` = ``bottom``, as every ReLU of DeepLab's nets) overwrites its
         bottom, as in Caffe, unless the array is one the caller passed or another blob holds
@@ -413,6 +506,9 @@ class Net:
                 blobs = device.cached(blobs, self._device_cache)
             else:
                 extra["cache"] = self.weight_cache  # Winograd's transformed filters, once per weight set
+            if epilogue is not None:
+                extra["residual"] = None if epilogue.residual is None else values[epilogue.residual]
+                extra["relu_slope"] = epilogue.relu_slope
         try:
             return step.op.forward(layer, blobs, [values[b] for b in layer.bottoms], backend, **extra)
         except LayerError:
@@ -450,3 +546,13 @@ class Net:
             if name not in wanted:
                 out.setdefault(index, []).append(name)
         return out
+
+
+def _is_shortcut_sum(layer, blob):
+    """Whether ``layer`` is an Eltwise SUM, coefficients 1, of ``blob`` and one other blob into a new one."""
+    p = layer.params.get("eltwise_param", {})
+    coeffs = p.get("coeff") or []
+    return (layer.type == "Eltwise" and str(p.get("operation", "SUM")).upper() == "SUM"
+            and len(layer.bottoms) == 2 and blob in layer.bottoms and len(set(layer.bottoms)) == 2
+            and all(float(c) == 1.0 for c in coeffs) and len(layer.tops) == 1
+            and layer.tops[0] not in layer.bottoms)

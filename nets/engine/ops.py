@@ -78,12 +78,14 @@ class Convolution(LayerOp):
                              f"dilation {g.dilation}, pad {g.pad}: the output would be {size}")
         return [(n, g.num_output) + tuple(size)]
 
-    def forward(self, layer, blobs, bottoms, backend, cache=None):
-        """``cache``: the net's :class:`atrous.WeightCache` (forms derived from the weights, kept)."""
+    def forward(self, layer, blobs, bottoms, backend, cache=None, residual=None, relu_slope=None):
+        """``cache``: the net's :class:`atrous.WeightCache` (forms derived from the weights, kept);
+        ``residual``, ``relu_slope``: a shortcut sum and a ReLU done as the output is written."""
         g = conv_geometry(layer)
         bias = blobs[1] if len(blobs) > 1 else None
         return [atrous.conv2d(bottoms[0], blobs[0], bias, stride=g.stride, pad=g.pad, dilation=g.dilation,
-                              groups=g.group, backend=backend, cache=cache)]
+                              groups=g.group, residual=residual, relu_slope=relu_slope, backend=backend,
+                              cache=cache)]
 
 
 class Pooling(LayerOp):

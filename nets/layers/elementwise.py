@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from atrous.backend import resolve_backend
+from atrous.epilogue import relu_value
 
 from ._arrays import array_shape, canonical_axis, host_float32
 
@@ -65,12 +66,10 @@ _RELU_CHUNK = 1 << 16  # values per parallel work item
 @njit(parallel=True, cache=True)
 def _relu_kernel(x, slope, out):
     """The NumPy expression's arithmetic, value by value (NaN stays NaN, as in Caffe)."""
-    zero = np.float32(0)
     n = x.shape[0]
     for chunk in prange((n + _RELU_CHUNK - 1) // _RELU_CHUNK):
         for i in range(chunk * _RELU_CHUNK, min(n, (chunk + 1) * _RELU_CHUNK)):
-            v = x[i]
-            out[i] = np.maximum(v, zero) + slope * np.minimum(v, zero)
+            out[i] = relu_value(x[i], slope)
 
 
 def eltwise(inputs, operation="sum", coeffs=None, backend="auto"):

@@ -73,6 +73,21 @@ def test_device_array_in_device_array_out():
     np.testing.assert_allclose(d_y.copy_to_host(), expected, rtol=0, atol=1e-5)
 
 
+def test_residual_and_relu_on_the_device():
+    from numba import cuda
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (1, 3, 5, 6)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (4, 3, 3, 3)).astype(np.float32)
+    bias = rng.uniform(-1, 1, 4).astype(np.float32)
+    residual = rng.uniform(-2, 2, (1, 4, 5, 6)).astype(np.float32)
+    for slope in (0.0, 0.5):
+        expected = atrous.conv2d(x, weight, bias, pad=1, residual=residual, relu_slope=slope, backend="numpy")
+        assert (expected == 0).any() if slope == 0 else (expected < 0).any()
+        got = atrous.conv2d(x, weight, bias, pad=1, residual=cuda.to_device(residual), relu_slope=slope,
+                            backend="cuda")  # a host input: the result comes back to the host
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
 def test_device_array_rules():
     from numba import cuda
     d_x = cuda.to_device(np.zeros((2, 4, 4), np.float64))

@@ -165,6 +165,45 @@ def test_batchnorm_scale_folding_equals_unfused_path():
     np.testing.assert_allclose(one["peek"], windows, rtol=0, atol=1e-5 * np.abs(c2_raw).max())
 
 
+SHORTCUTS = """
+input: "data" input_shape { dim: 1 dim: 4 dim: 7 dim: 7 }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "a_relu" type: "ReLU" bottom: "a" top: "a" relu_param { negative_slope: 0.1 } }
+layer { name: "b" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "b" top: "sum" }
+layer { name: "sum_relu" type: "ReLU" bottom: "sum" top: "sum" }
+layer { name: "c" type: "Convolution" bottom: "sum" top: "c" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "peek" type: "Pooling" bottom: "c" top: "peek" pooling_param { pool: MAX kernel_size: 2 } }
+layer { name: "sum2" type: "Eltwise" bottom: "c" bottom: "sum" top: "sum2" }
+layer { name: "d" type: "Convolution" bottom: "sum2" top: "d" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "sum3" type: "Eltwise" bottom: "sum2" bottom: "d" top: "sum3" eltwise_param { coeff: 1 coeff: 0.5 } }
+layer { name: "e" type: "Convolution" bottom: "sum3" top: "e" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "sum3_relu" type: "ReLU" bottom: "sum3" top: "sum3" }
+layer { name: "sum4" type: "Eltwise" bottom: "e" bottom: "sum3" top: "sum4" }
+"""
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_shortcut_sums_and_relus_fused_into_convolutions_change_no_bit(backend):
+    spec = parse_prototxt(SHORTCUTS)
+    weights = random_weights(spec, (1, 4, 7, 7), seed=8)
+    fused, apart = Net.from_spec(spec, weights), Net.from_spec(spec, weights, fuse=False)
+    # c: its top is read by "peek"; d: a coefficient 0.5; e: its shortcut is rectified in between.
+    assert fused.fused_layers() == {"a": ["a_relu"], "b": ["sum", "sum_relu"]}
+    assert fused.fused_layers(["b", "sum4"]) == {"a": ["a_relu"]}  # b asked for: the sum cannot take it over
+    assert apart.fused_layers() == {}
+    x = np.random.default_rng(9).uniform(-3, 3, (2, 4, 7, 7)).astype(np.float32)
+    names = ["a", "b", "sum", "c", "peek", "sum2", "d", "sum3", "e", "sum4"]
+    for outputs in (None, names, ["sum4", "b"]):
+        got, want = fused.forward(x, outputs, backend=backend), apart.forward(x, outputs, backend=backend)
+        assert got.keys() == want.keys()
+        for name in got:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    values = apart.forward(x, names, backend="numpy")
+    assert (values["a"] < 0).any() and (values["sum"] == 0).any() and (values["sum3"] >= 0).all()
+    np.testing.assert_allclose(values["sum4"], values["e"] + values["sum3"], rtol=1e-6)
+
+
 TOWERS = """
 input: "data" input_dim: 1 input_dim: 2 input_dim: 6 input_dim: 6
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
