@@ -58,14 +58,6 @@ class VGGBranch:
     fc8: tuple
 
 
-def _relu(a):
-    """ReLU, in place on a fresh convolution output; NaN stays NaN."""
-    if is_device_array(a):
-        from atrous import cuda as cuda_impl  # device arrays: only reachable with numba.cuda loaded
-        return cuda_impl.relu_(a)
-    return np.maximum(a, 0, out=a)  # np.maximum keeps NaN
-
-
 def _sum_branches(branches, rates, run):
     """``sum(run(branch, rate))`` over the branches, one per rate, added in place as they come."""
     if len(branches) != len(rates):
@@ -84,9 +76,9 @@ def _sum_branches(branches, rates, run):
     return total
 
 
-def _atrous_3x3(x, weight_bias, rate, backend):
+def _atrous_3x3(x, weight_bias, rate, backend, relu_slope=None):
     weight, bias = weight_bias
-    return conv2d(x, weight, bias, pad=rate, dilation=rate, backend=backend)
+    return conv2d(x, weight, bias, pad=rate, dilation=rate, relu_slope=relu_slope, backend=backend)
 
 
 def aspp_resnet(x, branches, rates=RESNET_RATES, backend="auto"):
@@ -124,8 +116,8 @@ def vgg_branch(x, branch, rate, backend="auto"):
     -------
     scores : ndarray of shape (classes, H, W) or (N, classes, H, W), float32
     """
-    h = _relu(_atrous_3x3(x, branch.fc6, rate, backend))
-    h = _relu(conv2d(h, branch.fc7[0], branch.fc7[1], backend=backend))
+    h = _atrous_3x3(x, branch.fc6, rate, backend, relu_slope=0.0)  # the ReLUs as the convolutions write
+    h = conv2d(h, branch.fc7[0], branch.fc7[1], relu_slope=0.0, backend=backend)
     return conv2d(h, branch.fc8[0], branch.fc8[1], backend=backend)
 
 
