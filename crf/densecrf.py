@@ -48,7 +48,7 @@ from numbers import Real
 import numpy as np
 
 from crf import lattice as lattice_mod
-from crf.lattice_cpu import filter_cpu
+from crf.lattice_cpu import filter_cpu, ones_filter_cpu
 from crf.lattice_reference import filter_numpy
 from crf import meanfield
 from crf.backend import is_device_array, resolve_backend
@@ -198,10 +198,12 @@ def lattice_and_norm(features, backend):
         from crf import cuda as crf_cuda  # numba.cuda is loaded only for the CUDA backend
         lattice = lattice_mod.build(features, backend="cuda")
         return lattice, crf_cuda.norm_of(lattice)
-    lattice_backend = "numpy" if backend == "numpy" else "cpu"
-    lattice = lattice_mod.build(features, backend=lattice_backend)
-    ones = np.ones((features.shape[0], 1), np.float32)
-    return lattice, lattice.filter(ones, backend=lattice_backend)[:, 0].astype(np.float64)
+    if backend == "numpy":
+        lattice = lattice_mod.build(features, backend="numpy")
+        ones = np.ones((features.shape[0], 1), np.float32)
+        return lattice, lattice.filter(ones, backend="numpy")[:, 0].astype(np.float64)
+    lattice = lattice_mod.build(features, backend="cpu")
+    return lattice, ones_filter_cpu(lattice).astype(np.float64)
 
 
 def inverse_norm(k1, root, backend):

@@ -249,6 +249,18 @@ def test_two_buffer_blur_for_large_lattices(monkeypatch):
     np.testing.assert_array_equal(lat.filter(v, backend="cpu"), chained)  # bit for bit
 
 
+@pytest.mark.parametrize("d,n", [(1, 1), (2, 4000), (3, 500), (5, 3000)])
+def test_ones_filter_is_the_filter_of_ones_bit_for_bit(d, n):
+    """The normaliser's own kernel (splat of weights, flat blur, slice) against the general path,
+    for even and odd d + 1 (the blur's two buffers end on either one) and a single point."""
+    rng = np.random.default_rng(d)
+    lat = L.build(_cloud(rng, n, d, 2.0), backend="cpu")
+    general = lat.filter(np.ones((n, 1), np.float32), backend="cpu")[:, 0]
+    np.testing.assert_array_equal(lattice_cpu.ones_filter_cpu(lat), general)
+    assert (general > 0).all()
+    assert n == 1 or np.ptp(general) > 0
+
+
 def test_prefetching_changes_no_result(monkeypatch):
     """The filter kernels prefetch the rows of later iterations (crf.prefetch) when the gathered
     array is large; a prefetch is only a hint, so every distance, including ones that reach past
