@@ -273,9 +273,10 @@ class Net:
                         or any(other in steps[k].layer.tops or touches(k, out) for k in range(i + 1, j))):
                     top, residual, absorbed = out, other, [j]
             k = next_touch(absorbed[-1] if absorbed else i, top)
+            relu = None if k is None else steps[k].layer
             relu_slope = None
-            if k is not None and steps[k].layer.type == "ReLU" and steps[k].layer.bottoms == steps[k].layer.tops == [top]:
-                relu_slope = float(steps[k].layer.params.get("relu_param", {}).get("negative_slope", 0.0))
+            if relu is not None and relu.type == "ReLU" and relu.bottoms == relu.tops == [top]:
+                relu_slope = float(relu.params.get("relu_param", {}).get("negative_slope", 0.0))
                 absorbed.append(k)
             if absorbed:
                 plan[i] = _Epilogue(residual, relu_slope, top, absorbed)

@@ -167,7 +167,8 @@ def test_batchnorm_scale_folding_equals_unfused_path():
 
 SHORTCUTS = """
 input: "data" input_shape { dim: 1 dim: 4 dim: 7 dim: 7 }
-layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
 layer { name: "a_relu" type: "ReLU" bottom: "a" top: "a" relu_param { negative_slope: 0.1 } }
 layer { name: "b" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 4 kernel_size: 1 } }
 layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "b" top: "sum" }
