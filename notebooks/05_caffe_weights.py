@@ -695,6 +695,38 @@ np.testing.assert_allclose(folded[0], np.maximum(three_layers, 0), rtol=1e-5, at
 print("Net with and without folding agree; output", folded.shape)
 
 # %% [markdown]
+# Folding removes BatchNorm and Scale when the net loads. When it runs, `nets.Net` goes one step
+# further: a convolution applies the ReLU after it, and in a ResNet block the shortcut sum before
+# that ReLU, as it writes its output (`atrous.epilogue`: `conv2d(..., residual=, relu_slope=)`),
+# instead of making one more pass over the blob for each. The arithmetic is the separate layers',
+# value by value, so not one bit changes; `Net.fused_layers()` lists what each convolution took
+# over, and `fuse=False` runs every layer apart.
+
+# %%
+block = parse_prototxt("""
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 9 dim: 9 } } }
+layer { name: "branch2a" type: "Convolution" bottom: "data" top: "branch2a"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "branch2a_relu" type: "ReLU" bottom: "branch2a" top: "branch2a" }
+layer { name: "branch2b" type: "Convolution" bottom: "branch2a" top: "branch2b"
+        convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "res" type: "Eltwise" bottom: "data" bottom: "branch2b" top: "res" }
+layer { name: "res_relu" type: "ReLU" bottom: "res" top: "res" }
+""")
+block_weights = {"branch2a": [rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3,
+                              rng.standard_normal(4).astype(np.float32)],
+                 "branch2b": [rng.standard_normal((4, 4, 1, 1)).astype(np.float32),
+                              rng.standard_normal(4).astype(np.float32)]}
+fused_net = nets.Net.from_spec(block, block_weights)
+print(fused_net.fused_layers())
+x_block = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+for backend in ("numpy", "cpu"):
+    fused = fused_net.forward(x_block, backend=backend)["res"]
+    apart = nets.Net.from_spec(block, block_weights, fuse=False).forward(x_block, backend=backend)["res"]
+    np.testing.assert_array_equal(fused, apart)
+print("fused and apart agree to the last bit on both backends;", f"{np.mean(fused == 0):.0%} of 'res' rectified")
+
+# %% [markdown]
 # ## 8 · DeepLab-LargeFOV drawn from its prototxt
 #
 # The last step joins the pieces: the released DeepLab v1 test prototxt (V1 dialect, `hole`,
@@ -809,4 +841,5 @@ plt.show()
 #   layer name. `nets.convert` writes both into a plain `.npz` that loads with `allow_pickle=False`.
 # * The real LeNet files reproduce the reference scores for all ten digits through `nets.Net`.
 # * BatchNorm divides its running sums by its third blob. With Scale it folds exactly into the
-#   convolution before it.
+#   convolution before it, and the convolution then also does the shortcut sum and the ReLU
+#   after it as it writes.
