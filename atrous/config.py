@@ -28,11 +28,14 @@ TILE_BYTES = 64 * 2**20
 BAND_MIN_INNER = 64
 
 #: Dilated 3x3 convolutions of stride 1 with at least this many input and output channels per
-#: group run Winograd on their phases (atrous.winograd; measured with F(2x2, 3x3)): 2.25x fewer
-#: multiplications, whose transforms pay from about 128 channels (2 cores, 2026-12-04: 0.62x the
-#: time of "band" for 256 -> 256 at 129x129 and 512 -> 512 at 65x65, 0.89x for 128 -> 128 at
-#: 257x257, but 1.17x for 64 -> 64 at 513x513).
-WINOGRAD_MIN_CHANNELS = 128
+#: group run Winograd on their phases (atrous.winograd): 2.25x (F(2x2, 3x3)) or 4x (F(4x4, 3x3))
+#: fewer multiplications, whose transforms pay from about 32 channels. Measured on 2 cores
+#: (2026-12-05, with F(4x4) and the filters kept), Winograd's time over the rule's choice without
+#: it: 64 -> 64 at 513x513 (VGG conv1_2) 0.55, 64 -> 128 at 257x257 (conv2_1) 0.55, 64 -> 64 at
+#: 81x81 (ResNet res2) 0.85, 32 -> 32 at 257x257 0.64, 24 -> 24 at 129x129 0.72; but 1.09 for
+#: 16 -> 64 and 1.13 for 64 -> 16 at 257x257. (With F(2x2) alone, 2026-12-04, 64 -> 64 at
+#: 513x513 took 1.17x the time of "band", hence the earlier threshold of 128.)
+WINOGRAD_MIN_CHANNELS = 32
 
 #: ... and only while its 2x2 tiles cover at most this many times the outputs: a phase with an odd
 #: number of outputs computes one row or column that is dropped (fc6 at 41x41, rate 12: 1.37, and

@@ -11,7 +11,7 @@ Five strategies, chosen per layer by :func:`choose_strategy`:
 ``"gemm"`` (1x1 kernel, stride 1, no padding)
     The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``.
 
-``"winograd"`` (3x3 kernel, stride 1, at least 128 input and output channels per group, few threads)
+``"winograd"`` (3x3 kernel, stride 1, at least 32 input and output channels per group, few threads)
     Winograd's F(2x2, 3x3) or F(4x4, 3x3), whichever needs fewer products, on each of the
     rate's d*d phases (:mod:`atrous.winograd`): 16 products of ``(C_out/g, C_in/g) @ (C_in/g,
     tiles)`` for every 4 outputs, or 36 for every 16, instead of 36 multiply-adds per output
@@ -212,8 +212,8 @@ def choose_strategy(c_in_g, c_out_g, kernel, stride, pad, dilation, out_size, th
     ``"im2col"`` (see module doc).
 
     ``out_size`` is (H_out, W_out). "winograd" takes the 3x3, stride-1 layers with at least
-    ``atrous.config.WINOGRAD_MIN_CHANNELS`` input and output channels per group (VGG's conv3_1 ..
-    conv5_3, LargeFOV's fc6, ResNet's 3x3 convolutions from res3 on), unless the 2x2 tiles
+    ``atrous.config.WINOGRAD_MIN_CHANNELS`` input and output channels per group (every VGG 3x3 layer
+    but conv1_1, LargeFOV's fc6, every 3x3 convolution of ResNet), unless the 2x2 tiles
     overhang the rate's phases too much (:func:`atrous.winograd.winograd_coverage` above
     ``atrous.config.WINOGRAD_MAX_COVERAGE``: fc6 at 41x41, rate 24 at 65x65), and only on up to
     ``atrous.config.WINOGRAD_MAX_THREADS`` threads (``threads``: Numba's current count by default).

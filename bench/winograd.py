@@ -25,6 +25,9 @@ LAYERS = (  # name, (C_in, C_out, side, rate)
     ("VGG conv3 256->256, rate 1", (256, 256, 129, 1)),
     ("VGG conv2 128->128, rate 1", (128, 128, 257, 1)),
     ("ResNet res5 3x3 512->512, rate 4", (512, 512, 41, 4)),
+    ("VGG conv2_1 64->128, rate 1", (64, 128, 257, 1)),
+    ("VGG conv1_2 64->64, rate 1", (64, 64, 513, 1)),
+    ("ResNet res2 3x3 64->64, rate 1", (64, 64, 81, 1)),
 )
 
 

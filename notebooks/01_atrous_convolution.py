@@ -329,7 +329,7 @@ for case in cases:
 #
 # The filter's factors are computed once per filter. Nested in 2-D, $F(2\times2, 3\times3)$ takes
 # 16 multiplications for a $2\times2$ tile instead of 36, 2.25x fewer; the CPU tier uses it for
-# layers with 128 or more channels on a few threads (`atrous.winograd`, `atrous.config`), where the
+# layers with 32 or more channels on a few threads (`atrous.winograd`, `atrous.config`), where the
 # 16 products per tile become 16 matrix products over all channels and tiles. Below: the four products by hand, against the
 # direct sum and the library's matrix form, then a dilated layer through it against the reference.
 

@@ -109,7 +109,7 @@ def test_matrix_covers_the_contract():
     assert any(c["rate"] > max(c["h"], c["w"]) for c in CASES)
     assert any(c["pad"] == 0 for c in CASES) and any(c["pad"] == c["rate"] > 1 for c in CASES)
     strategies = [_strategy(c) for c in CASES]
-    assert set(strategies) == {"gemm", "shift", "band", "im2col"}
+    assert set(strategies) == {"gemm", "shift", "band", "im2col", "winograd"}
     assert any(s == "im2col" and c["stride"] == 1 for s, c in zip(strategies, CASES))
     band = [c for s, c in zip(strategies, CASES) if s == "band"]
     assert {c["k"] for c in band} == {3, 5, 7} and {c["groups"] for c in band} == {1, 2}
@@ -206,7 +206,11 @@ def test_large_layer_is_tiled_by_rows(monkeypatch):
     (128, 128, (3, 3), (1, 1), (1, 1), (1, 1), (257, 257), "winograd"),  # VGG conv2
     (512, 1024, (3, 3), (1, 1), (24, 24), (24, 24), (65, 65), "band"),   # rate 24: tiles overhang
     (512, 512, (3, 3), (2, 2), (1, 1), (1, 1), (33, 33), "im2col"),      # stride 2: no Winograd
-    (64, 64, (3, 3), (1, 1), (1, 1), (1, 1), (513, 513), "band"),        # VGG conv1_2
+    (64, 64, (3, 3), (1, 1), (1, 1), (1, 1), (513, 513), "winograd"),    # VGG conv1_2
+    (64, 128, (3, 3), (1, 1), (1, 1), (1, 1), (257, 257), "winograd"),  # VGG conv2_1
+    (64, 64, (3, 3), (1, 1), (1, 1), (1, 1), (81, 81), "winograd"),      # ResNet res2 3x3
+    (16, 64, (3, 3), (1, 1), (1, 1), (1, 1), (257, 257), "im2col"),      # too few channels for Winograd
+    (64, 16, (3, 3), (1, 1), (1, 1), (1, 1), (257, 257), "shift"),       # ... either way
     (3, 64, (3, 3), (1, 1), (1, 1), (1, 1), (513, 513), "im2col"),       # VGG conv1_1: inner dim 9
     (64, 64, (1, 1), (1, 1), (1, 1), (1, 1), (67, 67), "im2col"),        # padded 1x1: nothing to save
     (256, 512, (1, 1), (2, 2), (0, 0), (1, 1), (33, 33), "im2col"),      # res3a branch1
