@@ -15,8 +15,9 @@ Window of output cell ``o``: ``start = o * stride - pad``, ``end = start + k``.
   sum runs over real pixels only, row by row as Caffe adds them.
 
 Three tiers with one signature: ``backend="numpy"`` (the reference below, a
-loop over the k*k window offsets, vectorised over the output), ``"cpu"`` (a
-Numba kernel, one output cell at a time) and ``"cuda"`` (``nets.layers.cuda``).
+loop over the k*k window offsets, vectorised over the output), ``"cpu"`` (Numba
+kernels: MAX separably, row maxima then column maxima, in Caffe's order of
+comparisons; AVE one output cell at a time) and ``"cuda"`` (``nets.layers.cuda``).
 """
 import numpy as np
 from numba import njit, prange
@@ -96,21 +97,39 @@ _ave_window = njit(cache=True)(ave_window)
 
 @njit(parallel=True, cache=True)
 def _max_pool_kernel(planes, kh, kw, sh, sw, ph, pw, out):
+    """MAX pooling separably: each row's window maxima, then their maxima down each window of rows.
+
+    A window's cells are compared in Caffe's order (rows, then columns within a row), each
+    replacing the running value only when greater, starting from -FLT_MAX: the first row
+    holding the window's maximum gives it, at its first such cell, exactly as one pass over
+    the window does (NaN never wins; of +0 and -0 the first met stays). kh + kw comparisons
+    per output instead of kh * kw, in loops over contiguous outputs that vectorise
+    (pool4 of LargeFOV, 3x3 stride 1 on 512 x 65 x 65: 15 ms as one pass per window).
+    """
     count, height, width = planes.shape
     _, oh, ow = out.shape
-    for task in prange(count * oh):
-        p = task // oh
-        oy = task % oh
-        hstart, hend = _max_window(oy, sh, ph, kh, height)
-        for ox in range(ow):
-            wstart, wend = _max_window(ox, sw, pw, kw, width)
-            best = -FLT_MAX
+    for p in prange(count):
+        rows = np.empty((height, ow), np.float32)  # the window maxima along every input row
+        for y in range(height):
+            row, acc = planes[p, y], rows[y]
+            for ox in range(ow):
+                acc[ox] = -FLT_MAX
+            for j in range(kw):  # the window's column j: x = ox * sw - pw + j, inside the image
+                first = max(0, -(-(pw - j) // sw))
+                last = min(ow, (width - 1 + pw - j) // sw + 1)
+                for ox in range(first, last):
+                    v = row[ox * sw - pw + j]
+                    acc[ox] = v if v > acc[ox] else acc[ox]
+        for oy in range(oh):
+            hstart, hend = _max_window(oy, sh, ph, kh, height)
+            dst = out[p, oy]
+            for ox in range(ow):
+                dst[ox] = -FLT_MAX
             for y in range(hstart, hend):
-                for x in range(wstart, wend):
-                    v = planes[p, y, x]
-                    if v > best:
-                        best = v
-            out[p, oy, ox] = best
+                src = rows[y]
+                for ox in range(ow):
+                    v = src[ox]
+                    dst[ox] = v if v > dst[ox] else dst[ox]
 
 
 # error_model="numpy": an empty window (pad 0, stride > kernel, see ``pool2d``)

@@ -106,6 +106,22 @@ def test_cpu_matches_reference_on_the_case_matrix(rng_seed):
         np.testing.assert_array_equal(cpu, ref, err_msg=f"{(h, w)} {kernel} {stride} {pad} {mode}")
 
 
+def test_max_keeps_caffes_order_for_signed_zeros_nan_and_infinity(rng_seed):
+    """Of equal values the first met in Caffe's row-major window scan stays (+0 or -0), NaN never
+    wins, -inf does not beat -FLT_MAX: the CPU's separable MAX gives Caffe's loops bit for bit."""
+    rng = np.random.default_rng(rng_seed + 2)
+    values = np.array([0.0, -0.0, np.nan, -np.inf, np.inf, -1.0, 1.0], np.float32)
+    for (h, w), kernel, stride, pad, mode in CASES[::3]:
+        if mode != "max":
+            continue
+        x = rng.choice(values, (2, h, w), p=[0.3, 0.3, 0.1, 0.1, 0.05, 0.1, 0.05]).astype(np.float32)
+        got = pool2d(x, kernel, stride, pad, "max", backend="cpu")
+        for c in range(2):
+            want = caffe_pool_loops(x[c], *kernel, *stride, *pad, "max")
+            np.testing.assert_array_equal(got[c].view(np.int32), want.view(np.int32),
+                                          err_msg=f"{(h, w)} {kernel} {stride} {pad}")
+
+
 def test_three_and_four_dimensional_inputs_agree(rng_seed):
     x = np.random.default_rng(rng_seed).standard_normal((2, 4, 9, 7)).astype(np.float32)
     for backend in ("numpy", "cpu"):
