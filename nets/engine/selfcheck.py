@@ -45,4 +45,4 @@ def cases(backend, quick, rng):
         got = got.copy_to_host()
     want = Net.from_spec(spec, weights, fold=False, fuse=False).forward(x, backend="numpy")["scores_interp"]
     error = float(np.abs(got - want).max() / np.abs(want).max())
-    yield f"mini DeepLab {side}x{side} (BN folded vs unfolded NumPy)", error, TOLERANCE
+    yield f"mini DeepLab {side}x{side} (folded and fused vs layer by layer in NumPy)", error, TOLERANCE
