@@ -28,13 +28,18 @@ def relu_value(v, slope):
     return np.maximum(v, zero) + slope * np.minimum(v, zero)
 
 
+def relu_numpy(x, slope, out):
+    """Caffe's ReLU of a float32 array into ``out`` (``x`` itself for in place), NumPy's arithmetic."""
+    slope = np.float32(slope)
+    return np.add(np.maximum(x, np.float32(0)), slope * np.minimum(x, np.float32(0)), out=out)
+
+
 def epilogue_numpy(y, residual, relu_slope):
     """The reference: ``y += residual``, then Caffe's ReLU, in place on (N, C, H, W) float32 ``y``."""
     if residual is not None:
         y += residual
     if relu_slope is not None:
-        slope = np.float32(relu_slope)
-        np.add(np.maximum(y, np.float32(0)), slope * np.minimum(y, np.float32(0)), out=y)
+        relu_numpy(y, relu_slope, y)
     return y
 
 

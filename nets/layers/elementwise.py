@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from atrous.backend import resolve_backend
-from atrous.epilogue import relu_value
+from atrous.epilogue import relu_numpy, relu_value
 
 from ._arrays import array_shape, canonical_axis, host_float32
 
@@ -54,7 +54,7 @@ def relu(x, negative_slope=0.0, backend="auto", out=None):
         raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {a.shape}, got "
                          f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
     if resolve_backend(backend) == "numpy":
-        np.add(np.maximum(a, np.float32(0)), slope * np.minimum(a, np.float32(0)), out=out)
+        relu_numpy(a, slope, out)
     else:
         _relu_kernel(a.reshape(-1), slope, out.reshape(-1))
     return out
