@@ -31,7 +31,9 @@ step and a thread's pixels are decoded once per tile, with no integer division i
 gather. Shared-memory tiles are double-buffered (global loads of step s+1 are in flight
 while step s is multiplied; one ``syncthreads`` per step), the weight tile is stored
 k-major (transposed) so both operands are read as contiguous rows, and layers with few
-output tiles split the reduction over blocks (:func:`gemm_shape`).
+output tiles split the reduction over blocks (:func:`gemm_shape`). Its store (or, with a
+split reduction, the pass that sums the parts) also adds a residual and applies Caffe's ReLU
+(:mod:`atrous.epilogue`), so that a shortcut sum and a ReLU cost no pass of their own.
 
 This module imports ``numba.cuda``; :func:`atrous.conv2d` imports it only when
 the ``"cuda"`` backend is chosen.
@@ -210,6 +212,26 @@ def gemm_shape(channels, pixels, depth, batches=1):
     return tuple(tile), max(1, splits)
 
 
+@cuda.jit(device=True)
+def relu_value(v, slope):
+    """Caffe's ReLU of one float32 value, ``max(v, 0) + slope * min(v, 0)``, with ``max`` and
+    ``min`` as C++'s ``std::max``/``std::min``, so that a NaN stays NaN."""
+    zero = float32(0)
+    return (zero if v < zero else v) + slope * (zero if zero < v else v)
+
+
+@cuda.jit(device=True)
+def epilogue_value(v, residual, t, add_residual, relu, slope):
+    """A stored sum ``v`` (bias included) of flat output index ``t``: ``+ residual[t]``, then
+    the ReLU, each when its flag says so; the arithmetic of the layers apart
+    (:mod:`atrous.epilogue`)."""
+    if add_residual:
+        v = v + residual[t]
+    if relu:
+        v = relu_value(v, slope)
+    return v
+
+
 @functools.lru_cache(maxsize=None)
 def gemm_kernel(bm, bn, bk, tm, tn):
     """Build (once per tile) the double-buffered implicit-GEMM convolution kernel.
@@ -229,9 +251,11 @@ def gemm_kernel(bm, bn, bk, tm, tn):
       with the bias when ``splits`` is 1;
     * ``part`` (splits*N*C_out*H_out*W_out,): partial sums without bias, one slab per
       part of the reduction, when ``splits`` > 1 (then ``out`` is not written);
+    * ``residual`` (N*C_out*H_out*W_out,): added to ``out`` when ``add_residual``;
 
     then the ints ``n_img, c_in, h_in, w_in, c_out, h_out, w_out, groups, kh, kw,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, splits``. Grid: x over pixel tiles,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, splits, add_residual, relu`` and the
+    float32 ``slope`` of the ReLU (:func:`epilogue_value`; ``relu`` 0: none). Grid: x over pixel tiles,
     y over channel tiles, z over (image, group, part); every axis loops grid-stride.
 
     The reduction runs tap by tap, ``ceil(C_in_g / BK)`` steps per tap, the last one of
@@ -250,8 +274,8 @@ def gemm_kernel(bm, bn, bk, tm, tn):
     far = -(1 << 30)  # a row offset that fails the bounds test: marks a pixel past the image
 
     @cuda.jit
-    def kernel(x, wt, bias, out, part, n_img, c_in, h_in, w_in, c_out, h_out, w_out, groups, kh, kw,
-               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, splits):
+    def kernel(x, wt, bias, out, part, residual, n_img, c_in, h_in, w_in, c_out, h_out, w_out, groups, kh,
+               kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, splits, add_residual, relu, slope):
         # flat [buffer, k, channel] and [buffer, k, pixel] (the weights k-major, i.e. transposed):
         # flat, a read is one running offset plus a constant, which the compiler folds into the load
         # one allocation for both: the simulator's shared arrays are created by the first thread to ask,
@@ -376,7 +400,9 @@ def gemm_kernel(bm, bn, bk, tm, tn):
                                 p = p0 + tx + b * tx_count
                                 if p < n_pix:
                                     if splits == 1:
-                                        out[row + p] = acc[a, b] + bias[g * c_out_g + o]
+                                        out[row + p] = epilogue_value(acc[a, b] + bias[g * c_out_g + o],
+                                                                      residual, row + p, add_residual, relu,
+                                                                      slope)
                                     else:
                                         part[(s * n_img * c_out) * n_pix + row + p] = acc[a, b]
 
@@ -397,15 +423,15 @@ def _relayout_kernel(w, wt, groups, c_out_g, c_in_g, taps):
 
 
 @cuda.jit
-def _sum_parts_kernel(part, bias, out, splits, plane, c_out):
-    """out[t] = bias[channel of t] + sum over s of part[s * out.size + t], flat float32 arrays;
-    ``plane`` is H_out * W_out."""
+def _sum_parts_kernel(part, bias, out, splits, plane, c_out, residual, add_residual, relu, slope):
+    """out[t] = bias[channel of t] + sum over s of part[s * out.size + t], flat float32 arrays,
+    then :func:`epilogue_value`; ``plane`` is H_out * W_out."""
     size = out.shape[0]
     for t in range(cuda.grid(1), size, cuda.gridsize(1)):
         total = bias[(t // plane) % c_out]
         for s in range(splits):
             total += part[s * size + t]
-        out[t] = total
+        out[t] = epilogue_value(total, residual, t, add_residual, relu, slope)
 
 
 def relayout_weights(d_w, groups):
@@ -440,15 +466,9 @@ def _add_kernel(a, b):
 
 @cuda.jit
 def _relu_kernel(x, slope, out):
-    """Caffe's ReLU on flat float32 arrays: ``out = max(x, 0) + slope * min(x, 0)``.
-
-    ``max`` and ``min`` as C++'s ``std::max``/``std::min``, so that a NaN stays NaN;
-    ``out`` may be ``x`` (in place).
-    """
-    zero = float32(0)
+    """Caffe's ReLU (:func:`relu_value`) on flat float32 arrays; ``out`` may be ``x`` (in place)."""
     for t in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        v = x[t]
-        out[t] = (zero if v < zero else v) + slope * (zero if zero < v else v)
+        out[t] = relu_value(x[t], slope)
 
 
 def _flat_launch(size):
@@ -508,7 +528,8 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
     residual : ndarray or device array of the output's shape, float32, optional
         Added to the output.
     relu_slope : float, optional
-        Caffe's ReLU with this negative slope, last.
+        Caffe's ReLU with this negative slope, last. The GEMM kernel applies both as it
+        stores its sums; the classic kernel leaves them to two passes after it.
 
     Returns
     -------
@@ -544,14 +565,20 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
                 min(max_grid, math.ceil(c_out // groups / bm)),
                 min(max_grid, n_img * groups * splits))
         flat_out = d_out.reshape(d_out.size)
-        # with one part the kernel writes ``out`` itself and ``part`` is an unused stand-in
+        # with one part the kernel writes ``out`` itself and ``part`` is an unused stand-in; so is
+        # ``d_res`` without a residual
         d_part = cuda.device_array(splits * d_out.size if splits > 1 else 1, np.float32)
+        d_res = _to_device(residual).reshape(d_out.size) if residual is not None else d_part[:1]
+        epilogue = (int(residual is not None), int(relu_slope is not None),
+                    np.float32(0 if relu_slope is None else relu_slope))
         gemm_kernel(bm, bn, bk, tm, tn)[grid, (bm // tm) * (bn // tn)](
-            d_x.reshape(d_x.size), d_wt, d_b, flat_out, d_part, n_img, shape4[1], h, w, c_out, h_out, w_out,
-            groups, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], splits)
+            d_x.reshape(d_x.size), d_wt, d_b, flat_out, d_part, d_res, n_img, shape4[1], h, w, c_out, h_out,
+            w_out, groups, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], splits,
+            *epilogue)
         if splits > 1:
             blocks, threads = _flat_launch(d_out.size)
-            _sum_parts_kernel[blocks, threads](d_part, d_b, flat_out, splits, n_pix, c_out)
+            _sum_parts_kernel[blocks, threads](d_part, d_b, flat_out, splits, n_pix, c_out, d_res, *epilogue)
+        residual = relu_slope = None  # done as the sums were stored
     else:
         raise ValueError(f"config.CUDA_CONV_KERNEL must be 'gemm' or 'classic', got {config.CUDA_CONV_KERNEL!r}")
     if residual is not None:

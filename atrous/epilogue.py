@@ -12,6 +12,9 @@ two floats does not depend on their order), and the ReLU is Caffe's
 ``max(v, 0) + negative_slope * min(v, 0)``, where a NaN stays NaN and ``-inf`` with slope 0
 gives NaN (``0 * -inf``), as Caffe's CPU layer does.
 
+This module has the NumPy reference and the CPU pass; on the GPU the implicit-GEMM
+kernel does the same as it stores its sums (:func:`atrous.cuda.epilogue_value`).
+
 References
 ----------
 K. He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (the shortcut

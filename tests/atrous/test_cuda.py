@@ -167,6 +167,38 @@ def test_gemm_kernel_tiles_match_numpy(tile, split, monkeypatch):
     assert (max(splits_seen) > 1) == split, splits_seen
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_gemm_store_adds_the_residual_and_relus_as_the_layers_apart(split, monkeypatch):
+    """The GEMM kernel's store (or the pass summing a split reduction) does the epilogue: bit for bit
+    the convolution's own output, then ``+ residual`` and Caffe's ReLU in NumPy; NaN and -inf too."""
+    from numba import cuda
+    import atrous.config
+    import atrous.cuda
+    from atrous.epilogue import epilogue_numpy
+    monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "gemm")
+    monkeypatch.setattr(atrous.config, "CUDA_GEMM_TILES", ((0, (4, 8, 2, 2, 2)),))
+    if split:
+        monkeypatch.setattr(atrous.config, "CUDA_GEMM_SPLIT_BLOCKS", 10**6)
+        monkeypatch.setattr(atrous.config, "CUDA_GEMM_MIN_SPLIT_STEPS", 2)
+        monkeypatch.setattr(atrous.config, "CUDA_GEMM_MAX_SPLITS", 3)
+    rng = np.random.default_rng(9)
+    x = rng.uniform(-1, 1, (1, 5, 4, 5)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (6, 5, 3, 3)).astype(np.float32)
+    bias = rng.uniform(-1, 1, 6).astype(np.float32)
+    residual = rng.uniform(-3, 3, (1, 6, 4, 5)).astype(np.float32)
+    residual[0, 1, 2, :3] = [np.nan, -np.inf, np.inf]
+    kwargs = dict(pad=2, dilation=2)
+    assert (atrous.cuda.gemm_shape(6, 20, 5 * 9)[1] > 1) == split
+    plain = atrous.conv2d(x, weight, bias, backend="cuda", **kwargs)
+    for res, slope in ((residual, None), (None, 0.0), (residual, 0.0), (residual, 0.25)):
+        with np.errstate(invalid="ignore"):  # 0 * -inf in Caffe's ReLU, in NumPy and in the simulator
+            expected = epilogue_numpy(plain.copy(), res, slope)
+            got = atrous.conv2d(x, weight, bias, backend="cuda", **kwargs, relu_slope=slope,
+                                residual=None if res is None else cuda.to_device(res))
+        np.testing.assert_array_equal(got, expected, err_msg=f"residual {res is not None}, slope {slope}")
+        assert np.array_equal(np.signbit(got), np.signbit(expected))
+
+
 def test_gemm_kernel_many_steps_and_tiles(monkeypatch):
     """Channels over two tiles of BM, pixels over several of BN, C_in_g = 3 BK + 1: a dozen double-buffered
     steps per tap and a masked tail, with N = 2 and two groups."""
