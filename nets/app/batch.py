@@ -18,7 +18,9 @@ Nothing is lost:
 
 * an image that cannot be read or segmented fails alone: its error names it, the others complete;
 * a worker process that dies (killed, out of memory) has its images run again
-  (:mod:`nets.app.workers`);
+  (:mod:`nets.app.workers`), and the temporary file it may have been writing is removed when
+  the job ends (:func:`nets.caffe.remove_orphans`; so is one that an earlier, killed run left
+  beside an output of this one);
 * ``resume=True`` skips what an interrupted run finished: complete outputs for ``segment``,
   per-image confusion matrices saved in a state folder for ``evaluate``.
 """
@@ -32,7 +34,7 @@ import numpy as np
 
 from nets.app.files import output_paths, save_probabilities
 from nets.app.workers import Outcome, describe_workers, run
-from nets.caffe import atomic_write
+from nets.caffe import atomic_write, remove_orphans
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,10 @@ def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, wor
         results = [o for group in run(segment_group, grouped, workers, client, on_outcome, threads) for o in group]
     for k, outcome in zip(index, results):
         outcomes[k] = outcome
+    # a worker killed while it wrote (its image was done again), or an earlier run killed while it
+    # wrote, leaves a temporary file behind
+    remove_orphans(out_dir, [os.path.basename(p) for path in paths
+                             for p in output_paths(path, out_dir, overlay, save_probs)])
     return Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))
 
 
@@ -399,6 +405,8 @@ def evaluate_files(pairs, settings, num_classes, workers=1, client=None, state_d
         index.append(k)
     for k, outcome in zip(index, run(evaluate_one, calls, workers, client, on_outcome, threads)):
         outcomes[k] = outcome
+    if state_dir is not None:  # what killed workers or runs left (see segment_files)
+        remove_orphans(state_dir, [os.path.basename(_state_file(state_dir, label)) for label, _ in pairs])
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for outcome in outcomes:
         if outcome.matrix is not None:

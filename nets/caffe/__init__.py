@@ -7,7 +7,8 @@
   produce (see :mod:`nets.caffe.spec`), with :func:`conv_geometry` / :func:`pool_geometry`.
 * :func:`read_npz` / :func:`write_npz`: the converted-network ``.npz`` (a prototxt and
   float32 blobs, no pickle).
-* :func:`atomic_write`: every file of the project is written through it.
+* :func:`atomic_write`: every file of the project is written through it
+  (:func:`remove_orphans` clears what a killed writer left).
 * :class:`CaffeFormatError`: the one error class (a ``ValueError``).
 
 This package reads and writes files and knows no layer maths: it imports nothing
@@ -27,7 +28,7 @@ Modules: :mod:`.wire` (protobuf wire format), :mod:`.schema` (field numbers of b
 dialects), :mod:`.codec` (schema-driven messages), :mod:`.spec`, :mod:`.prototxt`,
 :mod:`.caffemodel`, :mod:`.npz`, :mod:`.atomic`.
 """
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_orphans
 from .caffemodel import decode_caffemodel, encode_caffemodel, read_caffemodel, write_caffemodel
 from .errors import CaffeFormatError
 from .npz import is_npz, read_npz, write_npz
@@ -39,5 +40,5 @@ __all__ = [
     "CaffeFormatError", "ConvGeometry", "DEFAULT_TEMPLATE_VALUES", "LayerSpec", "NetSpec",
     "PoolGeometry", "atomic_write", "conv_geometry", "decode_caffemodel", "encode_caffemodel",
     "format_prototxt", "is_npz", "parse_prototxt", "pool_geometry", "read_caffemodel", "read_npz",
-    "read_prototxt", "upgrade_prototxt", "write_caffemodel", "write_npz",
+    "read_prototxt", "remove_orphans", "upgrade_prototxt", "write_caffemodel", "write_npz",
 ]

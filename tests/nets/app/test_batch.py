@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,9 +116,16 @@ def test_an_interrupted_segment_resumes(data, serial, tmp_path):
     with pytest.raises(_Interrupt):
         batch.segment_files(paths, SETTINGS, tmp_path / "out", save_probs=True, on_outcome=_interrupt_after(5))
     assert len(list((tmp_path / "out").glob("*.png"))) == 5
+    # what a run killed while it wrote leaves: temporary files beside a finished and an unfinished output
+    done, undone = sorted((tmp_path / "out").glob("*.png"))[0].stem, Path(paths[-1]).stem
+    for orphan in (f".tmp-a1b2c3d4-{done}_probs.npy", f".tmp-e5f6g7h8-{undone}.png"):
+        (tmp_path / "out" / orphan).write_bytes(b"half a file")
+    (tmp_path / "out" / "notes.txt").write_bytes(b"the user's")
     summary = batch.segment_files(paths, SETTINGS, tmp_path / "out", save_probs=True, resume=True)
     assert sum(o.skipped for o in summary.outcomes) == 5 and summary.done == N_IMAGES
-    _same_outputs(tmp_path / "out", reference)
+    assert (tmp_path / "out" / "notes.txt").read_bytes() == b"the user's"
+    (tmp_path / "out" / "notes.txt").unlink()
+    _same_outputs(tmp_path / "out", reference)  # the temporary files are gone
 
 
 def test_an_interrupted_evaluate_resumes_from_its_saved_matrices(data, serial, tmp_path):
@@ -126,8 +134,10 @@ def test_an_interrupted_evaluate_resumes_from_its_saved_matrices(data, serial, t
     with pytest.raises(_Interrupt):
         batch.evaluate_files(pairs, SETTINGS, 6, state_dir=tmp_path / "state", on_outcome=_interrupt_after(7))
     assert len(list((tmp_path / "state").glob("s*.npy"))) == 7
+    orphan = tmp_path / "state" / f".tmp-q9w8e7r6-{Path(pairs[-1][0]).stem}.npy"  # a killed run's half file
+    orphan.write_bytes(b"half a file")
     got, summary = batch.evaluate_files(pairs, SETTINGS, 6, state_dir=tmp_path / "state", resume=True)
-    assert sum(o.skipped for o in summary.outcomes) == 7
+    assert sum(o.skipped for o in summary.outcomes) == 7 and not orphan.exists()
     np.testing.assert_array_equal(got, matrix)
     other = batch.Settings("demo-aspp", crf="auto", backend="cpu")
     with pytest.raises(ValueError, match="other settings"):

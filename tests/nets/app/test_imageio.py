@@ -1,11 +1,13 @@
 """Image reading rules, VOC palette PNGs and atomic writes (nets/imageio.py)."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from nets.caffe import atomic_write
+from nets.caffe import atomic_write, remove_orphans
 from nets.app.imageio import (ImageReadError, colorize, read_image, read_label_png,
                           voc_palette, write_label_png)
 
@@ -117,6 +119,29 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file_and_an_orphan_that_is_removed(tmp_path):
+    """SIGKILL cannot be caught: the temporary file stays, the old file is whole; remove_orphans
+    takes the temporary files of the names it is given and nothing else."""
+    path = tmp_path / "out.png"
+    path.write_bytes(b"old")
+    code = ("import os, signal, sys\n"
+            "from nets.caffe import atomic_write\n"
+            "with atomic_write(sys.argv[1]) as f:\n"
+            "    f.write(b'half of the new'); f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    orphan, = [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert orphan.read_bytes() == b"half of the new" and path.read_bytes() == b"old"
+    others = [".tmp-k3j2h1g0-other.png", ".tmp-without-a-name", "notes.txt", ".tmp-abc-out.png.bak"]
+    for name in others:
+        (tmp_path / name).write_bytes(b"keep")
+    (tmp_path / ".tmp-x1-out.png").mkdir()  # the name of an orphan, but a folder: not ours
+    assert remove_orphans(tmp_path, ["out.png", "missing.png"]) == [str(orphan)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others + ["out.png", ".tmp-x1-out.png"])
+    assert remove_orphans(tmp_path / "absent", ["out.png"]) == []
 
 
 def test_decompression_bomb_is_an_image_read_error(tmp_path, monkeypatch):
