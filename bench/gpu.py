@@ -11,7 +11,8 @@ compiles and allocates), the median of ``--repeat``:
   building the two lattices;
 * DeepLab-LargeFOV forward at 513x513 and DeepLab-v2 ResNet-101 ASPP at 321x321 (seeded
   random weights: the time does not depend on the values), input on the device, scores
-  left there;
+  left there; the notes give the same pass with every shortcut sum and ReLU run as a layer
+  of its own (``Net.fuse = False``) instead of in the convolution's store;
 * image -> labels for DeepLab-LargeFOV at 513 with the CRF (DeepLab-v1's preset):
   ``Model.segment(image, crf=..., backend="cuda", probabilities=False)`` on a 500x375
   photograph, host image in, host labels out.
@@ -96,7 +97,10 @@ def net_rows(cases, repeat, sync):
         out = net.outputs[0]
         x = cuda.to_device(np.random.default_rng(0).uniform(-120, 130, (1, 3, side, side)).astype(np.float32))
         ms = _median_ms(lambda: net.forward(x, outputs=[out], backend="cuda"), repeat, sync)
-        rows.append((label, ms, f"{model} -> {out}"))
+        net.fuse = False  # each shortcut sum and ReLU as a kernel of its own, for comparison
+        apart = _median_ms(lambda: net.forward(x, outputs=[out], backend="cuda"), repeat, sync)
+        net.fuse = True
+        rows.append((label, ms, f"{model} -> {out}; layers apart (fuse=False): {apart:.1f} ms"))
     return rows
 
 
