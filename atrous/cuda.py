@@ -556,6 +556,10 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
                 min(max_grid, n_img * groups))
         conv_kernel(threads, micro)[grid, (threads, threads)](d_x, d_w, d_b, d_out, groups, kh, kw, stride[0],
                                                               stride[1], pad[0], pad[1], dilation[0], dilation[1])
+        if residual is not None:  # the classic kernel stores plain sums: the epilogue in two passes
+            add_(d_out, _to_device(residual).reshape(*d_out.shape))
+        if relu_slope is not None:
+            relu(d_out, relu_slope, out=d_out)
     elif config.CUDA_CONV_KERNEL == "gemm":
         d_wt = relayout_weights(_to_device(weight), groups)
         n_pix = h_out * w_out
@@ -578,12 +582,7 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
         if splits > 1:
             blocks, threads = _flat_launch(d_out.size)
             _sum_parts_kernel[blocks, threads](d_part, d_b, flat_out, splits, n_pix, c_out, d_res, *epilogue)
-        residual = relu_slope = None  # done as the sums were stored
     else:
         raise ValueError(f"config.CUDA_CONV_KERNEL must be 'gemm' or 'classic', got {config.CUDA_CONV_KERNEL!r}")
-    if residual is not None:
-        add_(d_out, _to_device(residual).reshape(*d_out.shape))
-    if relu_slope is not None:
-        relu(d_out, relu_slope, out=d_out)
     y = d_out[0] if squeeze else d_out
     return y.copy_to_host() if host_in else y

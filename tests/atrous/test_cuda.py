@@ -167,15 +167,17 @@ def test_gemm_kernel_tiles_match_numpy(tile, split, monkeypatch):
     assert (max(splits_seen) > 1) == split, splits_seen
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
-def test_gemm_store_adds_the_residual_and_relus_as_the_layers_apart(split, monkeypatch):
-    """The GEMM kernel's store (or the pass summing a split reduction) does the epilogue: bit for bit
-    the convolution's own output, then ``+ residual`` and Caffe's ReLU in NumPy; NaN and -inf too."""
+@pytest.mark.parametrize("kernel", ["whole", "split", "classic"])
+def test_the_epilogue_on_the_device_is_the_layers_apart(kernel, monkeypatch):
+    """The GEMM kernel's store (or the pass summing a split reduction), and the classic kernel's two
+    passes after it, do the epilogue: bit for bit the convolution's own output, then ``+ residual`` and
+    Caffe's ReLU in NumPy; NaN and -inf too."""
     from numba import cuda
     import atrous.config
     import atrous.cuda
     from atrous.epilogue import epilogue_numpy
-    monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "gemm")
+    split = kernel == "split"
+    monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "classic" if kernel == "classic" else "gemm")
     monkeypatch.setattr(atrous.config, "CUDA_GEMM_TILES", ((0, (4, 8, 2, 2, 2)),))
     if split:
         monkeypatch.setattr(atrous.config, "CUDA_GEMM_SPLIT_BLOCKS", 10**6)
