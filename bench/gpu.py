@@ -8,7 +8,9 @@ compiles and allocates), the median of ``--repeat``:
 * dense CRF, bench/crf.py's setting (photograph, 21 labels, 10 iterations, bilateral and
   Gaussian kernels), 500x375 and 1000x750: the unary and image already on the device and
   Q left there ("device"), and host arrays in, Q back on the host ("host"); both include
-  building the two lattices;
+  building the two lattices; the notes give the filter's launch mode
+  (``crf.cuda.launch_mode``: splat and blurs in one cooperative launch, or one launch
+  per stage) and the device time with one launch per stage;
 * DeepLab-LargeFOV forward at 513x513 and DeepLab-v2 ResNet-101 ASPP at 321x321 (seeded
   random weights: the time does not depend on the values), input on the device, scores
   left there; the notes give the same pass with every shortcut sum and ReLU run as a layer
@@ -59,6 +61,7 @@ def crf_rows(sizes, repeat, sync):
     from numba import cuda
 
     import crf
+    from crf import cuda as crf_cuda
     bench = _bench_inputs()
     rows = []
     for width, height in sizes:
@@ -72,6 +75,12 @@ def crf_rows(sizes, repeat, sync):
             return c.inference(bench.ITERATIONS)
 
         device = _median_ms(lambda: run(d_image, d_unary), repeat, sync)
+        mode = crf_cuda.launch_mode()
+        crf.config.CUDA_COOPERATIVE = False  # splat and each blur pass launched on their own, for comparison
+        try:
+            per_stage = _median_ms(lambda: run(d_image, d_unary), repeat, sync)
+        finally:
+            crf.config.CUDA_COOPERATIVE = True
         host = _median_ms(lambda: run(image, unary), repeat, sync)
         c = crf.DenseCRF(d_unary, backend="cuda")
         t0 = time.perf_counter()
@@ -80,7 +89,8 @@ def crf_rows(sizes, repeat, sync):
         sync()
         build = 1e3 * (time.perf_counter() - t0)
         rows.append((f"crf {width}x{height}", device, f"host in/out {host:.1f} ms; build {build:.1f} ms, "
-                     f"{' + '.join(str(k.lattice.n_vertices) for k in c.kernels)} vertices"))
+                     f"{' + '.join(str(k.lattice.n_vertices) for k in c.kernels)} vertices; "
+                     f"filter launches: {mode}, per-stage launches {per_stage:.1f} ms"))
     return rows
 
 

@@ -40,3 +40,8 @@ PREFETCH_MIN_BYTES = 1 << 20
 #: Threads per block, and blocks per grid at most (grid-stride loops cover the rest).
 CUDA_THREADS = 256
 CUDA_MAX_BLOCKS = 4096
+
+#: Splat and blur in one cooperative launch (grid-wide barriers between the stages) instead
+#: of d+2 launches; same bits. Off, or where the GPU cannot (crf.cuda.launch_mode), the
+#: stages launch one by one.
+CUDA_COOPERATIVE = True

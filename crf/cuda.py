@@ -20,14 +20,20 @@ message    one thread per (point, label), fused with the slice for the Potts and
            diagonal penalties: ``energy = +-base - w (N K Q) mu``;
 softmax    one thread per point over its labels.
 
-One mean-field iteration with the two DeepLab kernels is 14 launches (splat, d+1 blurs
-and slice-message per kernel, one softmax) and allocates nothing: the runner keeps
-its buffers. Arrays keep the CPU layout: values (N, C), lattice values (M+1, C), float32.
+Splat and blurs also run as one cooperative kernel, the same items with a grid-wide
+barrier (``cuda.cg.this_grid().sync()``) between the stages and a grid no larger than the
+GPU holds at once; it gives the same bits, and where the GPU or the CUDA installation
+cannot launch it (grid sync links libcudadevrt) the stages launch one by one
+(:func:`launch_mode`, ``crf.config.CUDA_COOPERATIVE``). One mean-field iteration with
+the two DeepLab kernels is then 5 launches (splat-blur and slice-message per kernel, one
+softmax) instead of 14, and allocates nothing: the runner keeps its buffers. Arrays keep
+the CPU layout: values (N, C), lattice values (M+1, C), float32.
 
 This module is imported lazily (by ``backend="cuda"`` only), so ``import crf``
 never loads ``numba.cuda``.
 """
 import math
+import warnings
 
 import numpy as np
 from numba import cuda
@@ -212,12 +218,13 @@ def labels_major(q, height, width):
 
 # ------------------------------------------------------------------------------ the filter
 
-@cuda.jit(cache=True)
-def _splat_kernel(values, pre, starts, points, point_weights, lat):
+@cuda.jit(device=True, inline=True)
+def _splat_range(values, pre, starts, points, point_weights, lat, start, stride):
+    """Items ``start, start + stride, ...`` of the splat: one item per (vertex, channel), a gather
+    over the vertex's CSR entries (no atomics)."""
     m = starts.shape[0] - 1
     c = values.shape[1]
     scaled = pre.shape[0] > 0
-    start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, (m + 1) * c, stride):
         v = idx // c
         ch = idx - v * c
@@ -232,11 +239,11 @@ def _splat_kernel(values, pre, starts, points, point_weights, lat):
         lat[v, ch] = acc  # row m: the absent neighbour, zero
 
 
-@cuda.jit(cache=True)
-def _blur_kernel(src, n1, n2, dst):
+@cuda.jit(device=True, inline=True)
+def _blur_range(src, n1, n2, dst, start, stride):
+    """Items ``start, start + stride, ...`` of one blur pass along one axis (``n1``, ``n2``: (M,))."""
     m = n1.shape[0]
     c = src.shape[1]
-    start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, (m + 1) * c, stride):
         v = idx // c
         ch = idx - v * c
@@ -244,6 +251,34 @@ def _blur_kernel(src, n1, n2, dst):
             dst[v, ch] = src[v, ch] + np.float32(0.5) * (src[n1[v], ch] + src[n2[v], ch])
         else:
             dst[v, ch] = np.float32(0.0)
+
+
+@cuda.jit(cache=True)
+def _splat_kernel(values, pre, starts, points, point_weights, lat):
+    _splat_range(values, pre, starts, points, point_weights, lat, cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit(cache=True)
+def _blur_kernel(src, n1, n2, dst):
+    _blur_range(src, n1, n2, dst, cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit(cache=True)
+def _splat_blur_kernel(values, pre, starts, points, point_weights, n1, n2, reverse, lat, tmp):
+    """The splat and the d+1 blur passes in one cooperative launch, a grid-wide barrier between
+    stages: the same items and the same arithmetic as the per-stage kernels, so the same bits.
+    The result is in ``lat`` for an even number of passes, else in ``tmp``."""
+    grid = cuda.cg.this_grid()
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    _splat_range(values, pre, starts, points, point_weights, lat, start, stride)
+    d1 = n1.shape[0]
+    for i in range(d1):
+        j = d1 - 1 - i if reverse else i
+        grid.sync()  # every thread reaches every barrier: the loops above have no early exit
+        if i % 2 == 0:
+            _blur_range(lat, n1[j], n2[j], tmp, start, stride)
+        else:
+            _blur_range(tmp, n1[j], n2[j], lat, start, stride)
 
 
 @cuda.jit(device=True, inline=True)
@@ -316,6 +351,47 @@ def _softmax_kernel(energy, sign, out):
 
 _EMPTY = np.empty(0, np.float32)
 
+#: Why cooperative launches are off in this process (the first failure), or None.
+_cooperative_failure = None
+
+
+def _cooperative_grid(kernel, args, n):
+    """(specialised kernel, grid) to launch a kernel that syncs its whole grid over n items, or None.
+
+    A grid-wide barrier needs every block resident at once, so the grid is the ceil-divided
+    one capped at what the GPU holds of this kernel (``max_cooperative_grid_blocks``); the
+    grid-stride loops cover the rest. Grid sync links CUDA's device runtime (libcudadevrt);
+    where that or the cooperative launch is missing, the failure is recorded, warned about
+    once, and every later launch takes the per-stage kernels (:func:`launch_mode`).
+    """
+    global _cooperative_failure
+    if _cooperative_failure is not None:
+        return None
+    blocks, threads = _grid(n)
+    try:
+        specialised = kernel.specialize(*args)
+        overloads = specialised.overloads  # one compiled kernel (the simulator: a stand-in)
+        most = overloads[next(iter(overloads), None)].max_cooperative_grid_blocks(threads)
+        if most < 1:
+            raise RuntimeError(f"the GPU holds no block of {threads} threads of {kernel.py_func.__name__} at once")
+    except Exception as error:  # a missing libcudadevrt, a driver without cooperative launch, ...
+        _cooperative_failure = f"{type(error).__name__}: {error}"
+        warnings.warn(f"crf.cuda: cooperative launches are unavailable ({_cooperative_failure}); "
+                      f"the lattice filter launches each stage on its own", RuntimeWarning, stacklevel=3)
+        return None
+    return specialised, (min(blocks, most), threads)
+
+
+def launch_mode():
+    """How the lattice filter launches here: ``"cooperative"`` (splat and blurs in one launch),
+    ``"per-stage"`` (one launch per stage, by ``crf.config.CUDA_COOPERATIVE``), or
+    ``"per-stage (<why cooperative failed>)"``."""
+    if not config.CUDA_COOPERATIVE:
+        return "per-stage"
+    if _cooperative_failure is not None:
+        return f"per-stage ({_cooperative_failure})"
+    return "cooperative"
+
 
 def _require_gpu():
     if not cuda.is_available():  # true in the simulator as well
@@ -348,6 +424,7 @@ class DeviceLattice:
         self._built = built  # the device build's own record (keys on demand), if built here
         self._source = None  # the host arrays, if uploaded from a host lattice
         self._scratch = {}
+        self._cooperative = {}  # (C, strides, launch shape) -> (specialised kernel, grid), or None
 
     @classmethod
     def from_host(cls, lattice):
@@ -382,13 +459,28 @@ class DeviceLattice:
 
     def splat_blur(self, values, pre=None, reverse=False):
         """Device (N, C) values (times ``pre`` (N,) if given) -> the blurred (M+1, C) lattice values,
-        in one of this lattice's scratch buffers."""
+        in one of this lattice's scratch buffers.
+
+        One cooperative launch where the GPU allows it (:func:`launch_mode`), else d+2 launches;
+        the two give the same bits.
+        """
         m, c = self.n_vertices, values.shape[1]
         lat, tmp = self.scratch(c)
-        grid = _grid((m + 1) * c)
-        _splat_kernel[grid](values, self.empty if pre is None else pre, self.starts, self.splat_point,
-                            self.splat_weight, lat)
+        pre = self.empty if pre is None else pre
         d1 = self.d + 1
+        if config.CUDA_COOPERATIVE:
+            args = (values, pre, self.starts, self.splat_point, self.splat_weight, self.n1, self.n2,
+                    bool(reverse), lat, tmp)
+            key = (c, values.strides, pre.strides, config.CUDA_THREADS, config.CUDA_MAX_BLOCKS)
+            if key not in self._cooperative:
+                self._cooperative[key] = _cooperative_grid(_splat_blur_kernel, args, (m + 1) * c)
+            launch = self._cooperative[key]
+            if launch is not None:
+                kernel, grid = launch
+                kernel[grid](*args)
+                return lat if d1 % 2 == 0 else tmp
+        grid = _grid((m + 1) * c)
+        _splat_kernel[grid](values, pre, self.starts, self.splat_point, self.splat_weight, lat)
         for j in (range(d1 - 1, -1, -1) if reverse else range(d1)):
             _blur_kernel[grid](lat, *self.axes[j], tmp)
             lat, tmp = tmp, lat

@@ -140,3 +140,56 @@ def test_build_on_the_gpu_gives_a_device_lattice(in_cudasim):
     np.testing.assert_allclose(dev.filter(v), ref.filter(v, backend="cpu"), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="from_device"):
         dev.filter(v, backend="cpu")
+
+
+@pytest.mark.parametrize("d, reverse, scaled", [(2, False, True), (5, True, False)])
+def test_cooperative_splat_blur_is_bit_identical_to_per_stage(in_cudasim, monkeypatch, d, reverse, scaled):
+    """One cooperative launch (grid barriers between splat and blurs) against d+2 launches."""
+    from numba import cuda
+
+    from crf import config
+    from crf import cuda as crf_cuda
+    rng = np.random.default_rng(20 + d)
+    n = _size(in_cudasim, 24, 5000)
+    dev = L.build((rng.random((n, d)) * 3).astype(np.float32), backend="cpu").on_device()
+    values = cuda.to_device(rng.standard_normal((n, 3)).astype(np.float32))
+    pre = cuda.to_device(rng.uniform(0.5, 2.0, n).astype(np.float32)) if scaled else None
+    out = {}
+    for cooperative in (True, False):
+        monkeypatch.setattr(config, "CUDA_COOPERATIVE", cooperative)
+        out[cooperative] = dev.splat_blur(values, pre, reverse).copy_to_host()
+        assert crf_cuda.launch_mode() == ("cooperative" if cooperative else "per-stage")
+    np.testing.assert_array_equal(out[True], out[False])
+    assert np.abs(out[True][:-1]).max() > 0 and not out[True][-1].any()  # a real result; row M stays zero
+
+
+def test_mean_field_step_cooperative_equals_per_stage(in_cudasim, monkeypatch):
+    from crf import config
+    h, w = _size(in_cudasim, (4, 5), (60, 80))
+    image = photo(h, w, seed=21)
+    unary = crf.unary_from_logits(smooth_logits(3, h, w, seed=22, stride=2))
+    out = []
+    for cooperative in (True, False):
+        monkeypatch.setattr(config, "CUDA_COOPERATIVE", cooperative)
+        c = crf.DenseCRF(unary, backend="cuda")
+        c.add_bilateral(image, 3, 10, 2.0)
+        c.add_gaussian(1, 1.0)
+        out.append(c.inference(2))
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_a_gpu_without_cooperative_launch_falls_back_with_a_warning(monkeypatch):
+    from crf import cuda as crf_cuda
+
+    def refuse(*args):
+        raise RuntimeError("libcudadevrt.a not found")
+
+    monkeypatch.setattr(crf_cuda, "_cooperative_failure", None)
+    monkeypatch.setattr(crf_cuda._splat_blur_kernel, "specialize", refuse)
+    rng = np.random.default_rng(23)
+    lat = L.build((rng.random((16, 2)) * 3).astype(np.float32), backend="cpu")
+    v = rng.standard_normal((16, 2)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="cooperative launches are unavailable.*libcudadevrt"):
+        got = lat.filter(v, backend="cuda")
+    assert crf_cuda.launch_mode() == "per-stage (RuntimeError: libcudadevrt.a not found)"
+    np.testing.assert_allclose(got, lat.filter(v, backend="cpu"), rtol=1e-5, atol=1e-6)
