@@ -7,8 +7,9 @@
 # It prints the environment, verifies every kernel family on the GPU against the
 # NumPy reference, compares CPU and CUDA at full size (the dense CRF on the
 # benchmark photograph and its lattices, two whole nets, image -> labels), runs the
-# CUDA tests on the real device, times the targets (bench/gpu.py) and the
-# convolution's tile shapes against cuDNN (bench/cuda_tiles.py). Everything is also
+# CUDA tests on the real device, times the targets (bench/gpu.py), profiles
+# ResNet-101 layer by layer (bench/profile.py) and times the convolution's tile
+# shapes against cuDNN (bench/cuda_tiles.py). Everything is also
 # written to OUT_DIR. Each step has its own time limit; together they stop it within
 # 9 minutes, the important steps first.
 set -uo pipefail
@@ -37,6 +38,7 @@ step check 90 "$PY" -m nets check --backend cuda
 step pytest_cuda 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
 step compare 90 "$PY" tools/gpu_compare.py
 step bench_gpu 70 "$PY" bench/gpu.py --repeat 5
+step profile_resnet 45 "$PY" bench/profile.py --model deeplab-v2-resnet101 --side 321 --backend cuda --top 25
 step bench_cuda_tiles 90 "$PY" bench/cuda_tiles.py --repeat 5
 echo "gpu_check: overall exit $status" | tee "$out/summary.txt"
 exit $status

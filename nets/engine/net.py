@@ -30,6 +30,7 @@ Example::
     scores = net.forward(images)["ip2"]            # images: (N, 1, 28, 28) float32
 """
 import os
+import time
 
 import numpy as np
 
@@ -426,7 +427,7 @@ class Net:
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, data, outputs=None, backend="auto"):
+    def forward(self, data, outputs=None, backend="auto", timings=None):
         """Run the net.
 
         Parameters
@@ -442,6 +443,13 @@ class Net:
         backend : {"numpy", "cpu", "cuda", "auto"}
             Where every layer runs. ``"cuda"`` keeps the activations on the GPU; the
             results come back as NumPy arrays when the input was one.
+        timings : dict, optional
+            A profile: each layer that runs adds its seconds under its name
+            (``timings[name] += seconds``). On the GPU the device is synchronised
+            before and after every layer, so the pass runs one layer at a time and
+            takes longer than without (bench/profile.py). BatchNorm and Scale folded
+            into a convolution, and the sums and ReLUs it does as it writes, count in
+            the convolution's time.
 
         Returns
         -------
@@ -472,11 +480,19 @@ class Net:
         # BatchNorm and Scale folded into their convolution, and the layers it does as it writes, do not run
         skip = {j for pair in self._fold_groups.values() for j in pair}
         skip.update(j for epilogue in plan.values() for j in epilogue.absorbed)
+        sync = _synchronise(backend) if timings is not None else None
         for index, step in enumerate(self._steps):
             if index not in skip:
                 epilogue = plan.get(index)
                 tops = [epilogue.top] if epilogue else step.layer.tops
+                if sync is not None:
+                    sync()
+                    start = time.perf_counter()
                 values.update(zip(tops, self._run(index, step, values, backend, given, epilogue)))
+                if sync is not None:
+                    sync()
+                    name = step.layer.name
+                    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
             for name in last_use.get(index, ()):
                 values.pop(name, None)
         result = {name: values[name] for name in wanted}
@@ -547,6 +563,14 @@ class Net:
             if name not in wanted:
                 out.setdefault(index, []).append(name)
         return out
+
+
+def _synchronise(backend):
+    """A function that waits for the backend's queued work (the GPU's; the CPU's is done on return)."""
+    if backend == "cuda":
+        from numba import cuda
+        return cuda.synchronize
+    return lambda: None
 
 
 def _is_shortcut_sum(layer, blob):

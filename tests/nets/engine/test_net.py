@@ -330,3 +330,16 @@ def test_in_place_relu_overwrites_only_arrays_nothing_else_holds(backend):
     np.testing.assert_allclose(got["conv_drop"], np.maximum(conv, 0), rtol=1e-5, atol=1e-5)
     conv2 = atrous.conv2d(np.maximum(conv, 0), weights["conv2"][0], backend="numpy")
     np.testing.assert_allclose(got["conv2"], np.maximum(conv2, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_a_profiled_pass_times_each_layer_that_runs_and_changes_nothing():
+    spec = parse_prototxt(RESNET_BLOCK)
+    net = Net.from_spec(spec, random_weights(spec, (1, 3, 9, 9), seed=8))
+    x = np.random.default_rng(9).standard_normal((1, 3, 9, 9)).astype(np.float32)
+    timings = {"conv1": 1.0}  # added to, as the docstring says
+    got = net.forward(x, backend="cpu", timings=timings)["sum"]
+    np.testing.assert_array_equal(got, net.forward(x, backend="cpu")["sum"])
+    # bn1 and sc1 are folded into conv1 and relu1 done as it writes; bn2 and sc2 cannot be (peek reads
+    # conv2 before them)
+    assert set(timings) == {"conv1", "conv2", "peek", "bn2", "sc2", "sum"}
+    assert timings["conv1"] > 1.0 and all(t > 0 for t in timings.values())

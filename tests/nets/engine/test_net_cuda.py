@@ -44,3 +44,16 @@ def test_cuda_forward_equals_cpu(in_cudasim):
     on_device = net.forward(cuda.to_device(x), outputs=["prob"], backend="auto")["prob"]
     assert hasattr(on_device, "copy_to_host")
     np.testing.assert_allclose(on_device.copy_to_host(), want["prob"], rtol=0, atol=1e-4)
+
+
+def test_profiled_cuda_pass_times_each_layer_that_runs(in_cudasim):
+    spec = parse_prototxt(TINY)
+    net = Net.from_spec(spec, random_weights(spec, (1, 2, 6, 7), seed=33))
+    x = np.random.default_rng(34).uniform(-2, 2, (1, 2, 6, 7)).astype(np.float32)
+    timings = {}
+    got = net.forward(x, outputs=["prob"], backend="cuda", timings=timings)["prob"]
+    np.testing.assert_array_equal(got, net.forward(x, outputs=["prob"], backend="cuda")["prob"])
+    # bn1 and sc1 are folded into conv1 and relu1 is done as conv1 writes; ArgMax's top is not asked for
+    # but the layer still runs
+    assert set(timings) == {"conv1", "pool1", "conv2", "bn2", "sum", "up", "cat", "prob", "label"}
+    assert all(t > 0 for t in timings.values())
