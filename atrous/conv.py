@@ -121,11 +121,12 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, resid
     backend : {"auto", "numpy", "cpu", "cuda"}
         "numpy" is the reference; "auto" is "cuda" on a real GPU, else "cpu".
     cache : atrous.WeightCache, optional
-        Keeps what the CPU strategies derive from ``weight`` (Winograd's transformed
-        filters) for the next call with the same array; the caller must not change
-        ``weight`` in place while the cache lives. A net keeps one
-        (:class:`nets.engine.Net`). Used only when ``weight`` is already C-contiguous
-        float32 (otherwise every call converts it into a new array).
+        Keeps what the strategies derive from ``weight`` (on the CPU Winograd's
+        transformed filters, on the GPU the GEMM kernel's relayout) for the next call
+        with the same array; the caller must not change ``weight`` in place while the
+        cache lives. A net keeps one (:class:`nets.engine.Net`). Used only when
+        ``weight`` is already C-contiguous float32 or a device array (otherwise every
+        call converts it into a new array).
 
     Returns
     -------
@@ -202,7 +203,8 @@ def conv2d(x, weight, bias=None, *, stride=1, pad=0, dilation=1, groups=1, resid
     backend = resolve_backend(backend, x, weight, bias, residual)
     if backend == "cuda":
         from atrous import cuda as cuda_impl  # imported lazily: no numba.cuda without a GPU
-        return cuda_impl.conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual, relu_slope)
+        return cuda_impl.conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual, relu_slope,
+                                cache)
     if any(is_device_array(a) for a in (x, weight, bias, residual)):
         raise ValueError(f"CUDA device arrays need backend 'cuda' or 'auto', got {backend!r}")
 

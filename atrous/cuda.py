@@ -513,7 +513,8 @@ def _to_device(a):
     return a if is_device_array(a) else cuda.to_device(a)
 
 
-def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=None, relu_slope=None):
+def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=None, relu_slope=None,
+           cache=None):
     """Atrous convolution on the GPU; :func:`atrous.conv2d` validates and calls this.
 
     Parameters
@@ -530,6 +531,11 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
     relu_slope : float, optional
         Caffe's ReLU with this negative slope, last. The GEMM kernel applies both as it
         stores its sums; the classic kernel leaves them to two passes after it.
+    cache : atrous.WeightCache, optional
+        Keeps the GEMM kernel's relayout of ``weight`` on the device, and the zero bias
+        of a convolution without one, for the next call with the same array (a net's
+        device weights): one allocation, one launch and, for the bias, one copy from
+        the host fewer per call.
 
     Returns
     -------
@@ -544,7 +550,12 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
     w_out = (w + 2 * pad[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
 
     d_x = _to_device(x).reshape(*shape4)
-    d_b = _to_device(np.zeros(c_out, np.float32) if bias is None else bias)
+    if bias is not None:
+        d_b = _to_device(bias)
+    elif cache is not None:
+        d_b = cache.get(weight, "cuda zero bias", lambda w: cuda.to_device(np.zeros(c_out, np.float32)))
+    else:
+        d_b = cuda.to_device(np.zeros(c_out, np.float32))
     d_out = cuda.device_array((n_img, c_out, h_out, w_out), np.float32)
     max_grid = config.CUDA_MAX_GRID
     if config.CUDA_CONV_KERNEL == "classic":
@@ -561,7 +572,10 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
         if relu_slope is not None:
             relu(d_out, relu_slope, out=d_out)
     elif config.CUDA_CONV_KERNEL == "gemm":
-        d_wt = relayout_weights(_to_device(weight), groups)
+        if cache is None:
+            d_wt = relayout_weights(_to_device(weight), groups)
+        else:  # keyed by the caller's array; groups is fixed by its shape and the input's channels
+            d_wt = cache.get(weight, f"cuda gemm, groups {groups}", lambda w: relayout_weights(_to_device(w), groups))
         n_pix = h_out * w_out
         tile, splits = gemm_shape(c_out // groups, n_pix, c_in_g * kh * kw, n_img * groups)
         bm, bn, bk, tm, tn = tile

@@ -1,8 +1,9 @@
 """Forms of convolution weights derived once per set of weights and reused across calls.
 
-Some CPU strategies rearrange the weights before they convolve: Winograd's transformed
-filters ``U = G g G^T`` (:mod:`atrous.winograd`, 16/9 of the weights' size) are the
-largest. A network convolves with the same weights at every forward pass, so it keeps a
+Some strategies rearrange the weights before they convolve: on the CPU Winograd's
+transformed filters ``U = G g G^T`` (:mod:`atrous.winograd`, 16/9 of the weights' size)
+are the largest; on the GPU the implicit GEMM reads them tap-major
+(:func:`atrous.cuda.relayout_weights`, a device array the weights' size). A network convolves with the same weights at every forward pass, so it keeps a
 :class:`WeightCache` and hands it to :func:`atrous.conv2d` (``cache=``); one-off calls pass
 nothing and derive the forms on every call.
 

@@ -86,10 +86,11 @@ class Net:
         a data layer's ``crop_size``), None where it declares none. Defaults only:
         the net runs at any input size.
     weight_cache : atrous.WeightCache or None
-        What the CPU convolutions derive from the weights (Winograd's transformed
-        filters), made on the first forward pass and kept: 16/9 to 4x the 3x3 weights'
-        memory (``weight_cache.nbytes()``). ``weight_cache.clear()`` frees it; None
-        derives them at every pass instead.
+        What the convolutions derive from the weights, made on the first forward pass
+        and kept: on the CPU Winograd's transformed filters (16/9 to 4x the 3x3 weights'
+        memory), on the GPU the GEMM kernel's relayout (1x, in device memory);
+        ``weight_cache.nbytes()``. ``weight_cache.clear()`` frees it; None derives them
+        at every pass instead.
     fuse : bool
         Convolutions do the shortcut sums and ReLUs after them as they write (see the
         module docstring); False runs every layer on its own.
@@ -521,8 +522,8 @@ class Net:
             if backend == "cuda":
                 from nets.engine import device
                 blobs = device.cached(blobs, self._device_cache)
-            else:
-                extra["cache"] = self.weight_cache  # Winograd's transformed filters, once per weight set
+            # Winograd's transformed filters (CPU) or the GEMM kernel's relayout (GPU), once per weight set
+            extra["cache"] = self.weight_cache
             if epilogue is not None:
                 extra["residual"] = None if epilogue.residual is None else values[epilogue.residual]
                 extra["relu_slope"] = epilogue.relu_slope

@@ -251,3 +251,23 @@ def test_gemm_shape_rule(monkeypatch):
     assert atrous.cuda.gemm_shape(1024, 65 * 65, 512 * 9) == ((128, 128, 8, 8, 8), 1)  # 272 blocks
     assert atrous.cuda.gemm_shape(21, 65 * 65, 2048 * 9) == ((32, 128, 8, 4, 8), 7)  # 34 blocks -> 238
     assert atrous.cuda.gemm_shape(21, 65 * 65, 27) == ((32, 128, 8, 4, 8), 1)  # too short to split
+
+
+def test_a_weight_cache_keeps_the_device_relayout(monkeypatch):
+    from numba import cuda
+
+    from atrous import cuda as atrous_cuda
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (1, 4, 6, 5)).astype(np.float32)
+    d_w = cuda.to_device(rng.uniform(-1, 1, (3, 4, 3, 3)).astype(np.float32))
+    relayouts = []
+    original = atrous_cuda.relayout_weights
+    monkeypatch.setattr(atrous_cuda, "relayout_weights", lambda w, g: relayouts.append(g) or original(w, g))
+    cache = atrous.WeightCache()
+    expected = atrous.conv2d(x, d_w.copy_to_host(), pad=2, dilation=2, backend="numpy")
+    for _ in range(2):  # no bias: the zero bias is kept too
+        got = atrous.conv2d(x, d_w, pad=2, dilation=2, backend="cuda", cache=cache)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert relayouts == [1] and len(cache) == 2 and cache.nbytes() == (d_w.size + 3) * 4
+    atrous.conv2d(x, d_w, pad=2, dilation=2, backend="cuda")  # no cache: relayout again
+    assert relayouts == [1, 1]
