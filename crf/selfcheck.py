@@ -24,6 +24,14 @@ def _filter(lattice, values, backend):
     return lattice.filter(values, backend=backend)
 
 
+def _described(backend):
+    """The backend's name; on the GPU with how the filter launched (``crf.cuda.launch_mode``)."""
+    if backend == "cuda":
+        from crf import cuda as crf_cuda
+        return f"cuda ({crf_cuda.launch_mode()} launches)"
+    return backend
+
+
 def cases(backend="cpu", quick=False, rng=None):
     """Yield ``(name, max_abs_error, tolerance)`` for the CRF's kernels on ``backend``."""
     rng = np.random.default_rng(0) if rng is None else rng
@@ -36,7 +44,7 @@ def cases(backend="cpu", quick=False, rng=None):
         lat = lattice_mod.build(f, backend="cpu")
         if backend != "numpy":
             got = _filter(lat, v, backend)
-            yield (f"lattice filter d={d}, {backend} vs numpy (relative)",
+            yield (f"lattice filter d={d}, {_described(backend)} vs numpy (relative)",
                    float(np.abs(got - ref).max() / np.abs(ref).max()), 1e-5)
         ones = filter_numpy(ref_lattice, np.ones((n, 1), np.float32), False)
         normalised = ref / ones
