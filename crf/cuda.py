@@ -10,8 +10,12 @@ unary      one thread per point: (L, H, W) -> (N, L) with the checks of
            :func:`crf.densecrf.check_unary` (finite; not probabilities) as flags;
 features   one thread per point: ``(x, y) / theta`` or ``(x, y) / theta_alpha, RGB /
            theta_beta``, divided in float32 as the host does;
-splat      one thread per (vertex, channel): a gather over the vertex's CSR
-           entries (``starts``, ``splat_point``, ``splat_weight``), so no atomics;
+splat      a gather over each vertex's CSR entries (``starts``, ``splat_point``,
+           ``splat_weight``), so no atomics, in two phases for balance: one thread
+           per (segment of ``crf.config.CUDA_SPLAT_SEGMENT`` consecutive entries,
+           channel) sums each vertex's run in order, then one thread per (vertex,
+           channel) adds up the runs of a vertex that spans segments (in the last
+           bits, such a sum can differ from the CPU's, which adds entry by entry);
 blur       one thread per (vertex, channel) and axis: ``v + 0.5 (v_n1 + v_n2)``,
            axes 0..d in order (d..0 for the transpose), row M kept at zero;
 slice      one thread per (point, channel): ``alpha sum_k w_k v[vertex_k]``,
@@ -26,7 +30,7 @@ GPU holds at once; it gives the same bits, and where the GPU or the CUDA install
 cannot launch it (grid sync links libcudadevrt) the stages launch one by one
 (:func:`launch_mode`, ``crf.config.CUDA_COOPERATIVE``). One mean-field iteration with
 the two DeepLab kernels is then 5 launches (splat-blur and slice-message per kernel, one
-softmax) instead of 14, and allocates nothing: the runner keeps its buffers. Arrays keep
+softmax) instead of 16, and allocates nothing: the runner keeps its buffers. Arrays keep
 the CPU layout: values (N, C), lattice values (M+1, C), float32.
 
 This module is imported lazily (by ``backend="cuda"`` only), so ``import crf``
@@ -219,24 +223,70 @@ def labels_major(q, height, width):
 # ------------------------------------------------------------------------------ the filter
 
 @cuda.jit(device=True, inline=True)
-def _splat_range(values, pre, starts, points, point_weights, lat, start, stride):
-    """Items ``start, start + stride, ...`` of the splat: one item per (vertex, channel), a gather
-    over the vertex's CSR entries (no atomics)."""
-    m = starts.shape[0] - 1
+def _splat_segments_range(values, pre, starts, points, point_weights, segment_vertex, seg_len, lat, head,
+                          tail, start, stride):
+    """Items ``start, start + stride, ...`` of the splat's first phase: one item per (segment,
+    channel), a segment being ``seg_len`` consecutive CSR entries (vertices in order, each
+    vertex's points in order; the last segment may be shorter).
+
+    Each run of one vertex's entries in the segment is summed in order. A vertex whose entries
+    all lie in the segment gets its value in ``lat``; the run that holds the segment's first
+    entry goes to ``head[s]``, the one that holds its last entry to ``tail[s]`` (a run that
+    fills the whole segment: ``head[s]``), for :func:`_splat_combine_range`.
+    """
     c = values.shape[1]
+    n_entries = points.shape[0]
+    n_segments = segment_vertex.shape[0]
     scaled = pre.shape[0] > 0
-    for idx in range(start, (m + 1) * c, stride):
-        v = idx // c
-        ch = idx - v * c
-        acc = np.float32(0.0)
-        if v < m:
-            for e in range(starts[v], starts[v + 1]):
-                p = points[e]
-                w = point_weights[e]
+    for idx in range(start, n_segments * c, stride):
+        seg = idx // c
+        ch = idx - seg * c
+        e0 = seg * seg_len
+        e1 = min(e0 + seg_len, n_entries)
+        v = segment_vertex[seg]
+        e = e0
+        while e < e1:
+            run_end = min(starts[v + 1], e1)
+            acc = np.float32(0.0)
+            for f in range(e, run_end):
+                p = points[f]
+                w = point_weights[f]
                 if scaled:
                     w = w * pre[p]
                 acc += w * values[p, ch]
-        lat[v, ch] = acc  # row m: the absent neighbour, zero
+            if e == starts[v] and run_end == starts[v + 1]:
+                lat[v, ch] = acc
+            elif e == e0:
+                head[seg, ch] = acc
+            else:  # a run that is neither whole nor first ends the segment
+                tail[seg, ch] = acc
+            e = run_end
+            v += 1
+
+
+@cuda.jit(device=True, inline=True)
+def _splat_combine_range(starts, seg_len, head, tail, lat, start, stride):
+    """Items ``start, start + stride, ...`` of the splat's second phase: one item per (vertex,
+    channel). A vertex whose entries span segments s0 < s1 adds its run in s0 (``head[s0]``
+    if the vertex starts that segment, else ``tail[s0]``) and ``head[s]`` of s0 < s <= s1,
+    in order; the others were written by the first phase. Row M, the absent neighbour, is zero.
+    """
+    m = starts.shape[0] - 1
+    c = lat.shape[1]
+    for idx in range(start, (m + 1) * c, stride):
+        v = idx // c
+        ch = idx - v * c
+        if v == m:
+            lat[v, ch] = np.float32(0.0)
+            continue
+        first, last = starts[v], starts[v + 1] - 1
+        s0 = first // seg_len
+        s1 = last // seg_len
+        if s0 != s1:
+            acc = head[s0, ch] if first == s0 * seg_len else tail[s0, ch]
+            for seg in range(s0 + 1, s1 + 1):
+                acc += head[seg, ch]
+            lat[v, ch] = acc
 
 
 @cuda.jit(device=True, inline=True)
@@ -254,8 +304,23 @@ def _blur_range(src, n1, n2, dst, start, stride):
 
 
 @cuda.jit(cache=True)
-def _splat_kernel(values, pre, starts, points, point_weights, lat):
-    _splat_range(values, pre, starts, points, point_weights, lat, cuda.grid(1), cuda.gridsize(1))
+def _segment_vertex_kernel(starts, seg_len, segment_vertex):
+    """``segment_vertex[s]``: the vertex that holds entry ``s * seg_len``, for every segment."""
+    m = starts.shape[0] - 1
+    for v in range(cuda.grid(1), m, cuda.gridsize(1)):
+        for seg in range((starts[v] + seg_len - 1) // seg_len, (starts[v + 1] + seg_len - 1) // seg_len):
+            segment_vertex[seg] = v
+
+
+@cuda.jit(cache=True)
+def _splat_segments_kernel(values, pre, starts, points, point_weights, segment_vertex, seg_len, lat, head, tail):
+    _splat_segments_range(values, pre, starts, points, point_weights, segment_vertex, seg_len, lat, head, tail,
+                          cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit(cache=True)
+def _splat_combine_kernel(starts, seg_len, head, tail, lat):
+    _splat_combine_range(starts, seg_len, head, tail, lat, cuda.grid(1), cuda.gridsize(1))
 
 
 @cuda.jit(cache=True)
@@ -264,17 +329,21 @@ def _blur_kernel(src, n1, n2, dst):
 
 
 @cuda.jit(cache=True)
-def _splat_blur_kernel(values, pre, starts, points, point_weights, n1, n2, reverse, lat, tmp):
-    """The splat and the d+1 blur passes in one cooperative launch, a grid-wide barrier between
-    stages: the same items and the same arithmetic as the per-stage kernels, so the same bits.
-    The result is in ``lat`` for an even number of passes, else in ``tmp``."""
+def _splat_blur_kernel(values, pre, starts, points, point_weights, segment_vertex, seg_len, n1, n2, reverse,
+                       lat, tmp, head, tail):
+    """The splat's two phases and the d+1 blur passes in one cooperative launch, a grid-wide
+    barrier between stages: the same items and the same arithmetic as the per-stage kernels,
+    so the same bits. The result is in ``lat`` for an even number of passes, else in ``tmp``."""
     grid = cuda.cg.this_grid()
     start, stride = cuda.grid(1), cuda.gridsize(1)
-    _splat_range(values, pre, starts, points, point_weights, lat, start, stride)
+    _splat_segments_range(values, pre, starts, points, point_weights, segment_vertex, seg_len, lat, head, tail,
+                          start, stride)
+    grid.sync()  # every thread reaches every barrier: the loops have no early exit
+    _splat_combine_range(starts, seg_len, head, tail, lat, start, stride)
     d1 = n1.shape[0]
     for i in range(d1):
         j = d1 - 1 - i if reverse else i
-        grid.sync()  # every thread reaches every barrier: the loops above have no early exit
+        grid.sync()
         if i % 2 == 0:
             _blur_range(lat, n1[j], n2[j], tmp, start, stride)
         else:
@@ -424,6 +493,7 @@ class DeviceLattice:
         self._built = built  # the device build's own record (keys on demand), if built here
         self._source = None  # the host arrays, if uploaded from a host lattice
         self._scratch = {}
+        self._segments = {}  # seg_len -> the vertex of each segment's first entry
         self._cooperative = {}  # (C, strides, launch shape) -> (specialised kernel, grid), or None
 
     @classmethod
@@ -450,37 +520,61 @@ class DeviceLattice:
             return self._built.host_arrays()
         return self._source
 
-    def scratch(self, channels):
-        if channels not in self._scratch:
+    def segments(self):
+        """(``segment_vertex``, ``seg_len``) of the splat's segments of ``crf.config.CUDA_SPLAT_SEGMENT``
+        entries: the vertex that holds each segment's first entry (made once per length)."""
+        seg_len = int(config.CUDA_SPLAT_SEGMENT)
+        if seg_len < 1:
+            raise ValueError(f"crf.config.CUDA_SPLAT_SEGMENT must be a positive int, got {seg_len}")
+        if seg_len not in self._segments:
+            n_entries = self.splat_point.shape[0]
+            segment_vertex = cuda.device_array((n_entries + seg_len - 1) // seg_len, np.int32)
+            _segment_vertex_kernel[_grid(self.n_vertices)](self.starts, seg_len, segment_vertex)
+            self._segments[seg_len] = segment_vertex
+        return self._segments[seg_len], seg_len
+
+    def scratch(self, channels, n_segments):
+        """Two (M+1, C) buffers for the lattice values and the splat's two (segments, C) partial sums."""
+        key = (channels, n_segments)
+        if key not in self._scratch:
             shape = (self.n_vertices + 1, channels)
-            self._scratch[channels] = (cuda.device_array(shape, np.float32),
-                                       cuda.device_array(shape, np.float32))
-        return self._scratch[channels]
+            self._scratch[key] = (cuda.device_array(shape, np.float32), cuda.device_array(shape, np.float32),
+                                  cuda.device_array((n_segments, channels), np.float32),
+                                  cuda.device_array((n_segments, channels), np.float32))
+        return self._scratch[key]
 
     def splat_blur(self, values, pre=None, reverse=False):
         """Device (N, C) values (times ``pre`` (N,) if given) -> the blurred (M+1, C) lattice values,
         in one of this lattice's scratch buffers.
 
-        One cooperative launch where the GPU allows it (:func:`launch_mode`), else d+2 launches;
-        the two give the same bits.
+        The splat runs in two phases so that a vertex with thousands of points (a flat image
+        region) does not leave one thread summing them all while the rest of the GPU waits:
+        segments of ``crf.config.CUDA_SPLAT_SEGMENT`` consecutive CSR entries, then the
+        vertices that span segments. One cooperative launch where the GPU allows it
+        (:func:`launch_mode`), else d+3 launches; the two give the same bits.
         """
         m, c = self.n_vertices, values.shape[1]
-        lat, tmp = self.scratch(c)
+        segment_vertex, seg_len = self.segments()
+        n_segments = segment_vertex.shape[0]
+        lat, tmp, head, tail = self.scratch(c, n_segments)
         pre = self.empty if pre is None else pre
         d1 = self.d + 1
         if config.CUDA_COOPERATIVE:
-            args = (values, pre, self.starts, self.splat_point, self.splat_weight, self.n1, self.n2,
-                    bool(reverse), lat, tmp)
-            key = (c, values.strides, pre.strides, config.CUDA_THREADS, config.CUDA_MAX_BLOCKS)
+            args = (values, pre, self.starts, self.splat_point, self.splat_weight, segment_vertex, seg_len,
+                    self.n1, self.n2, bool(reverse), lat, tmp, head, tail)
+            key = (c, seg_len, values.strides, pre.strides, config.CUDA_THREADS, config.CUDA_MAX_BLOCKS)
             if key not in self._cooperative:
-                self._cooperative[key] = _cooperative_grid(_splat_blur_kernel, args, (m + 1) * c)
+                self._cooperative[key] = _cooperative_grid(_splat_blur_kernel, args,
+                                                           max(m + 1, n_segments) * c)
             launch = self._cooperative[key]
             if launch is not None:
                 kernel, grid = launch
                 kernel[grid](*args)
                 return lat if d1 % 2 == 0 else tmp
+        _splat_segments_kernel[_grid(n_segments * c)](values, pre, self.starts, self.splat_point,
+                                                      self.splat_weight, segment_vertex, seg_len, lat, head, tail)
         grid = _grid((m + 1) * c)
-        _splat_kernel[grid](values, pre, self.starts, self.splat_point, self.splat_weight, lat)
+        _splat_combine_kernel[grid](self.starts, seg_len, head, tail, lat)
         for j in (range(d1 - 1, -1, -1) if reverse else range(d1)):
             _blur_kernel[grid](lat, *self.axes[j], tmp)
             lat, tmp = tmp, lat

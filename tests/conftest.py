@@ -32,6 +32,7 @@ SIMULATOR_SHAPES = (
     ("atrous.config", "CUDA_FLAT_THREADS", 64),
     ("crf.config", "CUDA_THREADS", 8),
     ("crf.config", "CUDA_MAX_BLOCKS", 2),
+    ("crf.config", "CUDA_SPLAT_SEGMENT", 4),  # so that tiny lattices have vertices spanning segments
     ("nets.layers.config", "CUDA_GEMM_TILE", 4),
 )
 _PRODUCTION_SHAPES = []  # (module, name, value) as the package ships them

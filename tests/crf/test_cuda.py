@@ -144,7 +144,7 @@ def test_build_on_the_gpu_gives_a_device_lattice(in_cudasim):
 
 @pytest.mark.parametrize("d, reverse, scaled", [(2, False, True), (5, True, False)])
 def test_cooperative_splat_blur_is_bit_identical_to_per_stage(in_cudasim, monkeypatch, d, reverse, scaled):
-    """One cooperative launch (grid barriers between splat and blurs) against d+2 launches."""
+    """One cooperative launch (grid barriers between the splat's phases and the blurs) against d+3."""
     from numba import cuda
 
     from crf import config
@@ -193,3 +193,29 @@ def test_a_gpu_without_cooperative_launch_falls_back_with_a_warning(monkeypatch)
         got = lat.filter(v, backend="cuda")
     assert crf_cuda.launch_mode() == "per-stage (RuntimeError: libcudadevrt.a not found)"
     np.testing.assert_allclose(got, lat.filter(v, backend="cpu"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seg_len", [1, 3, 32])
+def test_segmented_splat_adds_up_vertices_of_many_points(in_cudasim, monkeypatch, seg_len):
+    """A flat region puts many points on a few vertices: their entries span several segments."""
+    from numba import cuda
+
+    from crf import config
+    rng = np.random.default_rng(24 + seg_len)
+    n = _size(in_cudasim, 40, 20000)
+    features = (rng.random((n, 3)) * 3).astype(np.float32)
+    features[: n * 3 // 4] = 0.4  # three quarters of the points at one position
+    lat = L.build(features, backend="cpu")
+    assert np.diff(lat.starts).max() >= n * 3 // 4  # the flat region's vertices
+    spanning = lat.starts[:-1] // seg_len != (lat.starts[1:] - 1) // seg_len
+    assert spanning.any()  # vertices whose entries lie in several segments: the second phase adds them up
+    values = rng.standard_normal((n, 2)).astype(np.float32)
+    pre = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    monkeypatch.setattr(config, "CUDA_SPLAT_SEGMENT", seg_len)
+    dev = lat.on_device()
+    for cooperative in (True, False):
+        monkeypatch.setattr(config, "CUDA_COOPERATIVE", cooperative)
+        got = dev.splat_blur(cuda.to_device(values), cuda.to_device(pre)).copy_to_host()
+        want = L.splat_blur_cpu(lat, values, pre)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+        assert not got[-1].any()
