@@ -46,8 +46,10 @@ Algorithm (Adams, Baek & Davis, Eurographics 2010, sections 3-4)
 5. *splat index* (section 3.3's splat, as a gather): entries per vertex are
    counted with atomics, scanned into ``starts``, scattered with an atomic
    per-vertex cursor, and then each vertex's list is sorted by point index
-   (insertion sort up to ``INSERTION_SORT_MAX`` entries, heapsort beyond:
-   a flat image region can put thousands of points on one vertex). The
+   (insertion sort by one thread up to ``INSERTION_SORT_MAX`` entries, a
+   bitonic sort in shared memory by one thread block up to
+   ``crf.config.CUDA_BLOCK_SORT_MAX``, heapsort by one thread beyond: a flat
+   image region can put thousands of points on one vertex). The
    lists are then those of the CPU's counting sort, so the splat adds in the
    same order.
 
@@ -81,13 +83,19 @@ from crf import config
 from crf.backend import is_device_array
 from crf.lattice_reference import feature_scale
 
-__all__ = ["DeviceLatticeArrays", "build_device", "exclusive_scan", "MAX_D", "INSERTION_SORT_MAX"]
+__all__ = ["DeviceLatticeArrays", "build_device", "exclusive_scan", "MAX_D", "INSERTION_SORT_MAX",
+           "BLOCK_SORT_CAPACITY"]
 
 #: The largest feature dimension d (the embedding's scratch arrays are compiled per d).
 MAX_D = 16
 
-#: Splat lists up to this many entries are sorted by insertion, longer ones by heapsort.
+#: Splat lists up to this many entries are sorted by insertion (one thread per vertex), longer
+#: ones by a bitonic sort in shared memory (one thread block per vertex) up to
+#: ``crf.config.CUDA_BLOCK_SORT_MAX`` entries, the longest by heapsort (one thread).
 INSERTION_SORT_MAX = 32
+
+#: The bitonic sort's shared arrays: 2048 points and weights (16 KB per block).
+BLOCK_SORT_CAPACITY = 2048
 
 #: Entries are int32 ids and the table has at least twice as many int32 slots.
 _MAX_ENTRIES = 1 << 29
@@ -503,13 +511,17 @@ def _sift_down(point, weight, lo, root, end):
 
 
 @cuda.jit(cache=True)
-def _sort_kernel(starts, splat_point, splat_weight):
-    """Sort every vertex's list by point (a point appears once per vertex: the order is unique)."""
+def _sort_kernel(starts, block_sort_max, splat_point, splat_weight):
+    """Sort every vertex's list by point (a point appears once per vertex: the order is unique),
+    one thread per vertex; lists of ``INSERTION_SORT_MAX < length <= block_sort_max`` are left to
+    :func:`_block_sort_kernel`."""
     m = starts.shape[0] - 1
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for v in range(start, m, stride):
         lo = starts[v]
         hi = starts[v + 1]
+        if INSERTION_SORT_MAX < hi - lo <= block_sort_max:
+            continue
         if hi - lo <= INSERTION_SORT_MAX:
             for a in range(lo + 1, hi):
                 p = splat_point[a]
@@ -528,6 +540,52 @@ def _sort_kernel(starts, splat_point, splat_weight):
             for end in range(c - 1, 0, -1):
                 _swap(splat_point, splat_weight, lo, lo + end)
                 _sift_down(splat_point, splat_weight, lo, 0, end)
+
+
+@cuda.jit(cache=True)
+def _block_sort_kernel(starts, block_sort_max, splat_point, splat_weight):
+    """Sort the lists of ``INSERTION_SORT_MAX < length <= block_sort_max`` (<= ``BLOCK_SORT_CAPACITY``)
+    entries by point, one thread block per vertex: a bitonic sort in shared memory, the list
+    padded to a power of two with points past every real one. Such lists are a few percent
+    of a bilateral lattice's vertices but up to thousands of entries long, which one thread
+    sorting alone would take milliseconds over while the rest of the GPU waits."""
+    keys = cuda.shared.array(BLOCK_SORT_CAPACITY, types.int32)
+    vals = cuda.shared.array(BLOCK_SORT_CAPACITY, types.float32)
+    m = starts.shape[0] - 1
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+    for v in range(cuda.blockIdx.x, m, cuda.gridDim.x):  # the whole block takes the same branches
+        lo = starts[v]
+        n = starts[v + 1] - lo
+        if n <= INSERTION_SORT_MAX or n > block_sort_max:
+            continue
+        size = 1
+        while size < n:
+            size *= 2
+        for i in range(tid, size, threads):
+            if i < n:
+                keys[i] = splat_point[lo + i]
+                vals[i] = splat_weight[lo + i]
+            else:
+                keys[i] = _MASK31  # after every point index
+                vals[i] = 0
+        cuda.syncthreads()
+        k = 2
+        while k <= size:
+            j = k // 2
+            while j > 0:
+                for i in range(tid, size, threads):
+                    partner = i ^ j
+                    if partner > i and (keys[i] > keys[partner]) == ((i & k) == 0):
+                        key, val = keys[i], vals[i]
+                        keys[i], vals[i] = keys[partner], vals[partner]
+                        keys[partner], vals[partner] = key, val
+                cuda.syncthreads()
+                j //= 2
+            k *= 2
+        for i in range(tid, n, threads):
+            splat_point[lo + i] = keys[i]
+            splat_weight[lo + i] = vals[i]
+        cuda.syncthreads()  # before the next vertex's list overwrites the shared arrays
 
 
 # ---------------------------------------------------------------- the build
@@ -686,7 +744,10 @@ def build_device(features):
     splat_weight = cuda.device_array(n_entries, np.float32)
     _scatter_kernel[_launch(n_entries)](offsets, weights, starts, counts, splat_point, splat_weight)
     del counts
-    _sort_kernel[_launch(m)](starts, splat_point, splat_weight)
+    block_sort_max = min(int(config.CUDA_BLOCK_SORT_MAX), BLOCK_SORT_CAPACITY)
+    _sort_kernel[_launch(m)](starts, block_sort_max, splat_point, splat_weight)
+    _block_sort_kernel[min(m, config.CUDA_MAX_BLOCKS), config.CUDA_THREADS](starts, block_sort_max, splat_point,
+                                                                            splat_weight)
 
     # 4. neighbours, read-only in the final table
     n1 = cuda.device_array((d1, m), np.int32)

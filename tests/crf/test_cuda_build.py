@@ -186,3 +186,22 @@ def test_bad_device_features(cb):
         cb.build_device(cuda.to_device(np.zeros((0, 2), np.float32)))
     with pytest.raises(ValueError, match=r"out must be an int32 device array of shape \(4,\)"):
         cb.exclusive_scan(cuda.to_device(np.zeros(3, np.int32)), cuda.device_array(3, np.int32))
+
+
+@pytest.mark.parametrize("block_sort_max", [48, 2048])
+def test_long_splat_lists_are_sorted_by_block_or_by_heap(cb, in_cudasim, monkeypatch, block_sort_max):
+    """Vertices of 40 and of 70 entries, their points interleaved: with a block sort limit of 48 one
+    list goes to the shared-memory bitonic sort and the other to the heapsort, with 2048 both."""
+    from crf import config
+    rng = np.random.default_rng(8)
+    features = _clustered(rng, _size(in_cudasim, 120, 5000), 2)
+    who = rng.permutation(features.shape[0])
+    features[who[:40]] = features[0] + 7.0  # far from the rest: their own vertices
+    features[who[40:110]] = features[0] - 7.0
+    monkeypatch.setattr(config, "CUDA_BLOCK_SORT_MAX", block_sort_max)
+    got = L.Lattice(*cb.build_device(features).host_arrays())
+    ref = L.build(features, backend="cpu")
+    lengths = np.diff(ref.starts)
+    assert ((lengths > cb.INSERTION_SORT_MAX) & (lengths <= 48)).any() and (lengths > 48).any()
+    for name in ARRAYS:
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
