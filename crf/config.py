@@ -48,10 +48,10 @@ CUDA_MAX_BLOCKS = 4096
 #: hold 44 % of the entries.
 CUDA_SPLAT_SEGMENT = 32
 
-#: Splat lists longer than crf.cuda_build.INSERTION_SORT_MAX and at most this long (at most
-#: crf.cuda_build.BLOCK_SORT_CAPACITY, 2048) are sorted by one thread block each in the GPU
-#: build, longer ones by one thread.
-CUDA_BLOCK_SORT_MAX = 2048
+#: The GPU build sorts each splat list longer than crf.cuda_build.INSERTION_SORT_MAX with one
+#: thread block: in shared memory up to this many entries (at most
+#: crf.cuda_build.BLOCK_SORT_CAPACITY, 4096), in global memory beyond.
+CUDA_SHARED_SORT_MAX = 4096
 
 #: Splat and blur in one cooperative launch (grid-wide barriers between the stages) instead
 #: of d+3 launches; same bits. Off, or where the GPU cannot (crf.cuda.launch_mode), the

@@ -47,9 +47,9 @@ Algorithm (Adams, Baek & Davis, Eurographics 2010, sections 3-4)
    counted with atomics, scanned into ``starts``, scattered with an atomic
    per-vertex cursor, and then each vertex's list is sorted by point index
    (insertion sort by one thread up to ``INSERTION_SORT_MAX`` entries, a
-   bitonic sort in shared memory by one thread block up to
-   ``crf.config.CUDA_BLOCK_SORT_MAX``, heapsort by one thread beyond: a flat
-   image region can put thousands of points on one vertex). The
+   bitonic sort by one thread block beyond, in shared memory up to
+   ``crf.config.CUDA_SHARED_SORT_MAX``: a flat image region can put thousands
+   of points on one vertex). The
    lists are then those of the CPU's counting sort, so the splat adds in the
    same order.
 
@@ -90,12 +90,12 @@ __all__ = ["DeviceLatticeArrays", "build_device", "exclusive_scan", "MAX_D", "IN
 MAX_D = 16
 
 #: Splat lists up to this many entries are sorted by insertion (one thread per vertex), longer
-#: ones by a bitonic sort in shared memory (one thread block per vertex) up to
-#: ``crf.config.CUDA_BLOCK_SORT_MAX`` entries, the longest by heapsort (one thread).
+#: ones by a bitonic sort (one thread block per vertex), in shared memory up to
+#: ``crf.config.CUDA_SHARED_SORT_MAX`` entries.
 INSERTION_SORT_MAX = 32
 
-#: The bitonic sort's shared arrays: 2048 points and weights (16 KB per block).
-BLOCK_SORT_CAPACITY = 2048
+#: The bitonic sort's shared arrays: 4096 points and weights (32 KB per block).
+BLOCK_SORT_CAPACITY = 4096
 
 #: Entries are int32 ids and the table has at least twice as many int32 slots.
 _MAX_ENTRIES = 1 << 29
@@ -485,70 +485,66 @@ def _scatter_kernel(offsets, weights, starts, counts, splat_point, splat_weight)
         splat_weight[pos] = weights[p, k]
 
 
-@cuda.jit(device=True)
-def _swap(point, weight, a, b):
-    pa = point[a]
-    point[a] = point[b]
-    point[b] = pa
-    wa = weight[a]
-    weight[a] = weight[b]
-    weight[b] = wa
-
-
-@cuda.jit(device=True)
-def _sift_down(point, weight, lo, root, end):
-    """Restore the max-heap (by point) over ``point[lo:lo+end]`` below ``root``."""
-    while True:
-        child = 2 * root + 1
-        if child >= end:
-            return
-        if child + 1 < end and point[lo + child + 1] > point[lo + child]:
-            child += 1
-        if point[lo + root] >= point[lo + child]:
-            return
-        _swap(point, weight, lo + root, lo + child)
-        root = child
-
-
 @cuda.jit(cache=True)
-def _sort_kernel(starts, block_sort_max, splat_point, splat_weight):
-    """Sort every vertex's list by point (a point appears once per vertex: the order is unique),
-    one thread per vertex; lists of ``INSERTION_SORT_MAX < length <= block_sort_max`` are left to
-    :func:`_block_sort_kernel`."""
+def _sort_kernel(starts, splat_point, splat_weight):
+    """Sort the lists of at most ``INSERTION_SORT_MAX`` entries by point (a point appears once
+    per vertex: the order is unique), one thread per vertex, by insertion."""
     m = starts.shape[0] - 1
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for v in range(start, m, stride):
         lo = starts[v]
         hi = starts[v + 1]
-        if INSERTION_SORT_MAX < hi - lo <= block_sort_max:
-            continue
-        if hi - lo <= INSERTION_SORT_MAX:
-            for a in range(lo + 1, hi):
-                p = splat_point[a]
-                w = splat_weight[a]
-                b = a
-                while b > lo and splat_point[b - 1] > p:
-                    splat_point[b] = splat_point[b - 1]
-                    splat_weight[b] = splat_weight[b - 1]
-                    b -= 1
-                splat_point[b] = p
-                splat_weight[b] = w
-        else:  # heapsort: O(c log c) for the long lists of flat regions
-            c = hi - lo
-            for root in range(c // 2 - 1, -1, -1):
-                _sift_down(splat_point, splat_weight, lo, root, c)
-            for end in range(c - 1, 0, -1):
-                _swap(splat_point, splat_weight, lo, lo + end)
-                _sift_down(splat_point, splat_weight, lo, 0, end)
+        if hi - lo > INSERTION_SORT_MAX:
+            continue  # _block_sort_kernel's
+        for a in range(lo + 1, hi):
+            p = splat_point[a]
+            w = splat_weight[a]
+            b = a
+            while b > lo and splat_point[b - 1] > p:
+                splat_point[b] = splat_point[b - 1]
+                splat_weight[b] = splat_weight[b - 1]
+                b -= 1
+            splat_point[b] = p
+            splat_weight[b] = w
+
+
+@cuda.jit(device=True)
+def _bitonic_sort(keys, vals, lo, n):
+    """Sort ``keys[lo:lo+n]`` ascending, ``vals`` alongside, with the whole thread block.
+
+    Bitonic sort with ascending comparators only: the first comparison of each merge of
+    blocks of k pairs i with its mirror ``i ^ (k-1)``, the others i with ``i ^ j``. The
+    list counts as padded to a power of two with keys past every real one; since every
+    comparator leaves the smaller key at the lower index, a padding key never moves and
+    comparisons with one are skipped, so nothing is written past ``lo + n``.
+    """
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+    size = 1
+    while size < n:
+        size *= 2
+    k = 2
+    while k <= size:
+        j = k
+        while j > 1:
+            mask = k - 1 if j == k else j // 2  # the merge's mirror first, then the half-cleaners
+            for i in range(tid, n, threads):
+                partner = i ^ mask
+                if i < partner < n and keys[lo + i] > keys[lo + partner]:
+                    key, val = keys[lo + i], vals[lo + i]
+                    keys[lo + i], vals[lo + i] = keys[lo + partner], vals[lo + partner]
+                    keys[lo + partner], vals[lo + partner] = key, val
+            cuda.syncthreads()
+            j //= 2
+        k *= 2
 
 
 @cuda.jit(cache=True)
-def _block_sort_kernel(starts, block_sort_max, splat_point, splat_weight):
-    """Sort the lists of ``INSERTION_SORT_MAX < length <= block_sort_max`` (<= ``BLOCK_SORT_CAPACITY``)
-    entries by point, one thread block per vertex: a bitonic sort in shared memory, the list
-    padded to a power of two with points past every real one. Such lists are a few percent
-    of a bilateral lattice's vertices but up to thousands of entries long, which one thread
-    sorting alone would take milliseconds over while the rest of the GPU waits."""
+def _block_sort_kernel(starts, shared_max, splat_point, splat_weight):
+    """Sort the lists of more than ``INSERTION_SORT_MAX`` entries by point, one thread block
+    per vertex (:func:`_bitonic_sort`): in shared memory up to ``shared_max`` (at most
+    ``BLOCK_SORT_CAPACITY``) entries, in place in global memory beyond. Such lists are a few
+    percent of a bilateral lattice's vertices but up to thousands of entries long (a flat
+    image region), which one thread sorting alone would take milliseconds over."""
     keys = cuda.shared.array(BLOCK_SORT_CAPACITY, types.int32)
     vals = cuda.shared.array(BLOCK_SORT_CAPACITY, types.float32)
     m = starts.shape[0] - 1
@@ -556,32 +552,16 @@ def _block_sort_kernel(starts, block_sort_max, splat_point, splat_weight):
     for v in range(cuda.blockIdx.x, m, cuda.gridDim.x):  # the whole block takes the same branches
         lo = starts[v]
         n = starts[v + 1] - lo
-        if n <= INSERTION_SORT_MAX or n > block_sort_max:
+        if n <= INSERTION_SORT_MAX:
             continue
-        size = 1
-        while size < n:
-            size *= 2
-        for i in range(tid, size, threads):
-            if i < n:
-                keys[i] = splat_point[lo + i]
-                vals[i] = splat_weight[lo + i]
-            else:
-                keys[i] = _MASK31  # after every point index
-                vals[i] = 0
+        if n > shared_max:
+            _bitonic_sort(splat_point, splat_weight, lo, n)
+            continue
+        for i in range(tid, n, threads):
+            keys[i] = splat_point[lo + i]
+            vals[i] = splat_weight[lo + i]
         cuda.syncthreads()
-        k = 2
-        while k <= size:
-            j = k // 2
-            while j > 0:
-                for i in range(tid, size, threads):
-                    partner = i ^ j
-                    if partner > i and (keys[i] > keys[partner]) == ((i & k) == 0):
-                        key, val = keys[i], vals[i]
-                        keys[i], vals[i] = keys[partner], vals[partner]
-                        keys[partner], vals[partner] = key, val
-                cuda.syncthreads()
-                j //= 2
-            k *= 2
+        _bitonic_sort(keys, vals, 0, n)
         for i in range(tid, n, threads):
             splat_point[lo + i] = keys[i]
             splat_weight[lo + i] = vals[i]
@@ -744,9 +724,9 @@ def build_device(features):
     splat_weight = cuda.device_array(n_entries, np.float32)
     _scatter_kernel[_launch(n_entries)](offsets, weights, starts, counts, splat_point, splat_weight)
     del counts
-    block_sort_max = min(int(config.CUDA_BLOCK_SORT_MAX), BLOCK_SORT_CAPACITY)
-    _sort_kernel[_launch(m)](starts, block_sort_max, splat_point, splat_weight)
-    _block_sort_kernel[min(m, config.CUDA_MAX_BLOCKS), config.CUDA_THREADS](starts, block_sort_max, splat_point,
+    _sort_kernel[_launch(m)](starts, splat_point, splat_weight)
+    shared_max = min(int(config.CUDA_SHARED_SORT_MAX), BLOCK_SORT_CAPACITY)
+    _block_sort_kernel[min(m, config.CUDA_MAX_BLOCKS), config.CUDA_THREADS](starts, shared_max, splat_point,
                                                                             splat_weight)
 
     # 4. neighbours, read-only in the final table

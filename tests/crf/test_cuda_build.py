@@ -188,17 +188,18 @@ def test_bad_device_features(cb):
         cb.exclusive_scan(cuda.to_device(np.zeros(3, np.int32)), cuda.device_array(3, np.int32))
 
 
-@pytest.mark.parametrize("block_sort_max", [48, 2048])
-def test_long_splat_lists_are_sorted_by_block_or_by_heap(cb, in_cudasim, monkeypatch, block_sort_max):
-    """Vertices of 40 and of 70 entries, their points interleaved: with a block sort limit of 48 one
-    list goes to the shared-memory bitonic sort and the other to the heapsort, with 2048 both."""
+@pytest.mark.parametrize("shared_max", [48, 4096])
+def test_long_splat_lists_are_sorted_in_shared_or_global_memory(cb, in_cudasim, monkeypatch, shared_max):
+    """Vertices of 40 and of 70 entries, their points interleaved: with a shared-memory limit of 48
+    one list is sorted in shared memory and the other in global memory, with 4096 both in shared."""
     from crf import config
     rng = np.random.default_rng(8)
     features = _clustered(rng, _size(in_cudasim, 120, 5000), 2)
     who = rng.permutation(features.shape[0])
-    features[who[:40]] = features[0] + 7.0  # far from the rest: their own vertices
-    features[who[40:110]] = features[0] - 7.0
-    monkeypatch.setattr(config, "CUDA_BLOCK_SORT_MAX", block_sort_max)
+    far = features[0] + 7.0
+    features[who[:40]] = far  # far from the rest: vertices of their own
+    features[who[40:110]] = -far
+    monkeypatch.setattr(config, "CUDA_SHARED_SORT_MAX", shared_max)
     got = L.Lattice(*cb.build_device(features).host_arrays())
     ref = L.build(features, backend="cpu")
     lengths = np.diff(ref.starts)
