@@ -206,3 +206,22 @@ def test_long_splat_lists_are_sorted_in_shared_or_global_memory(cb, in_cudasim, 
     assert ((lengths > cb.INSERTION_SORT_MAX) & (lengths <= 48)).any() and (lengths > 48).any()
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+
+
+def test_block_sort_kernel_sorts_shuffled_lists(cb):
+    """Lists of 1 to 100 entries in random order: the short ones untouched (the insertion sort's),
+    the others sorted by point with their weights, in shared (<= 48) or global memory."""
+    from numba import cuda
+    rng = np.random.default_rng(9)
+    lengths = np.array([1, 33, 5, 47, 48, 49, 70, 100, 32])
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    points = np.concatenate([rng.permutation(1000)[:k] for k in lengths]).astype(np.int32)
+    weights = rng.random(points.size).astype(np.float32)
+    d_points, d_weights = cuda.to_device(points), cuda.to_device(weights)
+    cb._block_sort_kernel[3, 8](cuda.to_device(starts), 48, d_points, d_weights)
+    got_points, got_weights = d_points.copy_to_host(), d_weights.copy_to_host()
+    for v, k in enumerate(lengths):
+        span = slice(starts[v], starts[v + 1])
+        order = np.arange(k) if k <= cb.INSERTION_SORT_MAX else np.argsort(points[span])
+        np.testing.assert_array_equal(got_points[span], points[span][order], err_msg=f"list {v}")
+        np.testing.assert_array_equal(got_weights[span], weights[span][order], err_msg=f"list {v}")
