@@ -22,6 +22,11 @@ SERIAL_WORK = 1 << 16
 #: The same for one blur pass, which is cheap per value.
 SERIAL_BLUR = 1 << 20
 
+#: The CPU splat's threads share out this many blocks of vertices of about equal work, a
+#: vertex costing its splat entries plus SPLAT_VERTEX_COST (crf.lattice_cpu.splat_bounds).
+SPLAT_BLOCKS = 256
+SPLAT_VERTEX_COST = 4
+
 #: Blocks of points per thread in the parallel hash (load balance against merge work).
 HASH_BLOCKS_PER_THREAD = 2
 

@@ -97,8 +97,9 @@ Gaussian Edge Potentials", NIPS 2011, section 4.
 """
 import numpy as np
 
+from crf import config
 from crf.backend import is_device_array, resolve_backend
-from crf.lattice_cpu import build_cpu, chains_cpu, filter_cpu, splat_blur_cpu, threads_for
+from crf.lattice_cpu import build_cpu, chains_cpu, filter_cpu, splat_blur_cpu, splat_bounds, threads_for
 from crf.lattice_reference import build_numpy, feature_scale, filter_numpy, slice_alpha
 
 __all__ = ["Lattice", "build", "feature_scale", "slice_alpha", "splat_blur_cpu", "threads_for"]
@@ -122,11 +123,20 @@ class Lattice:
         self.n_vertices = keys.shape[0]
         self._device = None  # the CUDA copy (crf.cuda.DeviceLattice), uploaded on first use
         self._chains = None  # (chain_order, chain_bounds) for the CPU blur, built on first use
+        self._splat_bounds = None  # (knobs, bounds) for the CPU splat, made on first use
 
     @classmethod
     def from_device(cls, lattice):
         """The host copy of a lattice on the GPU (:class:`crf.cuda.DeviceLattice`), e.g. one built there."""
         return cls(*lattice.host_arrays())
+
+    def splat_bounds(self):
+        """Blocks of vertices of about equal splat work for the CPU splat (``crf.config.SPLAT_BLOCKS``
+        of them; :func:`crf.lattice_cpu.splat_bounds`), made on first use."""
+        key = (config.SPLAT_BLOCKS, config.SPLAT_VERTEX_COST)
+        if self._splat_bounds is None or self._splat_bounds[0] != key:
+            self._splat_bounds = (key, splat_bounds(self.starts, config.SPLAT_BLOCKS))
+        return self._splat_bounds[1]
 
     def chains(self):
         """``(chain_order (d+1, M) int32, chain_bounds (d+1, B+1) int64)``; see the module docstring."""

@@ -360,3 +360,24 @@ def test_keys_too_wide_for_one_int64_take_the_general_kernels():
     rem0, _ = _embedded((rng.random((500, 3)) * 50).astype(np.float32))
     lo, bits = packed_keys.packed_layout(rem0, 3)
     assert lo <= rem0[:, :3].min() - 5 and rem0[:, :3].max() + 7 - lo < 2 ** bits
+
+
+@pytest.mark.parametrize("blocks, vertex_cost", [(1, 4), (3, 0), (256, 4), (10 ** 5, 1)])
+def test_splat_blocks_change_no_result(monkeypatch, blocks, vertex_cost):
+    """The CPU splat's threads share out blocks of vertices of equal work: any number of blocks
+    (one, more blocks than vertices) and any vertex cost cover every vertex once, with the same sums."""
+    rng = np.random.default_rng(11)
+    f = (rng.random((2000, 3)) * 4).astype(np.float32)
+    f[:800] = f[0]  # a flat region: a few vertices with most of the entries
+    v = rng.standard_normal((2000, 3)).astype(np.float32)
+    lat = L.build(f, backend="cpu")
+    reference = L.splat_blur_cpu(lat, v)
+    monkeypatch.setattr(crf_config, "SPLAT_BLOCKS", blocks)
+    monkeypatch.setattr(crf_config, "SPLAT_VERTEX_COST", vertex_cost)
+    bounds = lat.splat_bounds()
+    assert bounds.shape == (blocks + 1,) and bounds[0] == 0 and bounds[-1] == lat.n_vertices
+    assert (np.diff(bounds) >= 0).all()
+    work = np.concatenate([[0], np.cumsum(np.diff(lat.starts) + vertex_cost)])  # work before each vertex
+    per_block = work[bounds[1:]] - work[bounds[:-1]]
+    assert per_block.max() <= work[-1] / blocks + np.diff(work).max()  # about equal work per block
+    np.testing.assert_array_equal(L.splat_blur_cpu(lat, v), reference)
