@@ -153,6 +153,12 @@ def interp(x, offset, size_in, out_shape):
 
 
 @cuda.jit
+def _fill_kernel(out, value):
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        out[i] = value
+
+
+@cuda.jit
 def _axpy_kernel(coeff, x, out):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         out[i] += coeff * x[i]
@@ -190,7 +196,8 @@ def eltwise(inputs, operation, coeffs):
     n = flats[0].size
     grid = _launch(n)
     if operation == "sum":
-        out = cuda.to_device(np.zeros(n, np.float32))
+        out = cuda.device_array(n, np.float32)
+        _fill_kernel[grid](out, np.float32(0.0))  # Caffe starts the sum from zeros; no host copy
         for c, f in zip(coeffs, flats):
             _axpy_kernel[grid](np.float32(c), f, out)
     elif operation == "prod":
