@@ -195,7 +195,7 @@ def _chunk_scan_kernel(src, n, chunk, base, dst):
         dst[n] = carry
 
 
-def exclusive_scan(values, out=None):
+def exclusive_scan(values, out=None, read_total=True):
     """Exclusive prefix sum of int32 values on the device.
 
     Each of B <= ``crf.config.CUDA_MAX_BLOCKS`` blocks takes one contiguous
@@ -208,12 +208,16 @@ def exclusive_scan(values, out=None):
     out : CUDA device array of shape (n+1,), int32, optional
         Receives ``out[i] = sum(values[:i])`` for i = 0..n (so ``out[n]`` is the
         total). It may not be ``values`` itself. Allocated when not given.
+    read_total : bool
+        Read the total back to the host, which waits for the GPU to get there;
+        False: return None for it and let the host run ahead.
 
     Returns
     -------
     out : CUDA device array of shape (n+1,), int32
-    total : int
-        ``sum(values)`` (read back to the host). Sums must stay below 2^31.
+    total : int or None
+        ``sum(values)`` (read back to the host), None without ``read_total``. Sums must
+        stay below 2^31.
     """
     n = values.shape[0]
     if out is None:
@@ -222,7 +226,7 @@ def exclusive_scan(values, out=None):
         raise ValueError(f"out must be an int32 device array of shape ({n + 1},), got {out.shape} {out.dtype}")
     if n == 0:
         _fill_kernel[1, 1](out, 0)
-        return out, 0
+        return out, 0 if read_total else None
     threads = config.CUDA_THREADS
     shared = threads * np.dtype(np.int32).itemsize
     blocks = _launch(n)[0]
@@ -232,7 +236,7 @@ def exclusive_scan(values, out=None):
     base = cuda.device_array(blocks + 1, np.int32)
     _chunk_scan_kernel[1, threads, 0, shared](sums, blocks, blocks, _filled(1, 0), base)
     _chunk_scan_kernel[blocks, threads, 0, shared](values, n, chunk, base, out)
-    return out, int(out[n])
+    return out, int(out[n]) if read_total else None
 
 
 # ---------------------------------------------------------------- step 1: embed
@@ -719,7 +723,7 @@ def build_device(features):
     del slot_of
 
     # 5. splat index: scan the counts, scatter, sort each list by point
-    starts, _ = exclusive_scan(counts)
+    starts, _ = exclusive_scan(counts, read_total=False)  # the total is N (d+1), known
     splat_point = cuda.device_array(n_entries, np.int32)
     splat_weight = cuda.device_array(n_entries, np.float32)
     _scatter_kernel[_launch(n_entries)](offsets, weights, starts, counts, splat_point, splat_weight)
