@@ -11,7 +11,7 @@
 # ResNet-101 layer by layer (bench/profile.py) and times the convolution's tile
 # shapes against cuDNN (bench/cuda_tiles.py). Everything is also
 # written to OUT_DIR. Each step has its own time limit; together they stop it within
-# 9 minutes, the important steps first.
+# about 8 minutes (500 s of limits), the important steps first.
 set -uo pipefail
 out=${1:?usage: tools/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -34,11 +34,11 @@ step() {  # step NAME SECONDS COMMAND...: run, tee to OUT_DIR/NAME.txt, remember
     [ "$rc" -eq 0 ] || status=1
 }
 step info 30 "$PY" -m nets info
-step check 90 "$PY" -m nets check --backend cuda
-step pytest_cuda 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
-step compare 90 "$PY" tools/gpu_compare.py
-step bench_gpu 70 "$PY" bench/gpu.py --repeat 5
+step check 80 "$PY" -m nets check --backend cuda
+step pytest_cuda 110 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
+step compare 80 "$PY" tools/gpu_compare.py
+step bench_gpu 80 "$PY" bench/gpu.py --repeat 5
 step profile_resnet 45 "$PY" bench/profile.py --model deeplab-v2-resnet101 --side 321 --backend cuda --top 25
-step bench_cuda_tiles 90 "$PY" bench/cuda_tiles.py --repeat 5
+step bench_cuda_tiles 75 "$PY" bench/cuda_tiles.py --repeat 5
 echo "gpu_check: overall exit $status" | tee "$out/summary.txt"
 exit $status
