@@ -46,9 +46,12 @@ def _median(values):
     return statistics.median(values)
 
 
-def conv_gflop(net, shapes):
-    """``{convolution name: GFLOP}`` of one pass, from the weights' and the outputs' shapes."""
-    weights = net.checked_weights(shapes)
+def conv_gflop(net, inputs, shapes):
+    """``{convolution name: GFLOP}`` of one pass, from the weights' and the outputs' shapes.
+
+    ``inputs``: the input blobs' shapes; ``shapes``: every blob's (``Net.infer_shapes``).
+    """
+    weights = net.checked_weights(inputs)
     out = {}
     for layer in net.spec.layers:
         if layer.type == "Convolution" and layer.name in weights and layer.tops[0] in shapes:
@@ -132,8 +135,9 @@ def main(argv=None):
     print(f"whole pass {whole_ms:.1f} ms (median of {args.repeat}); profiled, layer by layer: "
           f"{total_ms:.1f} ms over {len(layer_ms)} layers run")
 
-    shapes = net.infer_shapes({net.inputs[0]: tuple(x.shape)})
-    gflop = conv_gflop(net, shapes)
+    inputs = {net.inputs[0]: tuple(x.shape)}
+    shapes = net.infer_shapes(inputs)
+    gflop = conv_gflop(net, inputs, shapes)
     layers = {layer.name: layer for layer in net.spec.layers}
     print(f"\n| layer | type | output | ms | share | GFLOP/s |\n|---|---|---|---|---|---|")
     for name, ms in sorted(layer_ms.items(), key=lambda item: -item[1])[:args.top]:
