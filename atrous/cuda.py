@@ -575,7 +575,8 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
         if cache is None:
             d_wt = relayout_weights(_to_device(weight), groups)
         else:  # keyed by the caller's array; groups is fixed by its shape and the input's channels
-            d_wt = cache.get(weight, f"cuda gemm, groups {groups}", lambda w: relayout_weights(_to_device(w), groups))
+            d_wt = cache.get(weight, f"cuda gemm, groups {groups}",
+                             lambda w: relayout_weights(_to_device(w), groups))
         n_pix = h_out * w_out
         tile, splits = gemm_shape(c_out // groups, n_pix, c_in_g * kh * kw, n_img * groups)
         bm, bn, bk, tm, tn = tile

@@ -3,9 +3,10 @@
 Some strategies rearrange the weights before they convolve: on the CPU Winograd's
 transformed filters ``U = G g G^T`` (:mod:`atrous.winograd`, 16/9 of the weights' size)
 are the largest; on the GPU the implicit GEMM reads them tap-major
-(:func:`atrous.cuda.relayout_weights`, a device array the weights' size). A network convolves with the same weights at every forward pass, so it keeps a
-:class:`WeightCache` and hands it to :func:`atrous.conv2d` (``cache=``); one-off calls pass
-nothing and derive the forms on every call.
+(:func:`atrous.cuda.relayout_weights`, a device array the weights' size). A network
+convolves with the same weights at every forward pass, so it keeps a :class:`WeightCache`
+and hands it to :func:`atrous.conv2d` (``cache=``); one-off calls pass nothing and derive
+the forms on every call.
 
 Entries are keyed by the weight array itself (its ``id``), and the cache holds the array,
 so the ``id`` cannot be reused by another array while the entry lives. The owner of the

@@ -475,15 +475,19 @@ def _splat_kernel(values, pre, starts, points, point_weights, lat, ahead, bounds
                 dst[ch] = 0
             e, stop = starts[v], starts[v + 1]
             while e + 4 <= stop:
-                r0, r1, r2, r3 = values[points[e]], values[points[e + 1]], values[points[e + 2]], values[points[e + 3]]
-                w0, w1 = _entry_weight(point_weights, pre, points, e), _entry_weight(point_weights, pre, points, e + 1)
-                w2, w3 = _entry_weight(point_weights, pre, points, e + 2), _entry_weight(point_weights, pre, points, e + 3)
+                r0, r1 = values[points[e]], values[points[e + 1]]
+                r2, r3 = values[points[e + 2]], values[points[e + 3]]
+                w0 = _entry_weight(point_weights, pre, points, e)
+                w1 = _entry_weight(point_weights, pre, points, e + 1)
+                w2 = _entry_weight(point_weights, pre, points, e + 2)
+                w3 = _entry_weight(point_weights, pre, points, e + 3)
                 for ch in range(c):
                     dst[ch] = dst[ch] + w0 * r0[ch] + w1 * r1[ch] + w2 * r2[ch] + w3 * r3[ch]
                 e += 4
             if e + 2 <= stop:
                 r0, r1 = values[points[e]], values[points[e + 1]]
-                w0, w1 = _entry_weight(point_weights, pre, points, e), _entry_weight(point_weights, pre, points, e + 1)
+                w0 = _entry_weight(point_weights, pre, points, e)
+                w1 = _entry_weight(point_weights, pre, points, e + 1)
                 for ch in range(c):
                     dst[ch] = dst[ch] + w0 * r0[ch] + w1 * r1[ch]
                 e += 2
