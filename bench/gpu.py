@@ -76,11 +76,11 @@ def crf_rows(sizes, repeat, sync):
 
         device = _median_ms(lambda: run(d_image, d_unary), repeat, sync)
         mode = crf_cuda.launch_mode()
-        crf.config.CUDA_COOPERATIVE = False  # splat and each blur pass launched on their own, for comparison
+        cooperative, crf.config.CUDA_COOPERATIVE = crf.config.CUDA_COOPERATIVE, False  # each stage on its own
         try:
             per_stage = _median_ms(lambda: run(d_image, d_unary), repeat, sync)
         finally:
-            crf.config.CUDA_COOPERATIVE = True
+            crf.config.CUDA_COOPERATIVE = cooperative
         host = _median_ms(lambda: run(image, unary), repeat, sync)
         c = crf.DenseCRF(d_unary, backend="cuda")
         t0 = time.perf_counter()
