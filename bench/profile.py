@@ -42,10 +42,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _median(values):
-    return statistics.median(values)
-
-
 def conv_gflop(net, inputs, shapes):
     """``{convolution name: GFLOP}`` of one pass, from the weights' and the outputs' shapes.
 
@@ -129,9 +125,9 @@ def main(argv=None):
         timings = {}
         net.forward(x, outputs=[out], backend=args.backend, timings=timings)
         profiles.append(timings)
-    layer_ms = {name: 1e3 * _median([p[name] for p in profiles]) for name in profiles[0]}
+    layer_ms = {name: 1e3 * statistics.median([p[name] for p in profiles]) for name in profiles[0]}
     total_ms = sum(layer_ms.values())
-    whole_ms = 1e3 * _median(passes)
+    whole_ms = 1e3 * statistics.median(passes)
     print(f"whole pass {whole_ms:.1f} ms (median of {args.repeat}); profiled, layer by layer: "
           f"{total_ms:.1f} ms over {len(layer_ms)} layers run")
 

@@ -1,9 +1,11 @@
 """The knobs of the dense CRF's kernels, in one place: CPU work split, prefetching, CUDA launches.
 
 The kernels read these values when they run, so a test (or a user tuning for a machine)
-changes them with ``monkeypatch.setattr(crf.config, NAME, value)``. None of them changes
-a result: every CPU choice below is bit-identical (tests/crf/test_lattice.py checks each),
-and the CUDA launch shape only changes which thread computes which value.
+changes them with ``monkeypatch.setattr(crf.config, NAME, value)``. Every CPU choice below
+is bit-identical (tests/crf/test_lattice.py checks each), and the CUDA launch shape only
+changes which thread computes which value. The one exception is CUDA_SPLAT_SEGMENT: it
+decides how a vertex spanning segments has its sum grouped, so it can move the splat's
+last bits (tests/crf/test_cuda.py compares each length with the CPU).
 
 The test suite runs the CUDA kernels in Numba's CUDA simulator, where every GPU thread
 is a Python thread; there it sets smaller launch shapes itself (``tests/conftest.py``).

@@ -135,7 +135,7 @@ class Lattice:
         of them; :func:`crf.lattice_cpu.splat_bounds`), made on first use."""
         key = (config.SPLAT_BLOCKS, config.SPLAT_VERTEX_COST)
         if self._splat_bounds is None or self._splat_bounds[0] != key:
-            self._splat_bounds = (key, splat_bounds(self.starts, config.SPLAT_BLOCKS))
+            self._splat_bounds = (key, splat_bounds(self.starts, *key))
         return self._splat_bounds[1]
 
     def chains(self):

@@ -430,10 +430,10 @@ def _entry_weight(point_weights, pre, points, e):
     return w * pre[points[e]] if pre.shape[0] > 0 else w
 
 
-def splat_bounds(starts, n_blocks):
+def splat_bounds(starts, n_blocks, vertex_cost):
     """Cut the vertices into ``n_blocks`` runs of about equal splat work, for :func:`_splat_kernel`.
 
-    A vertex costs its entries plus ``crf.config.SPLAT_VERTEX_COST`` (clearing and storing its row).
+    A vertex costs its entries plus ``vertex_cost`` (clearing and storing its row).
     Entries are far from even over the vertex numbers: at 1000x750, the benchmark
     photograph's first half of the bilateral lattice's vertices holds 43 % of the entries,
     and a flat region puts thousands on one vertex.
@@ -443,10 +443,9 @@ def splat_bounds(starts, n_blocks):
     ndarray of shape (n_blocks + 1,), int64: block b is vertices ``bounds[b]:bounds[b+1]``.
     """
     m = starts.shape[0] - 1
-    cost = starts[1:] + config.SPLAT_VERTEX_COST * np.arange(1, m + 1, dtype=np.int64)  # (M,) cost up to vertex v
-    cuts = np.searchsorted(cost, cost[-1] * np.arange(1, n_blocks) / n_blocks) if m else np.zeros(n_blocks - 1)
+    cost = starts[1:] + vertex_cost * np.arange(1, m + 1, dtype=np.int64)  # (M,) work up to and with vertex v
+    cuts = np.searchsorted(cost, cost[-1] * np.arange(1, n_blocks) / n_blocks)
     return np.concatenate([[0], cuts, [m]]).astype(np.int64)
-
 
 
 @njit(parallel=True, cache=True)
