@@ -14,7 +14,9 @@ compiles and allocates), the median of ``--repeat``:
 * DeepLab-LargeFOV forward at 513x513 and DeepLab-v2 ResNet-101 ASPP at 321x321 (seeded
   random weights: the time does not depend on the values), input on the device, scores
   left there; the notes give the same pass with every shortcut sum and ReLU run as a layer
-  of its own (``Net.fuse = False``) instead of in the convolution's store;
+  of its own (``Net.fuse = False``) instead of in the convolution's store, and with every
+  dropped blob freed at once (``nets.layers.config.CUDA_HOLD_FREES_BYTES = 0``; freeing
+  waits for the GPU);
 * image -> labels for DeepLab-LargeFOV at 513 with the CRF (DeepLab-v1's preset):
   ``Model.segment(image, crf=..., backend="cuda", probabilities=False)`` on a 500x375
   photograph, host image in, host labels out.
@@ -100,6 +102,7 @@ def net_rows(cases, repeat, sync):
     from nets.deeplab import model_spec
     from nets.engine.net import Net
     from nets.engine.random_weights import random_weights
+    from nets.layers import config as layers_config
     rows = []
     for label, model, side in cases:
         spec = model_spec(model)
@@ -110,7 +113,13 @@ def net_rows(cases, repeat, sync):
         net.fuse = False  # each shortcut sum and ReLU as a kernel of its own, for comparison
         apart = _median_ms(lambda: net.forward(x, outputs=[out], backend="cuda"), repeat, sync)
         net.fuse = True
-        rows.append((label, ms, f"{model} -> {out}; layers apart (fuse=False): {apart:.1f} ms"))
+        budget, layers_config.CUDA_HOLD_FREES_BYTES = layers_config.CUDA_HOLD_FREES_BYTES, 0  # free as Numba does
+        try:
+            unheld = _median_ms(lambda: net.forward(x, outputs=[out], backend="cuda"), repeat, sync)
+        finally:
+            layers_config.CUDA_HOLD_FREES_BYTES = budget
+        rows.append((label, ms, f"{model} -> {out}; layers apart (fuse=False): {apart:.1f} ms; "
+                                f"frees not held (CUDA_HOLD_FREES_BYTES=0): {unheld:.1f} ms"))
     return rows
 
 

@@ -39,7 +39,7 @@ from atrous.backend import is_device_array, resolve_backend
 from nets.caffe import is_npz, read_prototxt
 from nets.engine.ops import INPUT_TYPES, SKIPPED_TYPES, LayerError, batchnorm_eps, make_ops
 from nets.engine.weights import check_blobs, load_weights, resolve_weights, weights_by_layer
-from nets.layers import fold_batchnorm_scale
+from nets.layers import config as layers_config, fold_batchnorm_scale
 
 
 class _Step:
@@ -482,20 +482,24 @@ class Net:
         skip = {j for pair in self._fold_groups.values() for j in pair}
         skip.update(j for epilogue in plan.values() for j in epilogue.absorbed)
         sync = _synchronise(backend) if timings is not None else None
-        for index, step in enumerate(self._steps):
-            if index not in skip:
-                epilogue = plan.get(index)
-                tops = [epilogue.top] if epilogue else step.layer.tops
-                if sync is not None:
-                    sync()
-                    start = time.perf_counter()
-                values.update(zip(tops, self._run(index, step, values, backend, given, epilogue)))
-                if sync is not None:
-                    sync()
-                    name = step.layer.name
-                    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-            for name in last_use.get(index, ()):
-                values.pop(name, None)
+        with _held_frees(backend) as hold:
+            for index, step in enumerate(self._steps):
+                if index not in skip:
+                    epilogue = plan.get(index)
+                    tops = [epilogue.top] if epilogue else step.layer.tops
+                    if sync is not None:
+                        sync()
+                        start = time.perf_counter()
+                    bottoms = [values[b] for b in step.layer.bottoms]
+                    outs = self._run(index, step, values, backend, given, epilogue)
+                    values.update(zip(tops, outs))
+                    hold.allocated(sum(o.nbytes for o in outs if not any(o is b for b in bottoms)))
+                    if sync is not None:
+                        sync()
+                        name = step.layer.name
+                        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+                for name in last_use.get(index, ()):
+                    values.pop(name, None)
         result = {name: values[name] for name in wanted}
         if backend == "cuda" and host_in:
             from nets.engine import device
@@ -564,6 +568,28 @@ class Net:
             if name not in wanted:
                 out.setdefault(index, []).append(name)
         return out
+
+
+class _NoHold:
+    """:class:`nets.engine.device.HeldFrees`' interface where nothing is held (the CPU)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def allocated(self, nbytes):
+        pass
+
+
+def _held_frees(backend):
+    """The context a pass runs its layers in: on the GPU, device frees held back up to
+    ``nets.layers.config.CUDA_HOLD_FREES_BYTES`` (see :class:`nets.engine.device.HeldFrees`)."""
+    if backend == "cuda" and layers_config.CUDA_HOLD_FREES_BYTES > 0:
+        from nets.engine import device
+        return device.HeldFrees(layers_config.CUDA_HOLD_FREES_BYTES)
+    return _NoHold()
 
 
 def _synchronise(backend):

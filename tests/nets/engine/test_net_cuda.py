@@ -57,3 +57,56 @@ def test_profiled_cuda_pass_times_each_layer_that_runs(in_cudasim):
     # but the layer still runs
     assert set(timings) == {"conv1", "pool1", "conv2", "bn2", "sum", "up", "cat", "prob", "label"}
     assert all(t > 0 for t in timings.values())
+
+
+class _CountingHold:
+    """A stand-in for ``cuda.defer_cleanup()`` that counts how often a hold starts and ends."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __enter__(self):
+        self.log.append("hold")
+
+    def __exit__(self, *exc):
+        self.log.append("release")
+        return False
+
+
+def test_held_frees_lets_go_after_its_budget(in_cudasim, monkeypatch):
+    from nets.engine import device
+    log = []
+    monkeypatch.setattr(device.cuda, "defer_cleanup", lambda: _CountingHold(log))
+    with device.HeldFrees(100) as hold:
+        hold.allocated(60)
+        assert log == ["hold"]
+        hold.allocated(60)  # 120 > 100: the pending frees may happen now
+        assert log == ["hold", "release", "hold"] and hold.releases == 1
+        hold.allocated(100)  # 100 is within the budget
+        assert hold.releases == 1
+    assert log == ["hold", "release", "hold", "release"]
+
+
+def test_cuda_pass_holds_frees_within_the_budget(in_cudasim, monkeypatch):
+    from nets.engine import device
+    from nets.layers import config
+    spec = parse_prototxt(TINY)
+    net = Net.from_spec(spec, random_weights(spec, (1, 2, 6, 7), seed=35))
+    x = np.random.default_rng(36).uniform(-2, 2, (1, 2, 6, 7)).astype(np.float32)
+    want = net.forward(x, outputs=["prob", "label"], backend="cpu")
+    log = []
+    monkeypatch.setattr(device.cuda, "defer_cleanup", lambda: _CountingHold(log))
+    got = net.forward(x, outputs=["prob", "label"], backend="cuda")
+    assert log == ["hold", "release"]  # the tiny pass stays within the default budget
+    monkeypatch.setattr(config, "CUDA_HOLD_FREES_BYTES", 200)  # about one blob of this net
+    log.clear()
+    small = net.forward(x, outputs=["prob", "label"], backend="cuda")
+    assert log.count("hold") == log.count("release") > 2 and log[0] == "hold" and log[-1] == "release"
+    monkeypatch.setattr(config, "CUDA_HOLD_FREES_BYTES", 0)
+    log.clear()
+    unheld = net.forward(x, outputs=["prob", "label"], backend="cuda")
+    assert log == []
+    for name in ("prob", "label"):
+        np.testing.assert_array_equal(small[name], got[name])
+        np.testing.assert_array_equal(unheld[name], got[name])
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-4)
