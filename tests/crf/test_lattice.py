@@ -198,6 +198,27 @@ def test_block_parallel_splat_index_is_a_stable_sort_by_vertex():
         np.testing.assert_array_equal(weights, lat.weights.ravel()[order])
 
 
+@pytest.mark.parametrize("d", [1, 2, 5, 9])
+def test_embedding_equals_the_reference_bit_for_bit(d):
+    """The CPU embedding (blocks of points held coordinate-major) against the NumPy reference on
+    exact ties between residuals, points on lattice points, values at the features' limit, a block
+    that is not full, and one point."""
+    from crf.lattice_reference import embed_numpy, feature_scale
+    rng = np.random.default_rng(40 + d)
+    limit = 2.0 ** 24 / (d + 1) ** 2
+    cases = [rng.integers(-5, 6, (700, d)).astype(np.float32),  # integer features: many exact ties
+             np.zeros((257, d), np.float32),
+             rng.uniform(-limit, limit, (300, d)).astype(np.float32),
+             (rng.standard_normal((513, d)) * 30).astype(np.float32),
+             rng.random((1, d)).astype(np.float32)]
+    for f in cases:
+        n = f.shape[0]
+        got = [np.empty((n, d + 1), np.int32), np.empty((n, d + 1), np.int32), np.empty((n, d + 1), np.float32)]
+        lattice_cpu._embed_kernel(f, feature_scale(d), *got)
+        for mine, ref in zip(got, embed_numpy(f)):
+            np.testing.assert_array_equal(mine.view(np.int32), np.asarray(ref).view(np.int32))
+
+
 def test_single_point_and_coincident_points():
     lat = L.build(np.zeros((1, 3), np.float32), backend="cpu")
     assert lat.n_vertices == 4  # the d+1 corners of its simplex, even where a weight is 0
