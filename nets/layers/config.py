@@ -1,4 +1,4 @@
-"""The CUDA settings of the Caffe layers' kernels (:mod:`nets.layers.cuda`) and of a net's forward pass, in one place.
+"""The CUDA settings of the Caffe layers' kernels (:mod:`nets.layers.cuda`) and of a net's pass.
 
 The kernels read these values when they launch, so a test changes them with
 ``monkeypatch.setattr(nets.layers.config, NAME, value)``. The test suite runs the CUDA
