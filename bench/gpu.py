@@ -10,7 +10,8 @@ compiles and allocates), the median of ``--repeat``:
   Q left there ("device"), and host arrays in, Q back on the host ("host"); both include
   building the two lattices; the notes give the filter's launch mode
   (``crf.cuda.launch_mode``: splat and blurs in one cooperative launch, or one launch
-  per stage) and the device time with one launch per stage;
+  per stage), the device time with one launch per stage, and a profile with the device
+  synchronised after every stage of the builds and of the iterations;
 * DeepLab-LargeFOV forward at 513x513 and DeepLab-v2 ResNet-101 ASPP at 321x321 (seeded
   random weights: the time does not depend on the values), input on the device, scores
   left there; the notes give the same pass with every shortcut sum and ReLU run as a layer
@@ -90,10 +91,29 @@ def crf_rows(sizes, repeat, sync):
         c.add_gaussian(bench.THETA_GAMMA, bench.W_GAUSSIAN)
         sync()
         build = 1e3 * (time.perf_counter() - t0)
+        profile = _crf_profile(c, d_image, height, width, bench)
         rows.append((f"crf {width}x{height}", device, f"host in/out {host:.1f} ms; build {build:.1f} ms, "
                      f"{' + '.join(str(k.lattice.n_vertices) for k in c.kernels)} vertices; "
-                     f"filter launches: {mode}, per-stage launches {per_stage:.1f} ms"))
+                     f"filter launches: {mode}, per-stage launches {per_stage:.1f} ms; {profile}"))
     return rows
+
+
+def _crf_profile(c, d_image, height, width, bench):
+    """Where the GPU CRF's time goes, the device synchronised after every stage: the two lattice
+    builds (crf.cuda.build's stages, both lattices together) and the iterations (per kernel)."""
+    from crf import cuda as crf_cuda
+    build, steps = {}, {}
+    crf_cuda.build(crf_cuda.bilateral_features(d_image, bench.THETA_ALPHA, bench.THETA_BETA), timings=build)
+    crf_cuda.build(crf_cuda.gaussian_features(height, width, bench.THETA_GAMMA), timings=build)
+    runner = c._get_runner()
+    q = runner.start()
+    for _ in range(bench.ITERATIONS):
+        q = runner.step(q, timings=steps)
+
+    def listed(times):
+        return ", ".join(f"{name} {1e3 * seconds:.1f}" for name, seconds in times.items())
+    return (f"synchronised per stage (ms): builds {listed(build)}; "
+            f"{bench.ITERATIONS} iterations {listed(steps)}")
 
 
 def net_rows(cases, repeat, sync):

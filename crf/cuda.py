@@ -603,12 +603,14 @@ def device_lattice(lattice):
     return lattice if isinstance(lattice, DeviceLattice) else lattice.on_device()
 
 
-def build(features):
+def build(features, timings=None):
     """Build the lattice of (N, d) float32 features on the GPU (:mod:`crf.cuda_build`).
 
     Parameters
     ----------
     features : ndarray (checked by the caller) or device array of shape (N, d), float32
+    timings : dict, optional
+        A synchronised profile of the build's stages (:func:`crf.cuda_build.build_device`).
 
     Returns
     -------
@@ -616,7 +618,7 @@ def build(features):
     """
     _require_gpu()
     from crf.cuda_build import build_device
-    arrays = build_device(features if is_device_array(features) else cuda.to_device(features))
+    arrays = build_device(features if is_device_array(features) else cuda.to_device(features), timings)
     return DeviceLattice(arrays.offsets, arrays.weights, arrays.n1, arrays.n2, arrays.starts,
                          arrays.splat_point, arrays.splat_weight, built=arrays)
 
@@ -713,14 +715,21 @@ class MeanFieldRunner:
             out.append(self._qf.copy_to_host())
         return out
 
-    def step(self, q):
-        """One update; returns the new Q in one of the runner's two device buffers."""
+    def step(self, q, timings=None):
+        """One update; returns the new Q in one of the runner's two device buffers.
+
+        ``timings``: a synchronised profile (:class:`crf.cuda_build.StageClock`) that gets
+        the seconds of "splat+blur NAME" and "slice+message NAME" per kernel and "softmax".
+        """
+        from crf.cuda_build import StageClock
         q = self._as_device(q)
         if not self.kernels:
             return self.start()
+        clock = StageClock(timings)
         grid = _grid(self.shape[0] * self.shape[1])
         for i, (kernel, dev, pre, post, mu) in enumerate(self.kernels):
             lat = dev.splat_blur(q, pre)
+            clock(f"splat+blur {kernel.name}")
             base, sign = (self.u, np.float32(-1.0)) if i == 0 else (self._energy, np.float32(1.0))
             empty = dev.empty if post is None else post
             if kernel.kind == 2:  # a full penalty needs every label's slice first
@@ -729,6 +738,8 @@ class MeanFieldRunner:
             else:
                 _slice_message_kernel[grid](lat, dev.offsets, dev.weights, dev.alpha, empty,
                                             np.float32(kernel.w), kernel.kind, mu, base, sign, self._energy)
+            clock(f"slice+message {kernel.name}")
         out = self._next_buffer(q)
         _softmax_kernel[_grid(self.shape[0])](self._energy, np.float32(1.0), out)
+        clock("softmax")
         return out

@@ -75,6 +75,7 @@ Permutohedral Lattice", Eurographics 2010, sections 3-4.
 """
 import functools
 import math
+import time
 
 import numpy as np
 from numba import cuda, types
@@ -83,7 +84,7 @@ from crf import config
 from crf.backend import is_device_array
 from crf.lattice_reference import feature_scale
 
-__all__ = ["DeviceLatticeArrays", "build_device", "exclusive_scan", "MAX_D", "INSERTION_SORT_MAX",
+__all__ = ["DeviceLatticeArrays", "build_device", "exclusive_scan", "StageClock", "MAX_D", "INSERTION_SORT_MAX",
            "BLOCK_SORT_CAPACITY"]
 
 #: The largest feature dimension d (the embedding's scratch arrays are compiled per d).
@@ -665,7 +666,27 @@ class DeviceLatticeArrays:
                 self.splat_weight.copy_to_host())
 
 
-def build_device(features):
+class StageClock:
+    """A profile of GPU stages: ``clock(name)`` waits for the device and adds the seconds since
+    the last mark to ``timings[name]``. With ``timings`` None it does nothing (no waits), so
+    the code it marks runs as it would unmarked."""
+
+    def __init__(self, timings):
+        self.timings = timings
+        if timings is not None:
+            cuda.synchronize()
+            self._last = time.perf_counter()
+
+    def __call__(self, name):
+        if self.timings is None:
+            return
+        cuda.synchronize()
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def build_device(features, timings=None):
     """Build the permutohedral lattice on the GPU.
 
     Parameters
@@ -675,6 +696,10 @@ def build_device(features):
         ``MAX_D``. A host array is uploaded; its values must already have
         passed the caller's checks (finite, small enough for exact float32
         rounding: ``crf.lattice``'s input check).
+    timings : dict, optional
+        A profile (:class:`StageClock`): the seconds of "embed", "hash", "number",
+        "splat index", "sort" and "neighbours" are added to it, the device synchronised
+        after each; the build then takes longer than without.
 
     Returns
     -------
@@ -695,6 +720,7 @@ def build_device(features):
     if n_entries > _MAX_ENTRIES:
         raise ValueError(f"at most {_MAX_ENTRIES} entries N (d+1) fit the int32 hash table, got {n_entries}")
     simplex_kernel, barycentric_kernel = _embed_kernels(d)
+    clock = StageClock(timings)
 
     # 1. embed: products, simplex and residual products, barycentric sums (three launches: no FMA)
     prod = cuda.device_array((2, n, d), np.float32)
@@ -705,11 +731,13 @@ def build_device(features):
     simplex_kernel[_launch(n)](prod, rem0, rank, weights)
     del prod
     barycentric_kernel[_launch(n)](rank, weights)
+    clock("embed")
 
     # 2. hash: every slot ends up with the first entry of its key
     table = _filled(_table_size(n_entries), -1)
     slot_of = cuda.device_array(n_entries, np.int32)
     _insert_kernel[_launch(n_entries)](rem0, rank, table, slot_of)
+    clock("hash")
 
     # 3. number the owners in entry order: the CPU's first-seen order
     flags = cuda.device_array(n_entries, np.int32)
@@ -721,6 +749,7 @@ def build_device(features):
     counts = _filled(m, 0)
     _number_kernel[_launch(n_entries)](table, slot_of, vid, offsets, vertex_entry, counts)
     del slot_of
+    clock("number")
 
     # 5. splat index: scan the counts, scatter, sort each list by point
     starts, _ = exclusive_scan(counts, read_total=False)  # the total is N (d+1), known
@@ -728,14 +757,17 @@ def build_device(features):
     splat_weight = cuda.device_array(n_entries, np.float32)
     _scatter_kernel[_launch(n_entries)](offsets, weights, starts, counts, splat_point, splat_weight)
     del counts
+    clock("splat index")
     _sort_kernel[_launch(m)](starts, splat_point, splat_weight)
     shared_max = min(int(config.CUDA_SHARED_SORT_MAX), BLOCK_SORT_CAPACITY)
     _block_sort_kernel[min(m, config.CUDA_MAX_BLOCKS), config.CUDA_THREADS](starts, shared_max, splat_point,
                                                                             splat_weight)
+    clock("sort")
 
     # 4. neighbours, read-only in the final table
     n1 = cuda.device_array((d1, m), np.int32)
     n2 = cuda.device_array((d1, m), np.int32)
     _neighbours_kernel[_launch(d1 * m)](rem0, rank, table, vid, vertex_entry, n1, n2)
+    clock("neighbours")
     return DeviceLatticeArrays(offsets, weights, n1, n2, starts, splat_point, splat_weight,
                                vertex_entry, rem0, rank)

@@ -219,3 +219,17 @@ def test_segmented_splat_adds_up_vertices_of_many_points(in_cudasim, monkeypatch
         want = L.splat_blur_cpu(lat, values, pre)
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
         assert not got[-1].any()
+
+
+def test_profiled_mean_field_step_times_each_stage_and_steps_the_same(in_cudasim):
+    h, w = _size(in_cudasim, (4, 5), (60, 80))
+    c = crf.DenseCRF(crf.unary_from_logits(smooth_logits(3, h, w, seed=23, stride=2)), backend="cuda")
+    c.add_bilateral(photo(h, w, seed=24), 3, 10, 2.0)
+    c.add_gaussian(1, 1.0)
+    runner = c._get_runner()
+    q = runner.start()
+    timings = {}
+    profiled = runner.step(q, timings=timings).copy_to_host()
+    assert set(timings) == {"splat+blur bilateral", "slice+message bilateral", "splat+blur gaussian",
+                            "slice+message gaussian", "softmax"}
+    np.testing.assert_array_equal(profiled, runner.step(q).copy_to_host())

@@ -225,3 +225,13 @@ def test_block_sort_kernel_sorts_shuffled_lists(cb):
         order = np.arange(k) if k <= cb.INSERTION_SORT_MAX else np.argsort(points[span])
         np.testing.assert_array_equal(got_points[span], points[span][order], err_msg=f"list {v}")
         np.testing.assert_array_equal(got_weights[span], weights[span][order], err_msg=f"list {v}")
+
+
+def test_profiled_build_times_every_stage_and_builds_the_same(cb, in_cudasim):
+    features = _features(CASES[0][0], CASES[0][1], in_cudasim)
+    timings = {}
+    got = cb.build_device(features, timings=timings).host_arrays()
+    assert set(timings) == {"embed", "hash", "number", "splat index", "sort", "neighbours"}
+    assert all(t >= 0 for t in timings.values())
+    for a, b, name in zip(got, cb.build_device(features).host_arrays(), ARRAYS):
+        np.testing.assert_array_equal(a, b, err_msg=name)
