@@ -7,9 +7,9 @@
 # It prints the environment, verifies every kernel family on the GPU against the
 # NumPy reference, compares CPU and CUDA at full size (the dense CRF on the
 # benchmark photograph and its lattices, two whole nets, image -> labels), runs the
-# CUDA tests on the real device, times the targets (bench/gpu.py, with the CRF's stage profile), profiles
-# ResNet-101 layer by layer (bench/profile.py) and times the convolution's tile
-# shapes against cuDNN (bench/cuda_tiles.py). Everything is also
+# CUDA tests on the real device, times the targets (bench/gpu.py, with the
+# CRF's stage profile), profiles ResNet-101 layer by layer (bench/profile.py) and times
+# the convolution's tile shapes against cuDNN (bench/cuda_tiles.py). Everything is also
 # written to OUT_DIR. Each step has its own time limit; together they stop it within
 # about 8 minutes (500 s of limits), the important steps first.
 set -uo pipefail
