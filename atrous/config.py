@@ -64,6 +64,14 @@ WINOGRAD_TILES = (2, 4)
 #: ``CUDA_CONV_BLOCKS``), kept so that bench/cuda_tiles.py can compare the two in one run.
 CUDA_CONV_KERNEL = "gemm"
 
+#: With the GEMM kernel: take Winograd's F(2x2, 3x3) on the dilated phases
+#: (``atrous.cuda.winograd_applies``) for 3x3, stride-1 layers of one group and at least
+#: CUDA_WINOGRAD_MIN_CHANNELS output channels: 2.25x fewer multiplications per output, in
+#: a GEMM of 16 groups between an input and an output transform. Off until a GPU has
+#: measured it against the implicit GEMM (bench/cuda_tiles.py times both beside cuDNN).
+CUDA_WINOGRAD = False
+CUDA_WINOGRAD_MIN_CHANNELS = 64
+
 #: The classic kernel's block shape by output channels per group: the first row whose
 #: minimum the channels reach gives (T, MICRO): T x T threads, each accumulating
 #: MICRO x MICRO outputs. Measured on an H100 (bench/RESULTS.md, atrous.cuda.block_shape).

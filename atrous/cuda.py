@@ -513,6 +513,35 @@ def _to_device(a):
     return a if is_device_array(a) else cuda.to_device(a)
 
 
+def _gemm(d_x, d_wt, d_b, d_out, groups, kernel_size, stride, pad, dilation, d_res, relu_slope):
+    """Launch :func:`gemm_kernel` (and the sum of a split reduction): ``d_out`` (N, C_out, H_out,
+    W_out) = the convolution of ``d_x`` (N, C_in, H, W) with the re-laid-out weights ``d_wt``,
+    plus ``d_b``, the flat residual ``d_res`` (or None) and the ReLU of ``relu_slope`` (or None)."""
+    n_img, c_in, h, w = d_x.shape
+    _, c_out, h_out, w_out = d_out.shape
+    kh, kw = kernel_size
+    max_grid = config.CUDA_MAX_GRID
+    n_pix = h_out * w_out
+    tile, splits = gemm_shape(c_out // groups, n_pix, c_in // groups * kh * kw, n_img * groups)
+    bm, bn, bk, tm, tn = tile
+    grid = (min(max_grid, math.ceil(n_pix / bn)),
+            min(max_grid, math.ceil(c_out // groups / bm)),
+            min(max_grid, n_img * groups * splits))
+    flat_out = d_out.reshape(d_out.size)
+    # with one part the kernel writes ``out`` itself and ``part`` is an unused stand-in; so is
+    # the residual's without one
+    d_part = cuda.device_array(splits * d_out.size if splits > 1 else 1, np.float32)
+    epilogue = (int(d_res is not None), int(relu_slope is not None), np.float32(relu_slope or 0))
+    d_res = d_part[:1] if d_res is None else d_res
+    gemm_kernel(bm, bn, bk, tm, tn)[grid, (bm // tm) * (bn // tn)](
+        d_x.reshape(d_x.size), d_wt, d_b, flat_out, d_part, d_res, n_img, c_in, h, w, c_out, h_out,
+        w_out, groups, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], splits,
+        *epilogue)
+    if splits > 1:
+        blocks, threads = _flat_launch(d_out.size)
+        _sum_parts_kernel[blocks, threads](d_part, d_b, flat_out, splits, n_pix, c_out, d_res, *epilogue)
+
+
 def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=None, relu_slope=None,
            cache=None):
     """Atrous convolution on the GPU; :func:`atrous.conv2d` validates and calls this.
@@ -557,8 +586,8 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
     else:
         d_b = cuda.to_device(np.zeros(c_out, np.float32))
     d_out = cuda.device_array((n_img, c_out, h_out, w_out), np.float32)
-    max_grid = config.CUDA_MAX_GRID
     if config.CUDA_CONV_KERNEL == "classic":
+        max_grid = config.CUDA_MAX_GRID
         d_w = _to_device(weight).reshape(c_out, c_in_g * kh * kw)  # (C_out, C_in/g*kh*kw)
         threads, micro = block_shape(c_out // groups)
         block = threads * micro  # output channels and pixels per thread block
@@ -572,32 +601,131 @@ def conv2d(x, weight, bias, stride, pad, dilation, groups, squeeze, residual=Non
         if relu_slope is not None:
             relu(d_out, relu_slope, out=d_out)
     elif config.CUDA_CONV_KERNEL == "gemm":
-        if cache is None:
-            d_wt = relayout_weights(_to_device(weight), groups)
-        else:  # keyed by the caller's array; groups is fixed by its shape and the input's channels
-            d_wt = cache.get(weight, f"cuda gemm, groups {groups}",
-                             lambda w: relayout_weights(_to_device(w), groups))
-        n_pix = h_out * w_out
-        tile, splits = gemm_shape(c_out // groups, n_pix, c_in_g * kh * kw, n_img * groups)
-        bm, bn, bk, tm, tn = tile
-        grid = (min(max_grid, math.ceil(n_pix / bn)),
-                min(max_grid, math.ceil(c_out // groups / bm)),
-                min(max_grid, n_img * groups * splits))
-        flat_out = d_out.reshape(d_out.size)
-        # with one part the kernel writes ``out`` itself and ``part`` is an unused stand-in; so is
-        # ``d_res`` without a residual
-        d_part = cuda.device_array(splits * d_out.size if splits > 1 else 1, np.float32)
-        d_res = _to_device(residual).reshape(d_out.size) if residual is not None else d_part[:1]
-        epilogue = (int(residual is not None), int(relu_slope is not None),
-                    np.float32(0 if relu_slope is None else relu_slope))
-        gemm_kernel(bm, bn, bk, tm, tn)[grid, (bm // tm) * (bn // tn)](
-            d_x.reshape(d_x.size), d_wt, d_b, flat_out, d_part, d_res, n_img, shape4[1], h, w, c_out, h_out,
-            w_out, groups, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], splits,
-            *epilogue)
-        if splits > 1:
-            blocks, threads = _flat_launch(d_out.size)
-            _sum_parts_kernel[blocks, threads](d_part, d_b, flat_out, splits, n_pix, c_out, d_res, *epilogue)
+        d_res = None if residual is None else _to_device(residual).reshape(d_out.size)
+        if winograd_applies(c_out, kh, kw, stride, groups):
+            _conv_winograd(d_x, weight, d_b, d_out, pad, dilation, cache, d_res, relu_slope)
+        else:
+            if cache is None:
+                d_wt = relayout_weights(_to_device(weight), groups)
+            else:  # keyed by the caller's array; groups is fixed by its shape and the input's channels
+                d_wt = cache.get(weight, f"cuda gemm, groups {groups}",
+                                 lambda w: relayout_weights(_to_device(w), groups))
+            _gemm(d_x, d_wt, d_b, d_out, groups, (kh, kw), stride, pad, dilation, d_res, relu_slope)
     else:
         raise ValueError(f"config.CUDA_CONV_KERNEL must be 'gemm' or 'classic', got {config.CUDA_CONV_KERNEL!r}")
     y = d_out[0] if squeeze else d_out
     return y.copy_to_host() if host_in else y
+
+
+# ---------------------------------------------------------------- Winograd F(2x2, 3x3)
+
+
+def winograd_applies(c_out, kh, kw, stride, groups):
+    """Whether :func:`conv2d` takes Winograd's F(2x2, 3x3) for this layer: ``config.CUDA_WINOGRAD``
+    on, a 3x3 kernel at stride 1 in one group, at least ``config.CUDA_WINOGRAD_MIN_CHANNELS``
+    output channels (the products are a GEMM over them)."""
+    return (config.CUDA_WINOGRAD and kh == kw == 3 and tuple(stride) == (1, 1) and groups == 1
+            and c_out >= config.CUDA_WINOGRAD_MIN_CHANNELS)
+
+
+@cuda.jit(cache=True)
+def _winograd_input_kernel(x, n, rows, cols, v):
+    """``V = B^T D B`` of every (channel, tile) of image n: ``v[xi * C + c, t]`` for the 16 xi.
+
+    ``rows`` (T_r, 4) and ``cols`` (T_c, 4) are a tile's input rows and columns
+    (:func:`atrous.winograd.tiles`); tile t = tr * T_c + tc; inputs outside the image are 0.
+    """
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    n_cols = cols.shape[0]
+    n_tiles = rows.shape[0] * n_cols
+    d = cuda.local.array((4, 4), float32)
+    e = cuda.local.array((4, 4), float32)
+    for idx in range(cuda.grid(1), c_in * n_tiles, cuda.gridsize(1)):
+        c = idx // n_tiles
+        t = idx - c * n_tiles
+        tr = t // n_cols
+        tc = t - tr * n_cols
+        for a in range(4):
+            y = rows[tr, a]
+            for b in range(4):
+                xx = cols[tc, b]
+                d[a, b] = x[n, c, y, xx] if 0 <= y < h and 0 <= xx < w else float32(0)
+        for b in range(4):  # B^T D, column by column
+            e[0, b] = d[0, b] - d[2, b]
+            e[1, b] = d[1, b] + d[2, b]
+            e[2, b] = d[2, b] - d[1, b]
+            e[3, b] = d[1, b] - d[3, b]
+        for a in range(4):  # (B^T D) B, row by row
+            base = 4 * a
+            v[(base + 0) * c_in + c, t] = e[a, 0] - e[a, 2]
+            v[(base + 1) * c_in + c, t] = e[a, 1] + e[a, 2]
+            v[(base + 2) * c_in + c, t] = e[a, 2] - e[a, 1]
+            v[(base + 3) * c_in + c, t] = e[a, 1] - e[a, 3]
+
+
+@cuda.jit(cache=True)
+def _winograd_output_kernel(m, bias, rows, cols, n, out, residual, add_residual, relu, slope):
+    """``Y = A^T M A`` of every (output channel, tile), plus the bias and :func:`epilogue_value`,
+    into the 2x2 outputs of the tile that lie in image n of ``out`` (N, C_out, H_out, W_out);
+    ``m[xi * C_out + o, t]`` are the 16 products, ``rows``/``cols`` (T, 2) the outputs' positions."""
+    c_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
+    n_cols = cols.shape[0]
+    n_tiles = rows.shape[0] * n_cols
+    e = cuda.local.array((2, 4), float32)
+    for idx in range(cuda.grid(1), c_out * n_tiles, cuda.gridsize(1)):
+        o = idx // n_tiles
+        t = idx - o * n_tiles
+        tr = t // n_cols
+        tc = t - tr * n_cols
+        for b in range(4):  # A^T M, column by column
+            m0 = m[(0 + b) * c_out + o, t]
+            m1 = m[(4 + b) * c_out + o, t]
+            m2 = m[(8 + b) * c_out + o, t]
+            m3 = m[(12 + b) * c_out + o, t]
+            e[0, b] = m0 + m1 + m2
+            e[1, b] = m1 - m2 - m3
+        for a in range(2):
+            y = rows[tr, a]
+            if y < h_out:
+                for b in range(2):
+                    xx = cols[tc, b]
+                    if xx < w_out:
+                        val = (e[a, 0] + e[a, 1] + e[a, 2] if b == 0 else e[a, 1] - e[a, 2] - e[a, 3]) + bias[o]
+                        flat = ((n * c_out + o) * h_out + y) * w_out + xx
+                        out[n, o, y, xx] = epilogue_value(val, residual, flat, add_residual, relu, slope)
+
+
+def _conv_winograd(d_x, weight, d_b, d_out, pad, dilation, cache, d_res, relu_slope):
+    """A dilated 3x3, stride-1 convolution by F(2x2, 3x3) on every phase (:mod:`atrous.winograd`
+    explains the phases and tiles): per image, the input transform, the 16 products as one GEMM
+    in 16 groups (:func:`gemm_kernel` on a 1 x T "image" of 16 C_in channels), the output
+    transform with the bias and the epilogue."""
+    from atrous import winograd
+    n_img, c_in, _, _ = d_x.shape
+    _, c_out, h_out, w_out = d_out.shape
+
+    def transformed(w):  # U = G g G^T as (16 C_out, C_in, 1, 1), re-laid out for 16 groups
+        host = w.copy_to_host() if is_device_array(w) else np.ascontiguousarray(w, np.float32)
+        u = winograd.filter_transform(host, 2).reshape(16 * c_out, c_in, 1, 1)  # (xi, o) rows
+        return relayout_weights(cuda.to_device(u), 16)
+
+    if cache is None:
+        d_ut, d_zero = transformed(weight), cuda.to_device(np.zeros(16 * c_out, np.float32))
+    else:
+        d_ut = cache.get(weight, "cuda winograd F(2x2, 3x3)", transformed)
+        d_zero = cache.get(weight, "cuda winograd zero bias", lambda w: cuda.to_device(np.zeros(16 * c_out, np.float32)))
+    rows_in, rows_out = winograd.tiles(h_out, pad[0], dilation[0], 2)
+    cols_in, cols_out = winograd.tiles(w_out, pad[1], dilation[1], 2)
+    n_tiles = rows_in.shape[0] * cols_in.shape[0]
+    d_rows_in, d_cols_in, d_rows_out, d_cols_out = (cuda.to_device(a) for a in (rows_in, cols_in, rows_out, cols_out))
+    d_v = cuda.device_array((1, 16 * c_in, 1, n_tiles), np.float32)
+    d_m = cuda.device_array((1, 16 * c_out, 1, n_tiles), np.float32)
+    flat_out = d_out.reshape(d_out.size)
+    epilogue = (int(d_res is not None), int(relu_slope is not None), np.float32(relu_slope or 0))
+    d_res = flat_out if d_res is None else d_res  # an unused stand-in without a residual
+    for n in range(n_img):
+        _winograd_input_kernel[_flat_launch(c_in * n_tiles)](d_x, n, d_rows_in, d_cols_in,
+                                                             d_v.reshape(16 * c_in, n_tiles))
+        _gemm(d_v, d_ut, d_zero, d_m, 16, (1, 1), (1, 1), (0, 0), (1, 1), None, None)
+        _winograd_output_kernel[_flat_launch(c_out * n_tiles)](d_m.reshape(16 * c_out, n_tiles), d_b, d_rows_out,
+                                                               d_cols_out, n, d_out, d_res, *epilogue)

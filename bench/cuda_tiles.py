@@ -11,6 +11,8 @@ ResNet ASPP branch) it times, in one run:
   (BM, BN, BK, TM, TN) with the reduction split as ``atrous.cuda.gemm_shape`` would split
   it for that tile ("/sN" marks a forced split of N parts), and the tile and split the
   shipped rule (``config.CUDA_GEMM_TILES``) picks;
+* Winograd's F(2x2, 3x3) on the dilated phases (``config.CUDA_WINOGRAD``), its 16 products
+  by the GEMM kernel under the shipped rule;
 * torch's cuDNN convolution in float32 (``allow_tf32 = False``) and with TF32 tensor cores.
 
 Milliseconds per call, device arrays in and out (the weight re-layout included), median of
@@ -83,6 +85,7 @@ def main(argv=None):
         torch = None
     rng = np.random.default_rng(0)
     shipped_kernel, shipped_rule = aconfig.CUDA_CONV_KERNEL, atrous_cuda.gemm_shape
+    shipped_winograd = aconfig.CUDA_WINOGRAD, aconfig.CUDA_WINOGRAD_MIN_CHANNELS
     shipped_blocks = atrous_cuda.block_shape
     summary = []
     started = time.perf_counter()
@@ -126,8 +129,11 @@ def main(argv=None):
             atrous_cuda.gemm_shape = shipped_rule
             picked_tile, picked_splits = shipped_rule(c_out, size * size, c_in * 9)
             measure(f"picked: gemm {_label(picked_tile, picked_splits)}")
+            aconfig.CUDA_WINOGRAD, aconfig.CUDA_WINOGRAD_MIN_CHANNELS = True, 0
+            measure("winograd F(2x2, 3x3), its products by the picked gemm")
         finally:
             aconfig.CUDA_CONV_KERNEL, atrous_cuda.gemm_shape = shipped_kernel, shipped_rule
+            aconfig.CUDA_WINOGRAD, aconfig.CUDA_WINOGRAD_MIN_CHANNELS = shipped_winograd
             atrous_cuda.block_shape = shipped_blocks
         cudnn = {}
         if torch is not None:
@@ -149,15 +155,17 @@ def main(argv=None):
         ours = [(s, label) for label, s in rows if label.startswith("gemm")]
         best = min(ours)
         picked = rows[len(classic) + len(ours)][1]
+        winograd = next(s for label, s in rows if label.startswith("winograd"))
         summary.append((title, best, picked, min(s for label, s in rows if label.startswith("classic")),
-                        cudnn.get(False, math.nan), worst))
+                        cudnn.get(False, math.nan), worst, winograd))
         sys.stdout.flush()
     print("\n### Summary\n")
-    print("| layer | best classic ms | best gemm | ms | picked ms | cuDNN float32 ms | best / cuDNN | picked / cuDNN"
-          " | max |err| |\n|---|---|---|---|---|---|---|---|---|")
-    for title, (best_s, best_label), picked, classic_s, cudnn_s, worst in summary:
+    print("| layer | best classic ms | best gemm | ms | picked ms | winograd ms | cuDNN float32 ms | best / cuDNN"
+          " | picked / cuDNN | winograd / cuDNN | max |err| |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    for title, (best_s, best_label), picked, classic_s, cudnn_s, worst, winograd in summary:
         print(f"| {title} | {classic_s * 1e3:.3f} | {best_label} | {best_s * 1e3:.3f} | {picked * 1e3:.3f} | "
-              f"{cudnn_s * 1e3:.3f} | {best_s / cudnn_s:.2f} | {picked / cudnn_s:.2f} | {worst:.1e} |")
+              f"{winograd * 1e3:.3f} | {cudnn_s * 1e3:.3f} | {best_s / cudnn_s:.2f} | {picked / cudnn_s:.2f} | "
+              f"{winograd / cudnn_s:.2f} | {worst:.1e} |")
     print(f"\n(whole run {time.perf_counter() - started:.0f} s, compiles included)")
     return 0
 

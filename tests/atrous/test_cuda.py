@@ -271,3 +271,64 @@ def test_a_weight_cache_keeps_the_device_relayout(monkeypatch):
     assert relayouts == [1] and len(cache) == 2 and cache.nbytes() == (d_w.size + 3) * 4
     atrous.conv2d(x, d_w, pad=2, dilation=2, backend="cuda")  # no cache: relayout again
     assert relayouts == [1, 1]
+
+
+# (N, C_in, H, W, C_out, pad, rate, bias): 3x3, stride 1, one group, for Winograd's F(2x2, 3x3)
+WINOGRAD_CASES = [
+    (1, 3, 7, 6, 4, 1, 1, True),      # rate 1: one phase, tiles overhang the last row
+    (2, 2, 8, 7, 3, 2, 2, False),     # four phases, two images
+    (1, 4, 9, 10, 5, 3, 3, True),     # nine phases of 3 or 4 outputs
+    (1, 3, 6, 7, 2, 0, 2, True),      # no padding: 2 x 3 outputs
+    (1, 2, 5, 5, 3, 12, 12, True),    # rate far beyond the input: only the centre tap sees it
+    (1, 2, 6, 5, 3, 4, 2, False),     # more padding than the rate: outputs larger than the input
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES)
+def test_winograd_on_the_device_matches_the_cpu(case, monkeypatch):
+    """F(2x2, 3x3) on the dilated phases, on the GPU (``atrous.config.CUDA_WINOGRAD``): input transform,
+    16 products as one GEMM in 16 groups, output transform with the bias; against the CPU convolution."""
+    import atrous.config
+    import atrous.cuda
+    monkeypatch.setattr(atrous.config, "CUDA_WINOGRAD", True)
+    monkeypatch.setattr(atrous.config, "CUDA_WINOGRAD_MIN_CHANNELS", 1)
+    calls = []
+    original = atrous.cuda._conv_winograd
+    monkeypatch.setattr(atrous.cuda, "_conv_winograd", lambda *a: calls.append(1) or original(*a))
+    n, c_in, h, w, c_out, pad, rate, has_bias = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.uniform(-1, 1, (n, c_in, h, w)).astype(np.float32)
+    weight = rng.uniform(-1, 1, (c_out, c_in, 3, 3)).astype(np.float32)
+    bias = rng.uniform(-1, 1, c_out).astype(np.float32) if has_bias else None
+    expected = atrous.conv2d(x, weight, bias, pad=pad, dilation=rate, backend="cpu")
+    got = atrous.conv2d(x, weight, bias, pad=pad, dilation=rate, backend="cuda")
+    assert calls == [1] and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * c_in * 9)
+
+
+def test_winograd_on_the_device_does_the_epilogue_and_keeps_its_filters(monkeypatch):
+    from numba import cuda
+
+    import atrous.config
+    import atrous.cuda
+    monkeypatch.setattr(atrous.config, "CUDA_WINOGRAD", True)
+    monkeypatch.setattr(atrous.config, "CUDA_WINOGRAD_MIN_CHANNELS", 4)
+    rng = np.random.default_rng(12)
+    x = rng.uniform(-1, 1, (1, 3, 6, 7)).astype(np.float32)
+    d_w = cuda.to_device(rng.uniform(-1, 1, (4, 3, 3, 3)).astype(np.float32))
+    bias = rng.uniform(-1, 1, 4).astype(np.float32)
+    residual = rng.uniform(-2, 2, (1, 4, 6, 7)).astype(np.float32)
+    cache = atrous.WeightCache()
+    for slope in (0.0, 0.25):
+        expected = atrous.conv2d(x, d_w.copy_to_host(), bias, pad=2, dilation=2, residual=residual,
+                                 relu_slope=slope, backend="numpy")
+        got = atrous.conv2d(x, d_w, bias, pad=2, dilation=2, residual=cuda.to_device(residual), relu_slope=slope,
+                            backend="cuda", cache=cache)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    assert len(cache) == 2  # the transformed filters and the GEMM's zero bias, made once
+    assert atrous.cuda.winograd_applies(4, 3, 3, (1, 1), 1)
+    assert not atrous.cuda.winograd_applies(3, 3, 3, (1, 1), 1)  # fewer output channels than the minimum
+    assert not atrous.cuda.winograd_applies(4, 3, 3, (2, 2), 1) and not atrous.cuda.winograd_applies(4, 5, 5, (1, 1), 1)
+    assert not atrous.cuda.winograd_applies(4, 3, 3, (1, 1), 2)
+    monkeypatch.setattr(atrous.config, "CUDA_WINOGRAD", False)
+    assert not atrous.cuda.winograd_applies(4, 3, 3, (1, 1), 1)
