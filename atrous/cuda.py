@@ -628,6 +628,15 @@ def winograd_applies(c_out, kh, kw, stride, groups):
             and c_out >= config.CUDA_WINOGRAD_MIN_CHANNELS)
 
 
+@cuda.jit(device=True)
+def _channel_and_tile(idx, n_tiles, n_cols):
+    """Work item idx of a transform: (channel, tile t, tile row, tile column), t = row * n_cols + column."""
+    channel = idx // n_tiles
+    t = idx - channel * n_tiles
+    row = t // n_cols
+    return channel, t, row, t - row * n_cols
+
+
 @cuda.jit(cache=True)
 def _winograd_input_kernel(x, n, rows, cols, v):
     """``V = B^T D B`` of every (channel, tile) of image n: ``v[xi * C + c, t]`` for the 16 xi.
@@ -641,10 +650,7 @@ def _winograd_input_kernel(x, n, rows, cols, v):
     d = cuda.local.array((4, 4), float32)
     e = cuda.local.array((4, 4), float32)
     for idx in range(cuda.grid(1), c_in * n_tiles, cuda.gridsize(1)):
-        c = idx // n_tiles
-        t = idx - c * n_tiles
-        tr = t // n_cols
-        tc = t - tr * n_cols
+        c, t, tr, tc = _channel_and_tile(idx, n_tiles, n_cols)
         for a in range(4):
             y = rows[tr, a]
             for b in range(4):
@@ -673,10 +679,7 @@ def _winograd_output_kernel(m, bias, rows, cols, n, out, residual, add_residual,
     n_tiles = rows.shape[0] * n_cols
     e = cuda.local.array((2, 4), float32)
     for idx in range(cuda.grid(1), c_out * n_tiles, cuda.gridsize(1)):
-        o = idx // n_tiles
-        t = idx - o * n_tiles
-        tr = t // n_cols
-        tc = t - tr * n_cols
+        o, t, tr, tc = _channel_and_tile(idx, n_tiles, n_cols)
         for b in range(4):  # A^T M, column by column
             m0 = m[(0 + b) * c_out + o, t]
             m1 = m[(4 + b) * c_out + o, t]
