@@ -698,6 +698,16 @@ def _winograd_output_kernel(m, bias, rows, cols, n, out, residual, add_residual,
                         out[n, o, y, xx] = epilogue_value(val, residual, flat, add_residual, relu, slope)
 
 
+@functools.lru_cache(maxsize=64)
+def _tile_positions(h_out, w_out, pad, dilation):
+    """The F(2x2, 3x3) tiles' input and output rows and columns on the device, per geometry: a copy
+    from the host waits for the device, so a layer does not make them anew at every pass."""
+    from atrous import winograd
+    rows_in, rows_out = winograd.tiles(h_out, pad[0], dilation[0], 2)
+    cols_in, cols_out = winograd.tiles(w_out, pad[1], dilation[1], 2)
+    return tuple(cuda.to_device(a) for a in (rows_in, rows_out, cols_in, cols_out))
+
+
 def _conv_winograd(d_x, weight, d_b, d_out, pad, dilation, cache, d_res, relu_slope):
     """A dilated 3x3, stride-1 convolution by F(2x2, 3x3) on every phase (:mod:`atrous.winograd`
     explains the phases and tiles): per image, the input transform, the 16 products as one GEMM
@@ -717,10 +727,8 @@ def _conv_winograd(d_x, weight, d_b, d_out, pad, dilation, cache, d_res, relu_sl
     else:
         d_ut = cache.get(weight, "cuda winograd F(2x2, 3x3)", transformed)
         d_zero = cache.get(weight, "cuda winograd zero bias", lambda w: cuda.to_device(np.zeros(16 * c_out, np.float32)))
-    rows_in, rows_out = winograd.tiles(h_out, pad[0], dilation[0], 2)
-    cols_in, cols_out = winograd.tiles(w_out, pad[1], dilation[1], 2)
-    n_tiles = rows_in.shape[0] * cols_in.shape[0]
-    d_rows_in, d_cols_in, d_rows_out, d_cols_out = (cuda.to_device(a) for a in (rows_in, cols_in, rows_out, cols_out))
+    d_rows_in, d_rows_out, d_cols_in, d_cols_out = _tile_positions(h_out, w_out, tuple(pad), tuple(dilation))
+    n_tiles = d_rows_in.shape[0] * d_cols_in.shape[0]
     d_v = cuda.device_array((1, 16 * c_in, 1, n_tiles), np.float32)
     d_m = cuda.device_array((1, 16 * c_out, 1, n_tiles), np.float32)
     flat_out = d_out.reshape(d_out.size)
