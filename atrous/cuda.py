@@ -35,6 +35,11 @@ output tiles split the reduction over blocks (:func:`gemm_shape`). Its store (or
 split reduction, the pass that sums the parts) also adds a residual and applies Caffe's ReLU
 (:mod:`atrous.epilogue`), so that a shortcut sum and a ReLU cost no pass of their own.
 
+With ``config.CUDA_WINOGRAD``, 3x3 stride-1 layers take Winograd's F(2x2, 3x3) on the dilated
+phases instead (:func:`winograd_applies`; :mod:`atrous.winograd` derives it): an input
+transform kernel, the 16 products as one launch of the GEMM kernel in 16 groups, and an output
+transform kernel that does the epilogue.
+
 This module imports ``numba.cuda``; :func:`atrous.conv2d` imports it only when
 the ``"cuda"`` backend is chosen.
 """
