@@ -727,11 +727,14 @@ def _conv_winograd(d_x, weight, d_b, d_out, pad, dilation, cache, d_res, relu_sl
         u = winograd.filter_transform(host, 2).reshape(16 * c_out, c_in, 1, 1)  # (xi, o) rows
         return relayout_weights(cuda.to_device(u), 16)
 
+    def zeros(w):  # the products' GEMM has no bias: the output transform adds the layer's
+        return cuda.to_device(np.zeros(16 * c_out, np.float32))
+
     if cache is None:
-        d_ut, d_zero = transformed(weight), cuda.to_device(np.zeros(16 * c_out, np.float32))
+        d_ut, d_zero = transformed(weight), zeros(weight)
     else:
         d_ut = cache.get(weight, "cuda winograd F(2x2, 3x3)", transformed)
-        d_zero = cache.get(weight, "cuda winograd zero bias", lambda w: cuda.to_device(np.zeros(16 * c_out, np.float32)))
+        d_zero = cache.get(weight, "cuda winograd zero bias", zeros)
     d_rows_in, d_rows_out, d_cols_in, d_cols_out = _tile_positions(h_out, w_out, tuple(pad), tuple(dilation))
     n_tiles = d_rows_in.shape[0] * d_cols_in.shape[0]
     d_v = cuda.device_array((1, 16 * c_in, 1, n_tiles), np.float32)

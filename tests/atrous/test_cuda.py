@@ -328,7 +328,8 @@ def test_winograd_on_the_device_does_the_epilogue_and_keeps_its_filters(monkeypa
     assert len(cache) == 2  # the transformed filters and the GEMM's zero bias, made once
     assert atrous.cuda.winograd_applies(4, 3, 3, (1, 1), 1)
     assert not atrous.cuda.winograd_applies(3, 3, 3, (1, 1), 1)  # fewer output channels than the minimum
-    assert not atrous.cuda.winograd_applies(4, 3, 3, (2, 2), 1) and not atrous.cuda.winograd_applies(4, 5, 5, (1, 1), 1)
+    assert not atrous.cuda.winograd_applies(4, 3, 3, (2, 2), 1)  # stride 2
+    assert not atrous.cuda.winograd_applies(4, 5, 5, (1, 1), 1)  # 5x5
     assert not atrous.cuda.winograd_applies(4, 3, 3, (1, 1), 2)
     monkeypatch.setattr(atrous.config, "CUDA_WINOGRAD", False)
     assert not atrous.cuda.winograd_applies(4, 3, 3, (1, 1), 1)
