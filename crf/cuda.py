@@ -44,6 +44,7 @@ from numba import cuda
 
 from crf import config
 from crf.backend import is_device_array
+from crf.cuda_build import StageClock, build_device
 from crf.lattice_reference import slice_alpha
 
 
@@ -617,7 +618,6 @@ def build(features, timings=None):
     DeviceLattice
     """
     _require_gpu()
-    from crf.cuda_build import build_device
     arrays = build_device(features if is_device_array(features) else cuda.to_device(features), timings)
     return DeviceLattice(arrays.offsets, arrays.weights, arrays.n1, arrays.n2, arrays.starts,
                          arrays.splat_point, arrays.splat_weight, built=arrays)
@@ -721,7 +721,6 @@ class MeanFieldRunner:
         ``timings``: a synchronised profile (:class:`crf.cuda_build.StageClock`) that gets
         the seconds of "splat+blur NAME" and "slice+message NAME" per kernel and "softmax".
         """
-        from crf.cuda_build import StageClock
         q = self._as_device(q)
         if not self.kernels:
             return self.start()
