@@ -473,7 +473,10 @@ class Net:
         self.infer_shapes({k: tuple(v.shape) for k, v in arrays.items()})
         if backend == "cuda":
             from nets.engine import device  # numba.cuda is loaded only for the CUDA backend
-            arrays = {k: device.to_device(v) for k, v in arrays.items()}
+            # An input that no layer reads and nobody asked for (DeepLab-v2's data_dim and label, for
+            # a Silence layer) stays on the host: a copy from the host waits for all queued work.
+            read = {b for step in self._steps for b in step.layer.bottoms} | set(wanted)
+            arrays = {k: device.to_device(v) if k in read else v for k, v in arrays.items()}
         values = dict(arrays)
         given = {id(a) for a in values.values()}  # the caller's arrays are never overwritten
         last_use = self._last_uses(wanted)

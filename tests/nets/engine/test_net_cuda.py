@@ -110,3 +110,47 @@ def test_cuda_pass_holds_frees_within_the_budget(in_cudasim, monkeypatch):
         np.testing.assert_array_equal(small[name], got[name])
         np.testing.assert_array_equal(unheld[name], got[name])
         np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-4)
+
+
+# DeepLab-v2's shape in small: ImageSegData with data_dim read by nothing (its Silence layer is not
+# run), a folded BatchNorm and Scale, a shortcut sum and ReLU done as a convolution writes, an Interp.
+V2_SHAPED = """
+layer { name: "data" type: "ImageSegData" top: "data" top: "label" top: "data_dim"
+        transform_param { crop_size: 8 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 3 kernel_size: 3 pad: 2 dilation: 2 bias_term: false } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "sc1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+        convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv2" top: "sum" }
+layer { name: "relu" type: "ReLU" bottom: "sum" top: "sum" }
+layer { name: "up" type: "Interp" bottom: "sum" top: "up" interp_param { zoom_factor: 2 } }
+layer { name: "silence" type: "Silence" bottom: "label" bottom: "data_dim" }
+"""
+
+
+def test_device_pass_copies_nothing_and_never_waits(in_cudasim, monkeypatch):
+    """With its input and output on the device, a pass (after the first, which uploads the
+    weights) makes no copy between host and device and no synchronisation: each would make the
+    host wait for the GPU instead of queueing the next launches."""
+    from numba import cuda
+    spec = parse_prototxt(V2_SHAPED)
+    net = Net.from_spec(spec, random_weights(spec, (1, 3, 8, 8), seed=37))
+    x = np.random.default_rng(38).uniform(-2, 2, (1, 3, 8, 8)).astype(np.float32)
+    d_x = cuda.to_device(x)
+    first = net.forward(d_x, outputs=["up"], backend="cuda")["up"]
+    calls = []
+    for name in ("to_device", "synchronize"):
+        original = getattr(cuda, name)
+        monkeypatch.setattr(cuda, name, lambda *a, _f=original, _n=name, **k: (calls.append(_n), _f(*a, **k))[1])
+    array_type = type(first)
+    original_copy = array_type.copy_to_host
+    monkeypatch.setattr(array_type, "copy_to_host",
+                        lambda self, *a, **k: (calls.append("copy_to_host"), original_copy(self, *a, **k))[1])
+    second = net.forward(d_x, outputs=["up"], backend="cuda")["up"]
+    assert calls == []
+    monkeypatch.undo()
+    want = net.forward(x, outputs=["up"], backend="cpu")["up"]
+    np.testing.assert_allclose(second.copy_to_host(), want, rtol=0, atol=1e-4 * max(1.0, np.abs(want).max()))
+    np.testing.assert_array_equal(second.copy_to_host(), first.copy_to_host())
