@@ -533,9 +533,10 @@ def _gemm(d_x, d_wt, d_b, d_out, groups, kernel_size, stride, pad, dilation, d_r
             min(max_grid, math.ceil(c_out // groups / bm)),
             min(max_grid, n_img * groups * splits))
     flat_out = d_out.reshape(d_out.size)
-    # with one part the kernel writes ``out`` itself and ``part`` is an unused stand-in; so is
-    # the residual's without one
-    d_part = cuda.device_array(splits * d_out.size if splits > 1 else 1, np.float32)
+    # With one part the kernel writes ``out`` itself and never touches ``part``: ``out`` stands in
+    # for it, as it does for a missing residual (the kernel reads neither then), so that most
+    # layers allocate nothing but their output.
+    d_part = cuda.device_array(splits * d_out.size, np.float32) if splits > 1 else flat_out
     epilogue = (int(d_res is not None), int(relu_slope is not None), np.float32(relu_slope or 0))
     d_res = d_part[:1] if d_res is None else d_res
     gemm_kernel(bm, bn, bk, tm, tn)[grid, (bm // tm) * (bn // tn)](
