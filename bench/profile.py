@@ -12,10 +12,11 @@ The net runs with seeded random weights (the time does not depend on the values)
   every layer), its layers' sum, and the ``--top`` slowest layers with their type, output
   shape, share and, for convolutions, GFLOP/s (2 * output elements * C_in/group * kh * kw);
 * the time by layer type;
-* on the GPU, what one layer costs the host before the GPU does anything: one launch of an
-  empty kernel with ten array arguments, and one ``cuda.device_array`` of 16 MB allocated
-  and freed. Their sum times the number of layers, set beside the gap between the
-  profiled sum and the whole pass, tells whether launches or kernels dominate.
+* on the GPU, what the host pays before the GPU does anything: one launch of an empty
+  kernel with ten array arguments, and one ``cuda.device_array`` of 16 MB allocated and
+  freed; and the launches and allocations of one pass, counted (``count_requests``). Their
+  cost, set beside the whole pass and the profiled layers' sum, tells whether launches,
+  allocations or kernels dominate.
 
 BatchNorm and Scale folded into a convolution, and the sums and ReLUs it does as it
 writes, count in the convolution's row (they do not run on their own).
@@ -83,6 +84,43 @@ def launch_costs(repeat=200):
     cuda.synchronize()
     alloc = (time.perf_counter() - start) / (repeat // 4)
     return 1e6 * launch, 1e6 * alloc
+
+
+def count_requests(run):
+    """(kernel launches, device allocations) made by one call of ``run()`` on the GPU.
+
+    Counted by wrapping ``numba.cuda.device_array`` and the launch of a configured kernel
+    (``kernel[grid, block](...)``) for the call; launches are None where this Numba's launch
+    object is not the one wrapped.
+    """
+    from numba import cuda
+    try:
+        from numba.cuda.dispatcher import _LaunchConfiguration as launch_type
+    except ImportError:
+        launch_type = None
+    counts = {"launches": 0, "allocations": 0}
+    allocate = cuda.device_array
+
+    def counted_allocation(*args, **kwargs):
+        counts["allocations"] += 1
+        return allocate(*args, **kwargs)
+
+    launch = getattr(launch_type, "__call__", None)
+
+    def counted_launch(self, *args):
+        counts["launches"] += 1
+        return launch(self, *args)
+
+    cuda.device_array = counted_allocation
+    if launch is not None:
+        launch_type.__call__ = counted_launch
+    try:
+        run()
+    finally:
+        cuda.device_array = allocate
+        if launch is not None:
+            launch_type.__call__ = launch
+    return (counts["launches"] if launch is not None else None), counts["allocations"]
 
 
 def main(argv=None):
@@ -155,9 +193,16 @@ def main(argv=None):
               f"({sum(gflop.values()) / (conv_ms / 1e3):.0f} GFLOP/s over the profiled layers)")
     if args.backend == "cuda":
         launch_us, alloc_us = launch_costs()
-        print(f"host cost per layer before any GPU work: an empty launch (10 array arguments) "
-              f"{launch_us:.1f} us, a 16 MB device_array allocated and freed {alloc_us:.1f} us; "
-              f"x {len(layer_ms)} layers = {len(layer_ms) * (launch_us + alloc_us) / 1e3:.1f} ms")
+        launches, allocations = count_requests(whole)
+        print(f"host cost before any GPU work: an empty launch (10 array arguments) {launch_us:.1f} us, "
+              f"a 16 MB device_array allocated and freed {alloc_us:.1f} us")
+        if launches is None:
+            print(f"one pass: {allocations} allocations (launches not counted with this Numba): "
+                  f"{allocations * alloc_us / 1e3:.1f} ms of allocations against the whole pass's {whole_ms:.1f} ms")
+        else:
+            cost = (launches * launch_us + allocations * alloc_us) / 1e3
+            print(f"one pass: {launches} launches and {allocations} allocations, about {cost:.1f} ms of host "
+                  f"cost against the whole pass's {whole_ms:.1f} ms")
     return 0
 
 
