@@ -29,6 +29,7 @@ Example::
     net = Net.load("lenet_iter_10000.caffemodel", prototxt="lenet.prototxt")
     scores = net.forward(images)["ip2"]            # images: (N, 1, 28, 28) float32
 """
+import contextlib
 import os
 import time
 
@@ -493,10 +494,11 @@ class Net:
                     if sync is not None:
                         sync()
                         start = time.perf_counter()
-                    bottoms = [values[b] for b in step.layer.bottoms]
                     outs = self._run(index, step, values, backend, given, epilogue)
+                    if hold is not None:  # the GPU's device memory: count what is new (not a bottom reused)
+                        bottoms = [values[b] for b in step.layer.bottoms]
+                        hold.allocated(sum(o.nbytes for o in outs if not any(o is b for b in bottoms)))
                     values.update(zip(tops, outs))
-                    hold.allocated(sum(o.nbytes for o in outs if not any(o is b for b in bottoms)))
                     if sync is not None:
                         sync()
                         name = step.layer.name
@@ -573,26 +575,14 @@ class Net:
         return out
 
 
-class _NoHold:
-    """:class:`nets.engine.device.HeldFrees`' interface where nothing is held (the CPU)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def allocated(self, nbytes):
-        pass
-
-
 def _held_frees(backend):
     """The context a pass runs its layers in: on the GPU, device frees held back up to
-    ``nets.layers.config.CUDA_HOLD_FREES_BYTES`` (see :class:`nets.engine.device.HeldFrees`)."""
+    ``nets.layers.config.CUDA_HOLD_FREES_BYTES`` (see :class:`nets.engine.device.HeldFrees`);
+    elsewhere, or with a budget of 0, nothing (it gives None)."""
     if backend == "cuda" and layers_config.CUDA_HOLD_FREES_BYTES > 0:
         from nets.engine import device
         return device.HeldFrees(layers_config.CUDA_HOLD_FREES_BYTES)
-    return _NoHold()
+    return contextlib.nullcontext()
 
 
 def _synchronise(backend):
