@@ -24,6 +24,11 @@ SERIAL_WORK = 1 << 16
 #: The same for one blur pass, which is cheap per value.
 SERIAL_BLUR = 1 << 20
 
+#: The two-buffer blur cuts each pass into this many blocks of vertices per thread; a thread
+#: that is done with its own takes over those of a slower one (crf.dynamic). Fewer blocks
+#: restart the hardware's stream prefetch less often, more balance unequal cores better.
+BLUR_BLOCKS_PER_THREAD = 4
+
 #: The CPU splat's threads share out this many blocks of vertices of about equal work, a
 #: vertex costing its splat entries plus SPLAT_VERTEX_COST (crf.lattice_cpu.splat_bounds).
 SPLAT_BLOCKS = 256

@@ -1,7 +1,9 @@
 """The permutohedral lattice's Numba CPU kernels: build (embed, hash, neighbours, splat
 index, blur chains) and filter (splat, blur, slice), parallel with ``prange`` and
 free of data races: every parallel loop writes only rows that belong to its own
-iteration (a vertex, a point, a chain or a block of them).
+iteration (a vertex, a point, a chain or a block of them). In the filter's splat
+and blur, which run at every mean-field iteration, a thread that is done with its
+blocks takes over those of a slower one (:mod:`crf.dynamic`).
 
 Keys that fit in one int64 (on images: always) are hashed and looked up packed
 (:mod:`crf.packed_keys`, 1.7-2x faster); the kernels here take any keys.
@@ -28,6 +30,8 @@ import numpy as np
 from numba import njit, prange
 
 from crf import config, packed_keys
+from crf import dynamic
+from crf.dynamic import next_block, span
 from crf.packed_keys import remap_kernel, table_size
 from crf.lattice_reference import feature_scale, slice_alpha
 from crf.prefetch import prefetch_item, prefetch_row
@@ -483,11 +487,47 @@ def splat_bounds(starts, n_blocks, vertex_cost):
     return np.concatenate([[0], cuts, [m]]).astype(np.int64)
 
 
+@njit(inline="always")
+def _splat_vertices(values, pre, starts, points, point_weights, lat, ahead, lo, hi):
+    """The splat of vertices ``lo`` to ``hi - 1`` (see :func:`_splat_kernel`)."""
+    m = starts.shape[0] - 1
+    c = values.shape[1]
+    for v in range(lo, hi):
+        if ahead > 0 and v + ahead < m:
+            for e in range(starts[v + ahead], starts[v + ahead + 1]):
+                prefetch_row(values, points[e])
+        dst = lat[v]
+        for ch in range(c):
+            dst[ch] = 0
+        e, stop = starts[v], starts[v + 1]
+        while e + 4 <= stop:
+            r0, r1 = values[points[e]], values[points[e + 1]]
+            r2, r3 = values[points[e + 2]], values[points[e + 3]]
+            w0 = _entry_weight(point_weights, pre, points, e)
+            w1 = _entry_weight(point_weights, pre, points, e + 1)
+            w2 = _entry_weight(point_weights, pre, points, e + 2)
+            w3 = _entry_weight(point_weights, pre, points, e + 3)
+            for ch in range(c):
+                dst[ch] = dst[ch] + w0 * r0[ch] + w1 * r1[ch] + w2 * r2[ch] + w3 * r3[ch]
+            e += 4
+        if e + 2 <= stop:
+            r0, r1 = values[points[e]], values[points[e + 1]]
+            w0 = _entry_weight(point_weights, pre, points, e)
+            w1 = _entry_weight(point_weights, pre, points, e + 1)
+            for ch in range(c):
+                dst[ch] = dst[ch] + w0 * r0[ch] + w1 * r1[ch]
+            e += 2
+        if e < stop:
+            r0, w0 = values[points[e]], _entry_weight(point_weights, pre, points, e)
+            for ch in range(c):
+                dst[ch] = dst[ch] + w0 * r0[ch]
+
+
 @njit(parallel=True, cache=True)
-def _splat_kernel(values, pre, starts, points, point_weights, lat, ahead, bounds):
+def _splat_kernel(values, pre, starts, points, point_weights, lat, ahead, bounds, counters, n_workers):
     """Gather: every vertex sums ``weight * pre[p] * value[p]`` over its CSR entries.
 
-    Each vertex writes only its own row: no write conflicts, no atomics. ``pre``
+    Each vertex writes only its own row: no write conflicts, no atomic adds. ``pre``
     (N,) scales the values first (symmetric normalisation); an empty ``pre``
     means no scaling. While vertex v is summed, the value rows of vertex
     v + ``ahead`` are prefetched (0: none). The entries are added four at a
@@ -495,40 +535,19 @@ def _splat_kernel(values, pre, starts, points, point_weights, lat, ahead, bounds
     the same sums as one at a time, with fewer passes over the row. The threads
     share out blocks of vertices of about equal work (``bounds``, from
     :func:`splat_bounds`) rather than equal numbers of vertices: at 1000x750 that
-    took the bilateral splat from 26.6-27.6 to 22.3-23.0 ms on 2 threads.
+    took the bilateral splat from 26.6-27.6 to 22.3-23.0 ms on 2 threads. A thread that is
+    done with its blocks takes over those of a slower one (:mod:`crf.dynamic`).
     """
     m = starts.shape[0] - 1
     c = values.shape[1]
-    for block in prange(bounds.shape[0] - 1):
-        for v in range(bounds[block], bounds[block + 1]):
-            if ahead > 0 and v + ahead < m:
-                for e in range(starts[v + ahead], starts[v + ahead + 1]):
-                    prefetch_row(values, points[e])
-            dst = lat[v]
-            for ch in range(c):
-                dst[ch] = 0
-            e, stop = starts[v], starts[v + 1]
-            while e + 4 <= stop:
-                r0, r1 = values[points[e]], values[points[e + 1]]
-                r2, r3 = values[points[e + 2]], values[points[e + 3]]
-                w0 = _entry_weight(point_weights, pre, points, e)
-                w1 = _entry_weight(point_weights, pre, points, e + 1)
-                w2 = _entry_weight(point_weights, pre, points, e + 2)
-                w3 = _entry_weight(point_weights, pre, points, e + 3)
-                for ch in range(c):
-                    dst[ch] = dst[ch] + w0 * r0[ch] + w1 * r1[ch] + w2 * r2[ch] + w3 * r3[ch]
-                e += 4
-            if e + 2 <= stop:
-                r0, r1 = values[points[e]], values[points[e + 1]]
-                w0 = _entry_weight(point_weights, pre, points, e)
-                w1 = _entry_weight(point_weights, pre, points, e + 1)
-                for ch in range(c):
-                    dst[ch] = dst[ch] + w0 * r0[ch] + w1 * r1[ch]
-                e += 2
-            if e < stop:
-                r0, w0 = values[points[e]], _entry_weight(point_weights, pre, points, e)
-                for ch in range(c):
-                    dst[ch] = dst[ch] + w0 * r0[ch]
+    n_blocks = np.uint64(bounds.shape[0] - 1)
+    for worker in prange(n_workers):
+        while True:
+            block = next_block(counters, worker, n_blocks)
+            if block >= n_blocks:
+                break
+            lo, hi = bounds[block], bounds[block + np.uint64(1)]
+            _splat_vertices(values, pre, starts, points, point_weights, lat, ahead, lo, hi)
     for ch in range(c):
         lat[m, ch] = 0
 
@@ -591,22 +610,32 @@ def _blur_kernel(lat, order, bounds):
 
 
 @njit(parallel=True, cache=True)
-def _blur_two_buffer_kernel(src, n1, n2, dst, ahead):
+def _blur_two_buffer_kernel(src, n1, n2, dst, ahead, size, counters, n_workers):
     """One axis: ``dst = src + 0.5 (src[n1] + src[n2])``; row M (absent neighbour) stays 0.
 
-    The neighbour rows of vertex v + ``ahead`` are prefetched (0: none).
+    The vertices go in blocks of ``size``, and a thread that is done with its blocks takes
+    over those of a slower one (:mod:`crf.dynamic`). The neighbour rows of vertex
+    v + ``ahead`` are prefetched (0: none).
     """
     m = n1.shape[0]
     c = src.shape[1]
     half = np.float32(0.5)
-    for v in prange(m):
-        if ahead > 0 and v + ahead < m:
-            prefetch_row(src, n1[v + ahead])
-            prefetch_row(src, n2[v + ahead])
-        a = n1[v]
-        b = n2[v]
-        for ch in range(c):
-            dst[v, ch] = src[v, ch] + half * (src[a, ch] + src[b, ch])
+    ahead, last = np.uint64(ahead), np.uint64(m)  # unsigned, as the blocks (no float64 mixing)
+    n_blocks = (last + np.uint64(size - 1)) // np.uint64(size)
+    for worker in prange(n_workers):
+        while True:
+            block = next_block(counters, worker, n_blocks)
+            if block >= n_blocks:
+                break
+            start, stop = span(block, size, m)
+            for v in range(start, stop):
+                if ahead > 0 and v + ahead < last:
+                    prefetch_row(src, n1[v + ahead])
+                    prefetch_row(src, n2[v + ahead])
+                a = n1[v]
+                b = n2[v]
+                for ch in range(c):
+                    dst[v, ch] = src[v, ch] + half * (src[a, ch] + src[b, ch])
     for ch in range(c):
         dst[m, ch] = 0
 
@@ -683,7 +712,8 @@ def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None):
         scratch[:] = [np.empty((m + 1, c), np.float32)]
     lat = scratch[0]
     _splat_kernel(values, _NO_SCALE if pre is None else pre, lattice.starts, lattice.splat_point,
-                  lattice.splat_weight, lat, prefetch_distance(values, config.AHEAD_VERTICES), lattice.splat_bounds())
+                  lattice.splat_weight, lat, prefetch_distance(values, config.AHEAD_VERTICES), lattice.splat_bounds(),
+                  *dynamic.schedule())
     d1 = lattice.d + 1
     axes = range(d1 - 1, -1, -1) if reverse else range(d1)
     with threads_for(m * c, config.SERIAL_BLUR):
@@ -697,7 +727,9 @@ def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None):
             tmp = scratch[1]
             distance = prefetch_distance(lat, config.AHEAD_VERTICES)
             for j in axes:
-                _blur_two_buffer_kernel(lat, lattice.n1[j], lattice.n2[j], tmp, distance)
+                counters, n_workers = dynamic.schedule()
+                size = -(-m // (n_workers * config.BLUR_BLOCKS_PER_THREAD))
+                _blur_two_buffer_kernel(lat, lattice.n1[j], lattice.n2[j], tmp, distance, size, counters, n_workers)
                 lat, tmp = tmp, lat
     return lat
 

@@ -38,6 +38,8 @@ from numba import njit, prange
 
 from crf.lattice import slice_alpha
 from crf import config
+from crf import dynamic
+from crf.dynamic import next_block, span
 from crf.lattice_cpu import prefetch_distance, slice_point
 from crf.prefetch import prefetch_row
 
@@ -193,9 +195,44 @@ def scale_rows(values, scale, out, backend):
     return out
 
 
+@njit(inline="always")
+def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, aheads,
+                          p0, p1, last, energy, sliced, block, top, total, bits):
+    """Points ``p0`` to ``p1 - 1`` of :func:`_slice_messages_kernel` (uint64), with its scratch arrays."""
+    n_labels = u.shape[1]
+    n_kernels = len(lats)
+    for p in range(p0, p1):
+        for lab in range(n_labels):
+            energy[p - p0, lab] = -u[p, lab]
+    for m in range(n_kernels):
+        lat, off, wt, post, coef, mu = lats[m], offsets[m], weights[m], posts[m], coefs[m], mus[m]
+        ahead, d1 = np.uint64(aheads[m]), off.shape[1]
+        for p in range(p0, p1):
+            if ahead > 0 and p + ahead < last:  # ask for the rows of a point a few ahead (crf.prefetch)
+                for k in range(d1):
+                    prefetch_row(lat, off[p + ahead, k])
+            slice_point(lat, off, wt, alphas[m], p, sliced)
+            s = post[p] if post.shape[0] > 0 else np.float32(1.0)
+            row = energy[p - p0]
+            if mu.shape[0] == 0:  # Potts or diagonal: one coefficient per label
+                for lab in range(n_labels):
+                    row[lab] += (s * coef[lab]) * sliced[lab]
+            else:
+                sc = s * coef[0]
+                for lab in range(n_labels):
+                    acc = np.float32(0.0)
+                    for k in range(n_labels):
+                        acc += sliced[k] * mu[k, lab]
+                    row[lab] -= sc * acc
+    for p in range(p0, p1):
+        for lab in range(n_labels):
+            block[lab, p - p0] = energy[p - p0, lab]
+    _softmax_block(block, p1 - p0, q_out, p0, top, total, bits)
+
 
 @njit(parallel=True, cache=True)
-def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, aheads):
+def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, aheads, counters,
+                           n_workers):
     """Per block of points: slice every kernel's lattice, add its message to -U, softmax.
 
     Kernel m adds ``post[p] * coefs[m][l] * slice_m(p, l)`` to the energy of label l when
@@ -204,46 +241,25 @@ def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u,
     :func:`crf.lattice_cpu.slice_point` with the lattice's ``alphas[m]``.
     The loop over kernels is outside the loop over a block's points, so that each kernel's
     arrays are picked once per block. The lattice rows of point p + ``aheads[m]`` are
-    prefetched for kernel m (0: none).
+    prefetched for kernel m (0: none). A thread that is done with its blocks takes over those
+    of a slower one (:mod:`crf.dynamic`).
     """
     n, n_labels = u.shape
-    n_kernels = len(lats)
-    n_blocks = (n + _BLOCK - 1) // _BLOCK
-    for b in prange(n_blocks):
-        energy = np.empty((_BLOCK, n_labels), np.float32)  # the block's energies, points first
+    last = np.uint64(n)  # unsigned, as the blocks (no float64 mixing)
+    n_blocks = (last + np.uint64(_BLOCK - 1)) // np.uint64(_BLOCK)
+    for worker in prange(n_workers):
+        energy = np.empty((_BLOCK, n_labels), np.float32)  # a block's energies, points first
         sliced = np.empty(n_labels, np.float32)
         block = np.empty((n_labels, _BLOCK), np.float32)  # the same, label-major, for the softmax
         top, total = np.empty(_BLOCK, np.float32), np.empty(_BLOCK, np.float32)
         bits = np.empty(_BLOCK, np.int32)
-        p0 = b * _BLOCK
-        p1 = min(n, p0 + _BLOCK)
-        for p in range(p0, p1):
-            for lab in range(n_labels):
-                energy[p - p0, lab] = -u[p, lab]
-        for m in range(n_kernels):
-            lat, off, wt, post, coef, mu = lats[m], offsets[m], weights[m], posts[m], coefs[m], mus[m]
-            ahead, d1 = aheads[m], off.shape[1]
-            for p in range(p0, p1):
-                if ahead > 0 and p + ahead < n:  # ask for the rows of a point a few ahead (crf.prefetch)
-                    for k in range(d1):
-                        prefetch_row(lat, off[p + ahead, k])
-                slice_point(lat, off, wt, alphas[m], p, sliced)
-                s = post[p] if post.shape[0] > 0 else np.float32(1.0)
-                row = energy[p - p0]
-                if mu.shape[0] == 0:  # Potts or diagonal: one coefficient per label
-                    for lab in range(n_labels):
-                        row[lab] += (s * coef[lab]) * sliced[lab]
-                else:
-                    sc = s * coef[0]
-                    for lab in range(n_labels):
-                        acc = np.float32(0.0)
-                        for k in range(n_labels):
-                            acc += sliced[k] * mu[k, lab]
-                        row[lab] -= sc * acc
-        for p in range(p0, p1):
-            for lab in range(n_labels):
-                block[lab, p - p0] = energy[p - p0, lab]
-        _softmax_block(block, p1 - p0, q_out, p0, top, total, bits)
+        while True:
+            b = next_block(counters, worker, n_blocks)
+            if b >= n_blocks:
+                break
+            p0, p1 = span(b, _BLOCK, n)
+            _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, aheads,
+                                  p0, p1, last, energy, sliced, block, top, total, bits)
 
 
 _NO_SCALE = np.empty(0, np.float32)
@@ -287,4 +303,5 @@ def slice_messages_cpu(lats, kernels, u, q_out):
         tuple(lats), tuple(k.lattice.offsets for k in kernels), tuple(k.lattice.weights for k in kernels),
         np.array([slice_alpha(k.lattice.d) for k in kernels], np.float32),
         tuple(_NO_SCALE if k.post is None else k.post for k in kernels), coefs, mus,
-        u, q_out, np.array([prefetch_distance(lat, config.AHEAD_POINTS) for lat in lats], np.int64))
+        u, q_out, np.array([prefetch_distance(lat, config.AHEAD_POINTS) for lat in lats], np.int64),
+        *dynamic.schedule())
