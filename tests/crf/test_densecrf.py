@@ -322,15 +322,25 @@ def test_transpose_is_the_layout_change(shape):
     np.testing.assert_array_equal(out, src.T)
 
 
-def test_updates_alternate_between_two_buffers_and_keep_the_input(scene):
+def test_updates_overwrite_one_buffer_and_never_the_callers_q(scene):
+    """The CPU update writes the new Q over the old one (the splat has read Q before the fused
+    pass writes it): the same bits as into another array, and an array the runner does not
+    own is only read."""
     image, unary = scene
     c = crf.DenseCRF(unary, backend="cpu")
     c.add_bilateral(image, 10, 5, w=4)
+    c.add_gaussian(3, 3)
     runner = c._get_runner()
+    start = runner.start().copy()
+    outside = start.copy()
+    expected = runner.step(outside).copy()
+    np.testing.assert_array_equal(outside, start)  # not the runner's: read, not written
     q0 = runner.start()
-    kept = q0.copy()
     q1 = runner.step(q0)
-    np.testing.assert_array_equal(q0, kept)  # the input is read, not overwritten
-    q2 = runner.step(q1)
-    assert q1 is not q0 and q2 is q0  # two buffers, no new array per update
-    np.testing.assert_array_equal(c.inference(2), c._to_lhw(q2))
+    assert q1 is q0 and runner.step(q1) is q0  # one buffer, no new array per update
+    q0 = runner.start()
+    np.testing.assert_array_equal(runner.step(q0), expected)  # in place: the same bits
+    q = c.start()
+    kept = q.copy()
+    c.step(q)
+    np.testing.assert_array_equal(q, kept)  # the public API never writes the caller's Q
