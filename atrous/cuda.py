@@ -704,10 +704,8 @@ def _winograd_output_kernel(m, bias, rows, cols, n, out, residual, add_residual,
                         out[n, o, y, xx] = epilogue_value(val, residual, flat, add_residual, relu, slope)
 
 
-@functools.lru_cache(maxsize=64)
 def _tile_positions(h_out, w_out, pad, dilation):
-    """The F(2x2, 3x3) tiles' input and output rows and columns on the device, per geometry: a copy
-    from the host waits for the device, so a layer does not make them anew at every pass."""
+    """The F(2x2, 3x3) tiles' input and output rows and columns, as four device arrays."""
     from atrous import winograd
     rows_in, rows_out = winograd.tiles(h_out, pad[0], dilation[0], 2)
     cols_in, cols_out = winograd.tiles(w_out, pad[1], dilation[1], 2)
@@ -731,12 +729,19 @@ def _conv_winograd(d_x, weight, d_b, d_out, pad, dilation, cache, d_res, relu_sl
     def zeros(w):  # the products' GEMM has no bias: the output transform adds the layer's
         return cuda.to_device(np.zeros(16 * c_out, np.float32))
 
+    def positions(w):  # the tiles of this layer's geometry
+        return _tile_positions(h_out, w_out, tuple(pad), tuple(dilation))
+
+    # A net keeps all three with the layer's weights (a copy from the host waits for the device:
+    # not at every pass), in the device context of those weights.
     if cache is None:
-        d_ut, d_zero = transformed(weight), zeros(weight)
+        d_ut, d_zero, tiles = transformed(weight), zeros(weight), positions(weight)
     else:
         d_ut = cache.get(weight, "cuda winograd F(2x2, 3x3)", transformed)
         d_zero = cache.get(weight, "cuda winograd zero bias", zeros)
-    d_rows_in, d_rows_out, d_cols_in, d_cols_out = _tile_positions(h_out, w_out, tuple(pad), tuple(dilation))
+        tiles = cache.get(weight, f"cuda winograd tiles {h_out}x{w_out}, pad {tuple(pad)}, dilation {tuple(dilation)}",
+                          positions)
+    d_rows_in, d_rows_out, d_cols_in, d_cols_out = tiles
     n_tiles = d_rows_in.shape[0] * d_cols_in.shape[0]
     d_v = cuda.device_array((1, 16 * c_in, 1, n_tiles), np.float32)
     d_m = cuda.device_array((1, 16 * c_out, 1, n_tiles), np.float32)

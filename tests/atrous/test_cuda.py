@@ -325,7 +325,14 @@ def test_winograd_on_the_device_does_the_epilogue_and_keeps_its_filters(monkeypa
         got = atrous.conv2d(x, d_w, bias, pad=2, dilation=2, residual=cuda.to_device(residual), relu_slope=slope,
                             backend="cuda", cache=cache)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
-    assert len(cache) == 2  # the transformed filters and the GEMM's zero bias, made once
+    # the transformed filters, the GEMM's zero bias and the tile positions, made once, with the net's
+    # weights: nothing on the device outlives the net's cache
+    assert len(cache) == 3
+    x2 = rng.uniform(-1, 1, (1, 3, 9, 5)).astype(np.float32)  # another geometry: its own tiles
+    got = atrous.conv2d(x2, d_w, bias, pad=2, dilation=2, backend="cuda", cache=cache)
+    np.testing.assert_allclose(got, atrous.conv2d(x2, d_w.copy_to_host(), bias, pad=2, dilation=2, backend="numpy"),
+                               rtol=0, atol=1e-4)
+    assert len(cache) == 4
     assert atrous.cuda.winograd_applies(4, 3, 3, (1, 1), 1)
     assert not atrous.cuda.winograd_applies(3, 3, 3, (1, 1), 1)  # fewer output channels than the minimum
     assert not atrous.cuda.winograd_applies(4, 3, 3, (2, 2), 1)  # stride 2
