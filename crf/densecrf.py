@@ -488,8 +488,8 @@ class HostRunner:
         # Q lives in one buffer, which every update overwrites: the splat reads Q before the
         # fused pass writes the new one, which reads the blurred lattices, not Q. A new (N, L)
         # array per update would be faulted in anew every time (above 32 MB the allocator maps
-        # fresh pages: 45 ms of a 145 ms iteration at 1000x750), and a second buffer is 16 MB
-        # more to fault in and to keep in the last-level cache at 500x375.
+        # fresh pages: 45 ms of a 145 ms iteration at 1000x750), and a second buffer would be one
+        # more to fault in per inference (16 MB at 500x375, 63 MB at 1000x750).
         self._q = np.empty((n, n_labels), np.float32)
 
     def to_host(self, q):
