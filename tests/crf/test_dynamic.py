@@ -83,26 +83,23 @@ def test_filter_is_the_same_for_any_number_of_workers(monkeypatch):
         np.testing.assert_array_equal(other, results[0])
 
 
+def _marginals(image, unary, backend):
+    model = crf.DenseCRF(unary, backend=backend)
+    model.add_bilateral(image, theta_alpha=8, theta_beta=10, w=4)
+    model.add_gaussian(theta_gamma=3, w=3)
+    return model.inference(4)
+
+
 def test_mean_field_is_the_same_for_any_number_of_workers(monkeypatch):
     """The fused slice-messages-softmax pass claims blocks of 256 points; a last block that is
     not full and more workers than blocks change no bit."""
     rng = np.random.default_rng(22)
     image = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)  # 1517 points: 5 full blocks and 237
     unary = rng.standard_normal((4, 37, 41)).astype(np.float32)
-
-    def marginals():
-        model = crf.DenseCRF(unary, backend="cpu")
-        model.add_bilateral(image, theta_alpha=8, theta_beta=10, w=4)
-        model.add_gaussian(theta_gamma=3, w=3)
-        return model.inference(4)
-
     results = []
     for n_workers in (1, 3, 11):
         _with_workers(monkeypatch, n_workers)
-        results.append(marginals())
+        results.append(_marginals(image, unary, "cpu"))
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
-    reference = crf.DenseCRF(unary, backend="numpy")
-    reference.add_bilateral(image, theta_alpha=8, theta_beta=10, w=4)
-    reference.add_gaussian(theta_gamma=3, w=3)
-    np.testing.assert_allclose(results[0], reference.inference(4), atol=1e-5)
+    np.testing.assert_allclose(results[0], _marginals(image, unary, "numpy"), atol=1e-5)
