@@ -730,7 +730,7 @@ def _conv_winograd(d_x, weight, d_b, d_out, pad, dilation, cache, d_res, relu_sl
         return cuda.to_device(np.zeros(16 * c_out, np.float32))
 
     def positions(w):  # the tiles of this layer's geometry
-        return _tile_positions(h_out, w_out, tuple(pad), tuple(dilation))
+        return _tile_positions(h_out, w_out, pad, dilation)
 
     # A net keeps all three with the layer's weights (a copy from the host waits for the device:
     # not at every pass), in the device context of those weights.
