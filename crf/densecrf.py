@@ -375,7 +375,9 @@ class DenseCRF:
     def step(self, q):
         """One mean-field update of Q (L, H, W); returns the new Q (L, H, W) float32."""
         runner = self._get_runner()
-        return self._to_lhw(runner.to_host(runner.step(self._to_nl(q))))
+        if self.backend == "cuda":
+            return self._to_lhw(runner.to_host(runner.step(self._to_nl(q))))
+        return runner.step(self._to_nl(q), labels_major=True).reshape(self.n_labels, self.height, self.width)
 
     def inference(self, iterations=10, track_free_energy=False):
         """Run mean field.
@@ -400,13 +402,18 @@ class DenseCRF:
         runner = self._get_runner()
         q = runner.start()
         self.free_energy_history = []
-        for _ in range(int(iterations)):
+        # On the host the last update writes Q labels first, as it is returned (no transpose after
+        # it), unless the free energy needs it points first.
+        last_labels_major = self.backend != "cuda" and iterations > 0 and not track_free_energy
+        for _ in range(int(iterations) - last_labels_major):
             if track_free_energy:
                 self.free_energy_history.append(self._free_energy_nl(q))
             q = runner.step(q)
         if track_free_energy:
             self.free_energy_history.append(self._free_energy_nl(q))
-        if self._device_in:  # device in, device out: (N, L) -> (L, H, W) on the GPU
+        if last_labels_major:
+            q = runner.step(q, labels_major=True).reshape(self.n_labels, self.height, self.width)
+        elif self._device_in:  # device in, device out: (N, L) -> (L, H, W) on the GPU
             from crf import cuda as crf_cuda
             q = crf_cuda.labels_major(q, self.height, self.width)
         else:
@@ -529,24 +536,27 @@ class HostRunner:
         with lattice_mod.threads_for(q.size):
             return [self._filter(kernel, q) for kernel in self.kernels]
 
-    def step(self, q):
+    def step(self, q, labels_major=False):
+        """The next Q from (N, L) ``q``: (N, L), the runner's own buffer (which may be ``q``), or
+        with ``labels_major`` a new (L, N) array (the last update, written as it is returned)."""
         if self.backend == "cpu" and self.kernels:
             with lattice_mod.threads_for(q.size):
-                return self._step_fused(q)
+                return self._step_fused(q, labels_major)
         energy = -self.u
         for kernel in self.kernels:  # the NumPy reference (the CPU fuses these stages)
             meanfield.add_message_numpy(energy, self._filter(kernel, q), kernel.w, kernel.kind, kernel.mu)
         out = np.empty_like(q)
         self._softmax(energy, out)
-        return out
+        return np.ascontiguousarray(out.T) if labels_major else out
 
-    def _step_fused(self, q):
+    def _step_fused(self, q, labels_major):
         """The CPU update: splat and blur per kernel, then slice + messages + softmax in one pass."""
         lats = [lattice_mod.splat_blur_cpu(kernel.lattice, q, kernel.pre, False,
                                            self._get_scratch(kernel, q.shape[1]))
                 for kernel in self.kernels]
-        meanfield.slice_messages_cpu(lats, self.kernels, self.u, self._q)  # may overwrite q: it was read
-        return self._q
+        out = np.empty(q.shape[::-1], np.float32) if labels_major else self._q
+        meanfield.slice_messages_cpu(lats, self.kernels, self.u, out, labels_major)  # may overwrite q: it was read
+        return out
 
     def _get_scratch(self, kernel, channels):
         key = (id(kernel.lattice), channels)

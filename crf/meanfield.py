@@ -58,8 +58,9 @@ _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.flo
 
 
 @njit(inline="always")
-def _softmax_block(block, count, out, p0, top, total, bits):
-    """``out[p0 + i] = softmax(block[:, i])`` for the columns i < count of ``block`` (L, B).
+def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
+    """``out[p0 + i] = softmax(block[:, i])`` for the columns i < count of ``block`` (L, B);
+    with ``labels_major``, ``out[:, p0 + i]`` instead (``out`` (L, N) rather than (N, L)).
 
     The block holds B points label-major, so that every loop below runs over the
     points of one label: LLVM vectorises those loops (no reduction across a
@@ -92,9 +93,14 @@ def _softmax_block(block, count, out, p0, top, total, bits):
             total[i] += y
     for i in range(count):
         total[i] = np.float32(1.0) / total[i]
-    for i in range(count):
+    if labels_major:
         for lab in range(n_labels):
-            out[p0 + i, lab] = block[lab, i] * total[i]
+            for i in range(count):
+                out[lab, p0 + i] = block[lab, i] * total[i]
+    else:
+        for i in range(count):
+            for lab in range(n_labels):
+                out[p0 + i, lab] = block[lab, i] * total[i]
 
 
 def add_message_numpy(energy, qf, w, kind, mu):
@@ -138,7 +144,7 @@ def _softmax_kernel(energy, sign, out):
             row = energy[p0 + i]
             for lab in range(n_labels):
                 block[lab, i] = sign * row[lab]
-        _softmax_block(block, count, out, p0, top, total, bits)
+        _softmax_block(block, count, out, p0, top, total, bits, False)
 
 
 def softmax_cpu(energy, out, negate=False):
@@ -196,7 +202,7 @@ def scale_rows(values, scale, out, backend):
 
 
 @njit(inline="always")
-def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, aheads,
+def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, labels_major, aheads,
                           p0, p1, last, energy, sliced, block, top, total, bits):
     """Points ``p0`` to ``p1 - 1`` of :func:`_slice_messages_kernel` (uint64), with its scratch arrays."""
     n_labels = u.shape[1]
@@ -227,12 +233,12 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, 
     for p in range(p0, p1):
         for lab in range(n_labels):
             block[lab, p - p0] = energy[p - p0, lab]
-    _softmax_block(block, p1 - p0, q_out, p0, top, total, bits)
+    _softmax_block(block, p1 - p0, q_out, p0, top, total, bits, labels_major)
 
 
 @njit(parallel=True, cache=True)
-def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, aheads, counters,
-                           n_workers):
+def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, labels_major, aheads,
+                           counters, n_workers):
     """Per block of points: slice every kernel's lattice, add its message to -U, softmax.
 
     Kernel m adds ``post[p] * coefs[m][l] * slice_m(p, l)`` to the energy of label l when
@@ -258,8 +264,8 @@ def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u,
             if b >= n_blocks:
                 break
             p0, p1 = span(b, _BLOCK, n)
-            _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, aheads,
-                                  p0, p1, last, energy, sliced, block, top, total, bits)
+            _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, labels_major,
+                                  aheads, p0, p1, last, energy, sliced, block, top, total, bits)
 
 
 _NO_SCALE = np.empty(0, np.float32)
@@ -283,7 +289,7 @@ def _message_coefficients(kernel, n_labels):
 _NO_MATRIX = np.empty((0, 0), np.float32)
 
 
-def slice_messages_cpu(lats, kernels, u, q_out):
+def slice_messages_cpu(lats, kernels, u, q_out, labels_major=False):
     """The update after the blur: ``q_out = softmax(-U - sum_m w_m (N_m slice_m(lat_m)) mu_m)``.
 
     Parameters
@@ -294,8 +300,11 @@ def slice_messages_cpu(lats, kernels, u, q_out):
         Their lattices, weights, penalties and ``post`` normalisations.
     u : ndarray of shape (N, L), float32
         The unary energies.
-    q_out : ndarray of shape (N, L), float32
+    q_out : ndarray of shape (N, L), or (L, N) with ``labels_major``, float32
         Written: the new Q.
+    labels_major : bool
+        Write Q labels first, as :class:`crf.DenseCRF` returns it: the softmax holds each
+        block labels first anyway, so the last update needs no transpose after it.
     """
     n_labels = u.shape[1]
     coefs, mus = zip(*(_message_coefficients(k, n_labels) for k in kernels))
@@ -303,5 +312,5 @@ def slice_messages_cpu(lats, kernels, u, q_out):
         tuple(lats), tuple(k.lattice.offsets for k in kernels), tuple(k.lattice.weights for k in kernels),
         np.array([slice_alpha(k.lattice.d) for k in kernels], np.float32),
         tuple(_NO_SCALE if k.post is None else k.post for k in kernels), coefs, mus,
-        u, q_out, np.array([prefetch_distance(lat, config.AHEAD_POINTS) for lat in lats], np.int64),
+        u, q_out, labels_major, np.array([prefetch_distance(lat, config.AHEAD_POINTS) for lat in lats], np.int64),
         *dynamic.schedule())

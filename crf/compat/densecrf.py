@@ -144,9 +144,13 @@ class DenseCRF:
             raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
         runner = self._get_runner()
         q = runner.start()
-        for _ in range(int(n_iterations)):
+        if self._backend == "cuda" or n_iterations == 0:
+            for _ in range(int(n_iterations)):
+                q = runner.step(q)
+            return np.ascontiguousarray(runner.to_host(q).T)
+        for _ in range(int(n_iterations) - 1):
             q = runner.step(q)
-        return np.ascontiguousarray(runner.to_host(q).T)
+        return runner.step(q, labels_major=True)  # the last update written (n_labels, n_pixels)
 
     def startInference(self):
         """``(Q, tmp1, tmp2)``: Q = softmax(-U) (n_labels, n_pixels) float32 and two scratch arrays."""
@@ -157,7 +161,10 @@ class DenseCRF:
         """One mean-field update of Q, in place (tmp1 and tmp2 are accepted and unused)."""
         self._check_q(Q)
         runner = self._get_runner()
-        Q[...] = runner.to_host(runner.step(np.ascontiguousarray(Q.T))).T
+        if self._backend == "cuda":
+            Q[...] = runner.to_host(runner.step(np.ascontiguousarray(Q.T))).T
+        else:
+            Q[...] = runner.step(np.ascontiguousarray(Q.T), labels_major=True)
 
     def klDivergence(self, Q):
         """pydensecrf's value: ``sum Q log Q + sum U Q + sum_m <Q, compat_m(N_m K_m Q)>``.

@@ -344,3 +344,41 @@ def test_updates_overwrite_one_buffer_and_never_the_callers_q(scene):
     kept = q.copy()
     c.step(q)
     np.testing.assert_array_equal(q, kept)  # the public API never writes the caller's Q
+
+
+@pytest.mark.parametrize("compat", [None, 1.0 - np.eye(L)])
+def test_last_update_written_labels_first_is_the_same_q(scene, compat):
+    """On the host the last update writes Q (L, N) straight from the softmax's blocks: bit for
+    bit the points-first update transposed, in DenseCRF and in the pydensecrf facade."""
+    image, unary = scene
+    for backend in ("cpu", "numpy"):
+        c = _full_crf(image, unary, backend=backend, compat=compat)
+        runner = c._get_runner()
+        q = runner.start()
+        for _ in range(2):
+            q = runner.step(q)
+        expected = q.T.reshape(L, H, W).copy()
+        np.testing.assert_array_equal(c.inference(2), expected)
+        q = runner.start()
+        q = runner.step(q)
+        q_last = runner.step(q, labels_major=True)
+        assert q_last.shape == (L, H * W) and q_last.flags.c_contiguous
+        np.testing.assert_array_equal(q_last.reshape(L, H, W), expected)
+        np.testing.assert_array_equal(c.step(c.step(c.start())), expected)
+        c.inference(2, track_free_energy=True)  # the points-first path: the same Q
+        np.testing.assert_array_equal(c.inference(2, track_free_energy=True), expected)
+    from crf.compat import densecrf as dcrf
+    d = dcrf.DenseCRF2D(W, H, L)
+    d.setUnaryEnergy(unary.reshape(L, -1))
+    d.addPairwiseBilateral(sxy=10, srgb=13, rgbim=np.ascontiguousarray(image), compat=4)
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    runner = d._get_runner()
+    q = runner.start()
+    for _ in range(2):
+        q = runner.step(q)
+    expected = q.T.copy()
+    np.testing.assert_array_equal(np.array(d.inference(2)), expected)
+    q, tmp1, tmp2 = d.startInference()
+    for _ in range(2):
+        d.stepInference(q, tmp1, tmp2)
+    np.testing.assert_array_equal(q, expected)
