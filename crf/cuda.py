@@ -44,7 +44,7 @@ from numba import cuda
 
 from crf import config
 from crf.backend import is_device_array
-from crf.cuda_build import StageClock, build_device
+from crf.cuda_build import StageClock, build_device, fill_kernel
 from crf.lattice_reference import slice_alpha
 
 
@@ -626,14 +626,8 @@ def build(features, timings=None):
 def norm_of(lattice):
     """``K 1`` of a :class:`DeviceLattice`: a device (N, 1) float32 array (the normaliser's input)."""
     ones = cuda.device_array((lattice.n_points, 1), np.float32)
-    _fill_kernel[_grid(lattice.n_points)](ones.reshape(lattice.n_points), np.float32(1.0))
+    fill_kernel[_grid(lattice.n_points)](ones.reshape(lattice.n_points), np.float32(1.0))
     return lattice.filter_into(ones, cuda.device_array((lattice.n_points, 1), np.float32))
-
-
-@cuda.jit(cache=True)
-def _fill_kernel(a, value):
-    for t in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
-        a[t] = value
 
 
 def lattice_filter(lattice, values, reverse=False):

@@ -121,7 +121,8 @@ def _launch(n):
 
 
 @cuda.jit(cache=True)
-def _fill_kernel(a, value):
+def fill_kernel(a, value):
+    """``a[:] = value`` for a 1-D device array (grid-stride; the build's and the filter's)."""
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, a.shape[0], stride):
         a[i] = value
@@ -131,7 +132,7 @@ def _filled(n, value):
     """A new (n,) int32 device array holding ``value``."""
     a = cuda.device_array(n, np.int32)
     if n:
-        _fill_kernel[_launch(n)](a, value)
+        fill_kernel[_launch(n)](a, value)
     return a
 
 
@@ -226,7 +227,7 @@ def exclusive_scan(values, out=None, read_total=True):
     if out.shape[0] != n + 1 or out.dtype != np.int32:
         raise ValueError(f"out must be an int32 device array of shape ({n + 1},), got {out.shape} {out.dtype}")
     if n == 0:
-        _fill_kernel[1, 1](out, 0)
+        fill_kernel[1, 1](out, 0)
         return out, 0 if read_total else None
     threads = config.CUDA_THREADS
     shared = threads * np.dtype(np.int32).itemsize
