@@ -71,15 +71,40 @@ OPENBLAS_KERNELS = ("Prescott", "Core2", "Nehalem", "Sandybridge", "Haswell", "Z
                     "SapphireRapids")
 
 
-def _cpu_flags():
+def _cpuinfo():
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+            return f.read()
     except OSError:
-        pass
+        return ""
+
+
+def _cpu_flags():
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
     return set()
+
+
+def processor(cpuinfo=None):
+    """The processor's model, family/model numbers and widest vector extension, one string.
+
+    Hosts of one kind differ (the benchmarks' 2-vCPU machines have been AMD EPYC and Intel Xeon
+    processors), and so do their caches and vector units: every benchmark prints this line.
+    ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when None); without it, ``platform``'s guess.
+    """
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:  # the first processor's lines
+            fields[key.strip()] = value.strip()
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    numbers = (f"family {fields['cpu family']} model {fields['model']}"
+               if "cpu family" in fields and "model" in fields else None)
+    return ", ".join(x for x in (name, numbers, vector) if x)
 
 
 def blas_warning(environ=None, flags=None):
@@ -105,9 +130,10 @@ def blas_warning(environ=None, flags=None):
 
 
 def benchmark_line():
-    """The line every benchmark prints beside its numbers: BLAS, its kernel, and the warning if any."""
+    """The lines every benchmark prints beside its numbers: the processor, BLAS, its kernel, and the
+    warning if any."""
     warning = blas_warning()
-    return (f"BLAS: {blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+    return (f"CPU: {processor()}\nBLAS: {blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
             f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')}") + (
         f"\nwarning: {warning}" if warning else "")
 
@@ -122,6 +148,7 @@ def describe():
         ("deeplab-numba", _version("deeplab-numba") or "not installed (source tree)"),
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("platform", platform.platform()),
+        ("processor", processor()),
     ]
     for dist in ("numpy", "numba", "llvmlite", "scipy", "numba-cuda", "matplotlib", "pillow", "threadpoolctl", "tqdm",
                  "distributed"):

@@ -27,3 +27,24 @@ def test_info_reports_blas_the_thread_budget_and_the_warning(monkeypatch):
     assert "--workers N gives each worker" in rows["workers"]
     assert "OPENBLAS_CORETYPE=Prescott" in rows["warning"]
     assert "warning: OPENBLAS_CORETYPE=Prescott" in environment.benchmark_line()
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 207
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512vl
+
+processor\t: 1
+model name\t: another line that is not read
+"""
+
+
+def test_the_processor_line_names_the_model_and_its_widest_vectors():
+    assert environment.processor(CPUINFO) == "Intel(R) Xeon(R) Processor, family 6 model 207, AVX-512"
+    avx2 = CPUINFO.replace(" avx512f avx512bw avx512vl", "")
+    assert environment.processor(avx2).endswith("model 207, AVX2")
+    assert environment.processor("") != ""  # no /proc/cpuinfo: platform's guess, never empty
+    assert environment.benchmark_line().startswith("CPU: ")
+    assert dict(environment.describe())["processor"] == environment.processor()
