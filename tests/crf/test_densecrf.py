@@ -365,7 +365,7 @@ def test_last_update_written_labels_first_is_the_same_q(scene, compat):
         assert q_last.shape == (L, H * W) and q_last.flags.c_contiguous
         np.testing.assert_array_equal(q_last.reshape(L, H, W), expected)
         np.testing.assert_array_equal(c.step(c.step(c.start())), expected)
-        c.inference(2, track_free_energy=True)  # the points-first path: the same Q
+        # with the free energy recorded the last update stays points first: the same Q
         np.testing.assert_array_equal(c.inference(2, track_free_energy=True), expected)
     from crf.compat import densecrf as dcrf
     d = dcrf.DenseCRF2D(W, H, L)
