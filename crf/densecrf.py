@@ -404,7 +404,7 @@ class DenseCRF:
         self.free_energy_history = []
         # On the host the last update writes Q labels first, as it is returned (no transpose after
         # it), unless the free energy needs it points first.
-        last_labels_major = self.backend != "cuda" and iterations > 0 and not track_free_energy
+        last_labels_major = self.backend != "cuda" and int(iterations) > 0 and not track_free_energy
         for _ in range(int(iterations) - last_labels_major):
             if track_free_energy:
                 self.free_energy_history.append(self._free_energy_nl(q))
