@@ -537,8 +537,9 @@ class HostRunner:
             return [self._filter(kernel, q) for kernel in self.kernels]
 
     def step(self, q, labels_major=False):
-        """The next Q from (N, L) ``q``: (N, L), the runner's own buffer (which may be ``q``), or
-        with ``labels_major`` a new (L, N) array (the last update, written as it is returned)."""
+        """The next Q from (N, L) ``q``: (N, L) (with the Numba kernels the runner's own buffer,
+        which may be ``q``), or with ``labels_major`` a new (L, N) array (the last update, written
+        as it is returned)."""
         if self.backend == "cpu" and self.kernels:
             with lattice_mod.threads_for(q.size):
                 return self._step_fused(q, labels_major)

@@ -144,13 +144,13 @@ class DenseCRF:
             raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
         runner = self._get_runner()
         q = runner.start()
-        if self._backend == "cuda" or n_iterations == 0:
-            for _ in range(int(n_iterations)):
-                q = runner.step(q)
-            return np.ascontiguousarray(runner.to_host(q).T)
-        for _ in range(int(n_iterations) - 1):
+        # On the host the last update writes Q (n_labels, n_pixels) itself, as crf.DenseCRF's does.
+        last_labels_major = self._backend != "cuda" and int(n_iterations) > 0
+        for _ in range(int(n_iterations) - last_labels_major):
             q = runner.step(q)
-        return runner.step(q, labels_major=True)  # the last update written (n_labels, n_pixels)
+        if last_labels_major:
+            return runner.step(q, labels_major=True)
+        return np.ascontiguousarray(runner.to_host(q).T)
 
     def startInference(self):
         """``(Q, tmp1, tmp2)``: Q = softmax(-U) (n_labels, n_pixels) float32 and two scratch arrays."""
