@@ -490,7 +490,7 @@ class HostRunner:
     def __init__(self, u, kernels, backend):
         self.u, self.kernels, self.backend = u, kernels, backend
         n, n_labels = u.shape
-        self._scaled = np.empty((n, n_labels), np.float32)
+        self._scaled = None  # (N, L): Q times a kernel's ``pre``, made when a kernel has one
         self._scratch = {}
         # Q lives in one buffer, which every update overwrites: the splat reads Q before the
         # fused pass writes the new one, which reads the blurred lattices, not Q. A new (N, L)
@@ -521,6 +521,8 @@ class HostRunner:
         """``N_m K_m q`` for (N, L) q: scale, splat-blur-slice, scale."""
         values = q
         if kernel.pre is not None:
+            if self._scaled is None:
+                self._scaled = np.empty_like(q)
             values = meanfield.scale_rows(q, kernel.pre, self._scaled, self.backend)
         if self.backend == "numpy":
             out = filter_numpy(kernel.lattice, values, False)
