@@ -15,10 +15,11 @@ References
 L.-C. Chen et al., "Semantic Image Segmentation with Deep Convolutional Nets
 and Fully Connected CRFs", ICLR 2015, section 4; "DeepLab: ...", TPAMI 2018, section 4.1.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from crf import reduced
 from crf.backend import is_device_array
 from crf.densecrf import DenseCRF, bilateral_features
 
@@ -35,6 +36,14 @@ class Preset:
     theta_gamma: float
     iterations: int
     source: str
+
+    def scaled(self, factor):
+        """The same CRF for the image resized by ``factor``: theta_alpha and theta_gamma, widths in
+        pixels, times ``factor``; theta_beta, a width in colour, unchanged (:mod:`crf.reduced`)."""
+        if not (isinstance(factor, (int, float, np.floating)) and np.isfinite(factor) and factor > 0):
+            raise ValueError(f"factor must be a positive number, got {factor!r}")
+        return replace(self, name=f"{self.name} x{factor:.4g}", theta_alpha=self.theta_alpha * factor,
+                       theta_gamma=self.theta_gamma * factor)
 
 
 PRESETS = {p.name: p for p in (
@@ -70,13 +79,26 @@ def _check_scores(scores, height, width):
     return s
 
 
-def deeplab_crf(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto"):
+def deeplab_crf(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto", max_side=None):
     """The model of :func:`deeplab_refine` before inference: a :class:`DenseCRF` with the preset's
-    kernels (run ``.inference(get_preset(preset).iterations)``; ``.summary()`` gives sizes and times)."""
+    kernels (run ``.inference(get_preset(preset).iterations)``; ``.summary()`` gives sizes and times).
+
+    With ``max_side`` and an image whose long side is longer, the model of the image and the
+    scores reduced to that long side, the preset scaled with them (:mod:`crf.reduced`): its
+    Q is (L, h, w), for :func:`crf.reduced.enlarge_marginals`.
+    """
     p = get_preset(preset)
     device = is_device_array(scores)
-    if not (isinstance(image, np.ndarray) or device) or len(image.shape) != 3:
+    if not (isinstance(image, np.ndarray) or is_device_array(image)) or len(image.shape) != 3:
         raise ValueError(f"image must be an (H, W, 3) uint8 array, got {getattr(image, 'shape', image)!r}")
+    height, width = image.shape[:2]
+    small = (height, width) if max_side is None else reduced.reduced_shape(height, width, max_side)
+    if small != (height, width):
+        if device or is_device_array(image):
+            raise ValueError("max_side needs the image and the scores on the host, got a CUDA device array")
+        factor = max(small) / max(height, width)
+        s = reduced.shrink_scores(_check_scores(scores, height, width), small)
+        image, scores, p = reduced.shrink_image(image, small), s, p.scaled(factor)
     if device:  # scores on the GPU: the unary is made there, and the CRF runs there
         from crf import cuda as crf_cuda
         crf = DenseCRF(crf_cuda.crop(scores, image.shape[0], image.shape[1], negate=True), backend=backend)
@@ -88,7 +110,7 @@ def deeplab_crf(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto"
     return crf
 
 
-def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto"):
+def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto", max_side=None):
     """DeepLab's offline CRF: refine pre-softmax scores with an RGB image.
 
     Parameters
@@ -100,6 +122,10 @@ def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="au
         A float32 CUDA device array keeps the whole CRF on the GPU.
     preset : str or Preset
     backend : {"numpy", "cpu", "cuda", "auto"}
+    max_side : int, optional
+        Refine an image whose long side is longer than this at a reduced size, with the long
+        side ``max_side`` (host arrays only; :mod:`crf.reduced`), for an image whose CRF
+        would not fit in memory (:mod:`crf.memory`). Q is enlarged back to (L, H, W).
 
     Returns
     -------
@@ -107,7 +133,8 @@ def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="au
         Q after ``preset.iterations`` updates; ``Q.argmax(0)`` is the labelling.
         A device array for device scores.
     """
-    return deeplab_crf(image, scores, preset, backend).inference(get_preset(preset).iterations)
+    q = deeplab_crf(image, scores, preset, backend, max_side).inference(get_preset(preset).iterations)
+    return reduced.enlarge_marginals(q, image.shape[:2])
 
 
 def caffe_layer_refine(scores, data, data_dim, preset="deeplab-v2-resnet101-voc", backend="auto"):
