@@ -1,0 +1,126 @@
+"""How much memory a dense CRF needs on the host, before it is built.
+
+A :class:`crf.DenseCRF` with L labels on an H x W image (N = H W pixels) holds, at the
+peak of its inference (the last update, on the CPU):
+
+* the unary energies, Q and the Q it returns: three (N, L) float32 arrays, ``12 N L`` bytes;
+* per kernel over d features whose lattice has M vertices:
+
+  - the lattice (:meth:`crf.Lattice.nbytes`): each point's d+1 vertices and barycentric
+    weights, and the same d+1 entries per point again as the splat's lists, ``16 N (d+1)``;
+    two neighbours per vertex and axis, ``8 M (d+1)``; the splat lists' starts, ``8 (M+1)``;
+    the vertex keys, ``4 M d``;
+  - the normalisation, ``4 N``;
+  - the lattice values the mean field filters, two (M+1, L) float32 buffers, ``8 (M+1) L``
+    (one where they fit in ``crf.config.CHAIN_BLUR_MAX_BYTES``).
+
+Everything but M follows from the sizes. M depends on the image for the bilateral kernel
+and is known only once its lattice is built (:meth:`crf.DenseCRF.summary` then reports
+it); :func:`estimate_bytes` assumes, unless told:
+
+* bilateral (d = 5): M = 1.2 N. On a photograph with DeepLab's widths (theta_alpha 67,
+  theta_beta 3; ``bench/crf.py``'s photograph) M is 1.16 N at 320x240, 0.96 N at 500x375,
+  0.57 N at 1000x750 and 0.30 N at 2000x1500: larger images put more pixels on each
+  vertex, so the estimate is high for them. Smaller images have more (1.5 N at 160x120),
+  and noise has (d+1) N = 6 N, every corner of every point a vertex of its own;
+* Gaussian (d = 2): M = 1.2 N / theta_gamma^2, at most 3 N (on the pixel grid: 1.16 N, 0.29 N
+  and 0.13 N measured at theta_gamma 1, 2 and 3, at any size).
+
+With DeepLab's two kernels and theta_gamma = 3 that is about ``23 L + 250`` bytes a pixel:
+0.73 GB a megapixel at 21 labels. ``bench/crf.py`` measured peaks of 570 and 640 bytes a
+pixel at 500x375 and 1000x750.
+"""
+import math
+
+from crf import config, reduced
+
+#: Assumed vertices per pixel of the bilateral lattice (see the module docstring).
+BILATERAL_VERTICES_PER_PIXEL = 1.2
+#: Assumed vertices per pixel of the Gaussian lattice, times theta_gamma^2.
+GAUSSIAN_VERTICES_PER_PIXEL = 1.2
+
+
+def lattice_bytes(n_points, d, n_vertices, n_labels):
+    """Bytes of one kernel: its lattice, its normalisation and the values it filters.
+
+    Parameters
+    ----------
+    n_points, d, n_vertices, n_labels : int
+        N, the feature dimension, M and L.
+
+    Returns
+    -------
+    int
+    """
+    d1 = d + 1
+    structure = 16 * n_points * d1 + 8 * n_vertices * d1 + 8 * (n_vertices + 1) + 4 * n_vertices * d
+    values = 4 * (n_vertices + 1) * n_labels
+    # The CPU blurs values of up to CHAIN_BLUR_MAX_BYTES in place (one buffer), larger ones with two.
+    buffers = 1 if values <= config.CHAIN_BLUR_MAX_BYTES else 2
+    return structure + 4 * n_points + buffers * values
+
+
+def estimate_bytes(height, width, n_labels, theta_gamma=3.0, bilateral_vertices=None, gaussian_vertices=None):
+    """Host memory of a :class:`crf.DenseCRF` with a bilateral and a Gaussian kernel, at its peak.
+
+    Parameters
+    ----------
+    height, width, n_labels : int
+    theta_gamma : float
+        The Gaussian kernel's width in pixels (its lattice's size depends on it).
+    bilateral_vertices, gaussian_vertices : int, optional
+        The lattices' vertex counts M, where known; else the assumptions of the module
+        docstring.
+
+    Returns
+    -------
+    int
+        Bytes, beyond the caller's own image and unary.
+    """
+    for name, v in (("height", height), ("width", width), ("n_labels", n_labels)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not theta_gamma > 0:
+        raise ValueError(f"theta_gamma must be positive, got {theta_gamma!r}")
+    n = height * width
+    if bilateral_vertices is None:
+        bilateral_vertices = math.ceil(BILATERAL_VERTICES_PER_PIXEL * n)
+    if gaussian_vertices is None:  # at most d+1 = 3 a pixel, each corner of each point its own vertex
+        gaussian_vertices = min(3 * n, math.ceil(GAUSSIAN_VERTICES_PER_PIXEL * n / theta_gamma ** 2))
+    return (12 * n * n_labels + lattice_bytes(n, 5, bilateral_vertices, n_labels)
+            + lattice_bytes(n, 2, gaussian_vertices, n_labels))
+
+
+def estimate_reduced_bytes(height, width, n_labels, max_side=None, theta_gamma=3.0):
+    """:func:`estimate_bytes` of the CRF of an image refined with ``max_side`` (:mod:`crf.reduced`):
+    at the reduced size, theta_gamma (given at full size) scaled with it."""
+    h, w = (height, width) if max_side is None else reduced.reduced_shape(height, width, max_side)
+    return estimate_bytes(h, w, n_labels, theta_gamma * max(h, w) / max(height, width))
+
+
+def largest_side(height, width, n_labels, budget, theta_gamma=3.0):
+    """The longest ``max_side`` whose :func:`estimate_reduced_bytes` is within ``budget`` bytes.
+
+    Parameters
+    ----------
+    height, width, n_labels : int
+    budget : int
+        Bytes.
+    theta_gamma : float
+        At full size.
+
+    Returns
+    -------
+    int or None
+        ``max(height, width)`` when the full size fits; None when even a side of one pixel does not.
+    """
+    def fits(side):
+        return estimate_reduced_bytes(height, width, n_labels, side, theta_gamma) <= budget
+
+    lo, hi = 0, max(height, width)  # invariant: fits(hi) is false, and fits(lo) true unless lo is 0
+    if fits(hi):
+        return hi
+    while hi - lo > 1:  # the estimate grows with the side
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo or None
