@@ -263,7 +263,8 @@ def cmd_crf(args):
     import crf
     from nets.app.files import save_probabilities
     from nets.app.imageio import read_image, read_label_png, write_label_png
-    from nets.app.refine import change_report, load_probabilities, refine_model
+    from crf.reduced import enlarge_marginals
+    from nets.app.refine import change_report, load_probabilities, memory_warning, refine_model
     from nets.deeplab import label_map, resolve_preset
     probs = coarse = None
     try:
@@ -271,13 +272,19 @@ def cmd_crf(args):
         image = read_image(args.image)
         if args.probs is not None:
             probs = load_probabilities(args.probs, *image.shape[:2], logits=args.from_logits)
-            model = refine_model(image, probabilities=probs, preset=preset, logits=args.from_logits,
-                                 backend=args.backend)
         else:
             coarse = read_label_png(args.labels)
-            model = refine_model(image, labels=coarse, num_labels=args.num_labels,
-                                 gt_prob=args.gt_prob, preset=preset, backend=args.backend)
-        q = model.inference(crf.get_preset(preset).iterations)
+        n_labels = probs.shape[0] if probs is not None else args.num_labels
+        warning = memory_warning(*image.shape[:2], n_labels, crf.get_preset(preset), args.max_side)
+        if warning:
+            _err("crf", f"warning: {warning}")
+        if probs is not None:
+            model = refine_model(image, probabilities=probs, preset=preset, logits=args.from_logits,
+                                 backend=args.backend, max_side=args.max_side)
+        else:
+            model = refine_model(image, labels=coarse, num_labels=args.num_labels, gt_prob=args.gt_prob,
+                                 preset=preset, backend=args.backend, max_side=args.max_side)
+        q = enlarge_marginals(model.inference(crf.get_preset(preset).iterations), image.shape[:2])
     except (OSError, ValueError) as exc:
         _err("crf", exc)
         return 1
@@ -395,6 +402,9 @@ def build_parser():
     p.add_argument("--preset", default="deeplab-v2-resnet101-voc", help="CRF preset name")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png")
     p.add_argument("--save-probs", action="store_true", help="also write OUT_probs.npy, (L, H, W) float32")
+    p.add_argument("--max-side", type=_positive_int, metavar="N",
+                   help="refine a larger image at a reduced size, long side N, and enlarge the result "
+                        "(for images whose CRF would not fit in memory: about 0.7 GB a megapixel at 21 labels)")
     p.add_argument("--verbose", action="store_true", help="lattice sizes, memory and the time of each stage")
     p.add_argument("--backend", choices=backends, default="auto")
     _add_threads(p)

@@ -107,6 +107,26 @@ def processor(cpuinfo=None):
     return ", ".join(x for x in (name, numbers, vector) if x)
 
 
+def available_memory(meminfo=None):
+    """Bytes of memory available to a new process (Linux's ``MemAvailable``), or None where unknown.
+
+    ``meminfo``: the text of ``/proc/meminfo`` (read when None).
+    """
+    if meminfo is None:
+        try:
+            with open("/proc/meminfo") as f:
+                meminfo = f.read()
+        except OSError:
+            return None
+    for line in meminfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "MemAvailable":
+            number, _, unit = value.strip().partition(" ")
+            if number.isdigit() and unit.strip() in ("kB", ""):
+                return int(number) * (1024 if unit.strip() == "kB" else 1)
+    return None
+
+
 def blas_warning(environ=None, flags=None):
     """A warning when ``OPENBLAS_CORETYPE`` forces kernels older than the processor supports, or None.
 
@@ -149,6 +169,7 @@ def describe():
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("platform", platform.platform()),
         ("processor", processor()),
+        ("memory available", "unknown" if available_memory() is None else f"{available_memory() / 2**30:.1f} GiB"),
     ]
     for dist in ("numpy", "numba", "llvmlite", "scipy", "numba-cuda", "matplotlib", "pillow", "threadpoolctl", "tqdm",
                  "distributed"):

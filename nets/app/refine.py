@@ -21,6 +21,9 @@ per pixel, which the mean-field softmax does not see).
 import numpy as np
 
 import crf
+import crf.memory
+import crf.reduced
+from nets.app.environment import available_memory
 from nets.deeplab import label_map
 
 #: Largest allowed |sum over labels - 1| of probabilities.
@@ -75,7 +78,7 @@ def check_probabilities(p, height, width, name="probabilities", logits=False):
 
 
 def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
-           preset="deeplab-v2-resnet101-voc", logits=False, backend="auto"):
+           preset="deeplab-v2-resnet101-voc", logits=False, backend="auto", max_side=None):
     """Dense-CRF marginals for an image from probabilities or from a coarse labelling.
 
     The model itself, for its :meth:`crf.DenseCRF.summary`, comes from :func:`refine_model`
@@ -96,19 +99,23 @@ def refine(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
     logits : bool
         ``probabilities`` holds pre-softmax scores instead.
     backend : {"numpy", "cpu", "cuda", "auto"}
+    max_side : int, optional
+        Refine an image with a longer side at a reduced size (:mod:`crf.reduced`).
 
     Returns
     -------
     ndarray of shape (L, H, W), float32
         The CRF's marginals Q.
     """
-    model = refine_model(image, probabilities, labels, num_labels, gt_prob, preset, logits, backend)
-    return model.inference(crf.get_preset(preset).iterations)
+    model = refine_model(image, probabilities, labels, num_labels, gt_prob, preset, logits, backend, max_side)
+    return crf.reduced.enlarge_marginals(model.inference(crf.get_preset(preset).iterations), image.shape[:2])
 
 
 def refine_model(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7,
-                 preset="deeplab-v2-resnet101-voc", logits=False, backend="auto"):
-    """The :class:`crf.DenseCRF` of :func:`refine` (same arguments), before inference."""
+                 preset="deeplab-v2-resnet101-voc", logits=False, backend="auto", max_side=None):
+    """The :class:`crf.DenseCRF` of :func:`refine` (same arguments), before inference; with
+    ``max_side``, of the reduced image (its Q is then to be enlarged,
+    :func:`crf.reduced.enlarge_marginals`)."""
     if (probabilities is None) == (labels is None):
         raise ValueError("pass exactly one of probabilities and labels")
     height, width = image.shape[:2]
@@ -122,7 +129,46 @@ def refine_model(image, probabilities=None, labels=None, num_labels=21, gt_prob=
             raise ValueError(f"the coarse labels must be an (H, W) map of the image's size ({height}, {width}), "
                              f"got shape {labels.shape}")
         unary = crf.unary_from_labels(labels, num_labels, gt_prob=gt_prob, unsure=255)
-    return crf.deeplab_crf(np.ascontiguousarray(image), -unary, preset=preset, backend=backend)
+    return crf.deeplab_crf(np.ascontiguousarray(image), -unary, preset=preset, backend=backend, max_side=max_side)
+
+
+#: Warn when the CRF's estimated memory is above this fraction of the memory available.
+MEMORY_WARN_FRACTION = 0.8
+
+
+def memory_warning(height, width, n_labels, preset, max_side=None, available=None):
+    """A warning when the CRF would need more memory than this machine has free, or None.
+
+    The need is :func:`crf.memory.estimate_reduced_bytes` at the size the CRF runs at (reduced to
+    ``max_side`` if given); the warning names the ``--max-side`` that would fit.
+
+    Parameters
+    ----------
+    height, width, n_labels : int
+        The image's size and the labels.
+    preset : crf.Preset
+    max_side : int, optional
+    available : int, optional
+        Bytes available (default: :func:`nets.app.environment.available_memory`; None where unknown).
+    """
+    available = available_memory() if available is None else available
+    if available is None:
+        return None
+    need = crf.memory.estimate_reduced_bytes(height, width, n_labels, max_side, preset.theta_gamma)
+    budget = int(MEMORY_WARN_FRACTION * available)
+    if need <= budget:
+        return None
+    h, w = crf.reduced.reduced_shape(height, width, max_side) if max_side else (height, width)
+    side = crf.memory.largest_side(height, width, n_labels, budget, preset.theta_gamma)
+    advice = (f"--max-side {side} would need about "
+              f"{_gib(crf.memory.estimate_reduced_bytes(height, width, n_labels, side, preset.theta_gamma))}"
+              if side else "no reduced size would fit either")
+    return (f"the CRF at {h} x {w} pixels with {n_labels} labels needs up to about {_gib(need)} of memory, "
+            f"and {_gib(available)} are available: it may fail or swap; {advice}")
+
+
+def _gib(n_bytes):
+    return f"{n_bytes / 2**30:.1f} GiB"
 
 
 #: A pixel whose top input probability is above this is "near one-hot": the CRF can barely move it.

@@ -142,6 +142,26 @@ def test_crf_from_probabilities_and_from_coarse_labels(tmp_path, largefov):
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_crf_at_a_reduced_size(tmp_path, largefov):
+    image = read_image(HELDOUT / "image_01.png")
+    probs = largefov.segment(image, backend="cpu").probabilities
+    np.save(tmp_path / "p.npy", probs)
+    proc = deeplab("crf", HELDOUT / "image_01.png", "--probs", "p.npy", "--preset", "deeplab-v1-largefov-voc",
+                   "--max-side", "48", "-o", "small.png", "--save-probs", "--verbose", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "dense CRF: 6 labels, 48 x 48 pixels" in proc.stdout, proc.stdout  # refined at the reduced size
+    q = crf.deeplab_refine(image, np.log(np.maximum(probs, 1e-5)), "deeplab-v1-largefov-voc", backend="cpu",
+                           max_side=48)
+    saved = np.load(tmp_path / "small_probs.npy", allow_pickle=False)
+    assert saved.shape == (6, 97, 97)  # and enlarged back
+    np.testing.assert_allclose(saved, q, atol=1e-5)
+    assert (read_label_png(tmp_path / "small.png") == q.argmax(0)).mean() > 0.999
+
+    proc = deeplab("crf", HELDOUT / "image_01.png", "--probs", "p.npy", "--max-side", "0", "-o", "x.png",
+                   cwd=tmp_path)
+    assert proc.returncode != 0 and "expected a positive integer" in proc.stderr
+
+
 def test_convert_then_segment_with_the_npz(tmp_path):
     proc = deeplab("convert", DEMO / "shapes_aspp.caffemodel", "--prototxt", DEMO / "shapes_aspp.prototxt",
                    "-o", "aspp.npz", cwd=tmp_path)

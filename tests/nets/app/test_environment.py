@@ -48,3 +48,19 @@ def test_the_processor_line_names_the_model_and_its_widest_vectors():
     assert environment.processor("") != ""  # no /proc/cpuinfo: platform's guess, never empty
     assert environment.benchmark_line().startswith("CPU: ")
     assert dict(environment.describe())["processor"] == environment.processor()
+
+
+MEMINFO = """MemTotal:       24731448 kB
+MemFree:        19021724 kB
+MemAvailable:   24166508 kB
+Buffers:          212340 kB
+"""
+
+
+def test_available_memory_reads_memavailable():
+    assert environment.available_memory(MEMINFO) == 24166508 * 1024
+    assert environment.available_memory(MEMINFO.replace("MemAvailable", "MemSomething")) is None
+    assert environment.available_memory("") is None
+    assert environment.available_memory("MemAvailable: lots kB\n") is None
+    rows = dict(environment.describe())
+    assert rows["memory available"] == "unknown" or rows["memory available"].endswith(" GiB")

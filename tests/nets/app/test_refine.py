@@ -1,11 +1,16 @@
-"""``deeplab crf``'s inputs: probabilities in either layout, checked; scores and probabilities agree."""
+"""``deeplab crf``'s inputs: probabilities in either layout, checked; scores and probabilities agree;
+the warning when the CRF would not fit in memory, and the reduced CRF that would."""
+import re
 import warnings
 
 import numpy as np
 import pytest
 
 import crf
-from nets.app.refine import check_probabilities, refine
+import crf.memory
+from crf.synthetic import photo, smooth_logits
+from nets.app import refine as refine_module
+from nets.app.refine import MEMORY_WARN_FRACTION, check_probabilities, memory_warning, refine
 
 
 def test_probabilities_layouts_and_bad_input():
@@ -39,3 +44,33 @@ def test_refine_from_probabilities_agrees_with_refine_from_scores(largefov, samp
                                                                backend="cpu"), atol=1e-6)
     # -log P equals -score up to a constant per pixel, except where P is clipped at 1e-5.
     assert (from_probs.argmax(0) == from_scores.argmax(0)).mean() > 0.995
+
+
+def test_memory_warning_names_a_max_side_that_fits():
+    preset = crf.get_preset("deeplab-v2-resnet101-voc")
+    gib = 2**30
+    message = memory_warning(3000, 4000, 21, preset, available=4 * gib)
+    assert message.startswith("the CRF at 3000 x 4000 pixels with 21 labels needs up to about")
+    side = int(re.search(r"--max-side (\d+) would need about", message).group(1))
+    budget = int(MEMORY_WARN_FRACTION * 4 * gib)
+    assert crf.memory.estimate_reduced_bytes(3000, 4000, 21, side, preset.theta_gamma) <= budget
+    assert crf.memory.estimate_reduced_bytes(3000, 4000, 21, side + 1, preset.theta_gamma) > budget
+    assert memory_warning(3000, 4000, 21, preset, max_side=side, available=4 * gib) is None  # that side fits
+    assert memory_warning(375, 500, 21, preset, available=4 * gib) is None
+    assert "no reduced size would fit either" in memory_warning(3000, 4000, 21, preset, available=1000)
+
+
+def test_no_memory_warning_where_the_memory_is_unknown(monkeypatch):
+    monkeypatch.setattr(refine_module, "available_memory", lambda: None)
+    assert memory_warning(30000, 40000, 21, crf.get_preset("deeplab-v2-resnet101-voc")) is None
+
+
+def test_refine_with_max_side_is_the_reduced_crf_enlarged():
+    image = photo(60, 80, seed=4)
+    probs = np.exp(smooth_logits(3, 60, 80, seed=4))
+    probs /= probs.sum(axis=0)
+    q = refine(image, probabilities=probs, preset="deeplab-v1-largefov-voc", backend="cpu", max_side=40)
+    want = crf.deeplab_refine(image, np.log(np.maximum(probs, 1e-5)), "deeplab-v1-largefov-voc", backend="cpu",
+                              max_side=40)
+    assert q.shape == (3, 60, 80)
+    np.testing.assert_allclose(q, want, atol=1e-6)
