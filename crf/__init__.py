@@ -2,6 +2,8 @@
 
 ``crf.DenseCRF`` is the native API (the paper's terms); ``crf.compat`` mirrors
 pydensecrf's API; ``crf.lattice`` and ``crf.exact`` are the filters underneath.
+``crf.memory`` estimates what a CRF needs, and ``crf.reduced`` refines an image too
+large for that at a reduced size.
 """
 import os
 
@@ -18,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # imported before NumPy (the deeplab command, its worker processes).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+from crf import memory, reduced
 from crf.densecrf import NORMALIZATIONS, DenseCRF, bilateral_features, gaussian_features
 from crf.exact import exact_filter, exact_mean_field
 from crf.lattice import Lattice, build

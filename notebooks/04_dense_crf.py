@@ -480,6 +480,63 @@ else:
     print("pydensecrf is not installed here: only crf.compat was run")
 
 # %% [markdown]
+# ## 9 · Memory, and images too large to refine whole
+#
+# Everything the CRF holds grows with the number of pixels N:
+#
+# * the unary, Q and the Q it returns, $(N, L)$ float32 each;
+# * per kernel, its lattice: each pixel's $d+1$ vertices and weights, stored twice (once per
+#   pixel, once per vertex for the splat), and two neighbours per vertex and axis;
+# * per kernel, the lattice values that mean field filters: two $(M+1, L)$ buffers for $M$ vertices.
+#
+# `crf.memory.estimate_bytes` adds these up. Once the lattices are built and $M$ is known
+# (`summary()` reports it), the sum is exact. Before the build it assumes $M = 1.2\,N$ for the
+# bilateral lattice and $1.2\,N/\theta_\gamma^2$ for the Gaussian one, as measured on photographs
+# with DeepLab's widths. That is about $23L + 250$ bytes a pixel: 0.7 GB a megapixel at 21 labels.
+#
+# A photograph of tens of megapixels would not fit, so it is refined at a reduced size
+# (`crf.deeplab_refine(..., max_side=N)`, `deeplab crf --max-side N`, module `crf.reduced`):
+#
+# 1. the image and the scores are averaged down so that the long side is N;
+# 2. $\theta_\alpha$ and $\theta_\gamma$, widths in pixels, shrink by the same factor, while
+#    $\theta_\beta$, a width in colour, stays;
+# 3. Q is enlarged back bilinearly.
+#
+# The CRF then places boundaries to within a pixel of the small image. Below, our image is refined
+# at full size and at half size, and the two results are compared.
+
+# %%
+p = crf.get_preset("deeplab-v1-largefov-voc")
+model = crf.deeplab_crf(image, scores, p)
+q_full = model.inference(p.iterations)
+m_bilateral, m_gaussian = (k.lattice.n_vertices for k in model.kernels)
+known = crf.memory.estimate_bytes(H, W, n_labels, p.theta_gamma, m_bilateral, m_gaussian)
+before = crf.memory.estimate_bytes(H, W, n_labels, p.theta_gamma)
+print(f"{H}x{W}, {n_labels} labels: {m_bilateral:,} + {m_gaussian:,} vertices, {known / 2**20:.1f} MiB held; "
+      f"estimated before the build: {before / 2**20:.1f} MiB")
+print(f"a 24-megapixel photograph with 21 labels: about "
+      f"{crf.memory.estimate_bytes(4000, 6000, 21, p.theta_gamma) / 2**30:.0f} GiB")
+
+q_half = crf.deeplab_refine(image, scores, p, max_side=H // 2)
+agree = (q_half.argmax(0) == q_full.argmax(0)).mean()
+print(f"refined at {crf.reduced.reduced_shape(H, W, H // 2)} and enlarged: the same label as at full size "
+      f"on {agree:.1%} of the pixels (the unary's argmax: {(unary_labels == q_full.argmax(0)).mean():.1%})")
+assert q_half.shape == q_full.shape
+np.testing.assert_allclose(q_half.sum(axis=0), 1, atol=1e-5)
+assert agree > 0.85
+
+fig, axes = plt.subplots(1, 3, figsize=(7, 3.0))
+for ax, q, title in ((axes[0], q_full, f"full size, {H}x{W}"), (axes[1], q_half, "half size, enlarged")):
+    ax.imshow(q.argmax(axis=0), cmap=LABEL_CMAP, vmin=-0.5, vmax=n_labels - 0.5)
+    ax.set_title(title, fontsize=9)
+axes[2].imshow(q_half.argmax(0) != q_full.argmax(0), cmap="gray_r")
+axes[2].set_title("where they differ", fontsize=9)
+for ax in axes:
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## What to take away
 #
 # * The dense CRF's energy (Eq. (1)-(3)) links every pair of pixels through two Gaussian kernels:
@@ -491,3 +548,5 @@ else:
 #   ($w^{(2)}, \theta_\gamma$); DeepLab's presets were tuned for VOC-sized images.
 # * `import crf.compat as dcrf` runs pydensecrf code unchanged, with DeepLab's normalisation
 #   available as `NORMALIZE_AFTER`.
+# * Memory grows with the pixels, about 0.7 GB a megapixel at 21 labels (`crf.memory`); a larger
+#   image is refined at a reduced size, its spatial widths scaled with it (`max_side`).
