@@ -489,21 +489,27 @@ class HostRunner:
 
     def __init__(self, u, kernels, backend):
         self.u, self.kernels, self.backend = u, kernels, backend
-        n, n_labels = u.shape
         self._scaled = None  # (N, L): Q times a kernel's ``pre``, made when a kernel has one
         self._scratch = {}
         # Q lives in one buffer, which every update overwrites: the splat reads Q before the
         # fused pass writes the new one, which reads the blurred lattices, not Q. A new (N, L)
         # array per update would be faulted in anew every time (above 32 MB the allocator maps
         # fresh pages: 45 ms of a 145 ms iteration at 1000x750), and a second buffer would be one
-        # more to fault in per inference (16 MB at 500x375, 63 MB at 1000x750).
-        self._q = np.empty((n, n_labels), np.float32)
+        # more to fault in per inference (16 MB at 500x375, 63 MB at 1000x750). The last update
+        # writes the result into it and hands it over (_step_fused); the next inference makes another.
+        self._q = None
+
+    def _buffer(self):
+        """The runner's (N, L) Q buffer, made if it was handed over."""
+        if self._q is None:
+            self._q = np.empty(self.u.shape, np.float32)
+        return self._q
 
     def to_host(self, q):
         return q
 
     def start(self):
-        q = self._q
+        q = self._buffer()
         with lattice_mod.threads_for(q.size):
             if self.backend == "numpy":
                 meanfield.softmax_numpy(-self.u, q)
@@ -540,8 +546,8 @@ class HostRunner:
 
     def step(self, q, labels_major=False):
         """The next Q from (N, L) ``q``: (N, L) (with the Numba kernels the runner's own buffer,
-        which may be ``q``), or with ``labels_major`` a new (L, N) array (the last update, written
-        as it is returned)."""
+        which may be ``q``), or with ``labels_major`` (L, N) (the last update, written as it is
+        returned), an array the runner keeps no hold of."""
         if self.backend == "cpu" and self.kernels:
             with lattice_mod.threads_for(q.size):
                 return self._step_fused(q, labels_major)
@@ -557,8 +563,10 @@ class HostRunner:
         lats = [lattice_mod.splat_blur_cpu(kernel.lattice, q, kernel.pre, False,
                                            self._get_scratch(kernel, q.shape[1]))
                 for kernel in self.kernels]
-        out = np.empty(q.shape[::-1], np.float32) if labels_major else self._q
-        meanfield.slice_messages_cpu(lats, self.kernels, self.u, out, labels_major)  # may overwrite q: it was read
+        out = self._buffer()  # may be q: the splat has read it, and the fused pass reads the lattices
+        if labels_major:  # the result, written labels first into the buffer, which the runner gives up
+            out, self._q = out.reshape(-1).reshape(q.shape[::-1]), None
+        meanfield.slice_messages_cpu(lats, self.kernels, self.u, out, labels_major)
         return out
 
     def _get_scratch(self, kernel, channels):

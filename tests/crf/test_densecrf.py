@@ -346,6 +346,30 @@ def test_updates_overwrite_one_buffer_and_never_the_callers_q(scene):
     np.testing.assert_array_equal(q, kept)  # the public API never writes the caller's Q
 
 
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_a_returned_q_is_never_written_again(scene, backend):
+    """The last update writes the result into the runner's Q buffer and hands it over: later
+    inferences and steps of the same model must leave it as it was."""
+    image, unary = scene
+    c = _full_crf(image, unary, backend=backend)
+    first = c.inference(3)
+    kept = first.copy()
+    second = c.inference(1)
+    stepped = c.step(second)
+    for q in (second, stepped):
+        assert not np.shares_memory(first, q)
+    np.testing.assert_array_equal(first, kept)
+    assert not np.array_equal(first, second)  # a different Q was computed meanwhile
+    from crf.compat import densecrf as dcrf
+    d = dcrf.DenseCRF2D(W, H, L, backend=backend)
+    d.setUnaryEnergy(unary.reshape(L, -1))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    first = d.inference(2)
+    kept = first.copy()
+    d.inference(1)
+    np.testing.assert_array_equal(first, kept)
+
+
 @pytest.mark.parametrize("compat", [None, 1.0 - np.eye(L)])
 def test_last_update_written_labels_first_is_the_same_q(scene, compat):
     """On the host the last update writes Q (L, N) straight from the softmax's blocks: bit for
