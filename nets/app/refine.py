@@ -161,14 +161,14 @@ def memory_warning(height, width, n_labels, preset, max_side=None, available=Non
     h, w = crf.reduced.reduced_shape(height, width, max_side) if max_side else (height, width)
     side = crf.memory.largest_side(height, width, n_labels, budget, preset.theta_gamma)
     advice = (f"--max-side {side} would need about "
-              f"{_gib(crf.memory.estimate_reduced_bytes(height, width, n_labels, side, preset.theta_gamma))}"
+              f"{_size(crf.memory.estimate_reduced_bytes(height, width, n_labels, side, preset.theta_gamma))}"
               if side else "no reduced size would fit either")
-    return (f"the CRF at {h} x {w} pixels with {n_labels} labels needs up to about {_gib(need)} of memory, "
-            f"and {_gib(available)} are available: it may fail or swap; {advice}")
+    return (f"the CRF at {h} x {w} pixels with {n_labels} labels needs up to about {_size(need)} of memory, "
+            f"and {_size(available)} are available: it may fail or swap; {advice}")
 
 
-def _gib(n_bytes):
-    return f"{n_bytes / 2**30:.1f} GiB"
+def _size(n_bytes):
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
 #: A pixel whose top input probability is above this is "near one-hot": the CRF can barely move it.

@@ -74,3 +74,24 @@ def test_refine_with_max_side_is_the_reduced_crf_enlarged():
                               max_side=40)
     assert q.shape == (3, 60, 80)
     np.testing.assert_allclose(q, want, atol=1e-6)
+
+
+def test_deeplab_crf_warns_before_a_crf_too_large_and_still_runs(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from nets.app import cli
+    image = photo(60, 80, seed=5)
+    Image.fromarray(image).save(tmp_path / "im.png")
+    probs = np.exp(smooth_logits(4, 60, 80, seed=5))
+    np.save(tmp_path / "p.npy", (probs / probs.sum(axis=0)).astype(np.float32))
+    need = crf.memory.estimate_bytes(60, 80, 4, crf.get_preset("deeplab-v2-resnet101-voc").theta_gamma)
+    monkeypatch.setattr(refine_module, "available_memory", lambda: need // 2)
+    code = cli.main(["crf", str(tmp_path / "im.png"), "--probs", str(tmp_path / "p.npy"), "-o",
+                     str(tmp_path / "out.png")])
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "out.png").exists()
+    assert "deeplab crf: warning: the CRF at 60 x 80 pixels with 4 labels needs up to about" in err, err
+    assert "--max-side " in err
+    monkeypatch.setattr(refine_module, "available_memory", lambda: 4 * need)
+    cli.main(["crf", str(tmp_path / "im.png"), "--probs", str(tmp_path / "p.npy"), "-o", str(tmp_path / "b.png")])
+    assert "warning" not in capsys.readouterr().err
