@@ -261,9 +261,9 @@ def cmd_crf(args):
     import os
 
     import crf
+    from crf.reduced import enlarge_marginals
     from nets.app.files import save_probabilities
     from nets.app.imageio import read_image, read_label_png, write_label_png
-    from crf.reduced import enlarge_marginals
     from nets.app.refine import change_report, load_probabilities, memory_warning, refine_model
     from nets.deeplab import label_map, resolve_preset
     probs = coarse = None

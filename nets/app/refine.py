@@ -17,6 +17,10 @@ The CRF is DeepLab's offline one with a named preset: unary ``-log P`` (probabil
 clipped at 1e-5), the RGB uint8 image, per-pixel normalisation
 (:func:`crf.deeplab_refine`; ``-log P`` differs from DeepLab's ``-score`` by a constant
 per pixel, which the mean-field softmax does not see).
+
+Before the CRF is built, its memory is estimated (:mod:`crf.memory`); above 80 % of the
+memory available, :func:`memory_warning` says so and names a ``max_side`` that fits: the
+image is then refined at a reduced size and the result enlarged (:mod:`crf.reduced`).
 """
 import numpy as np
 
