@@ -3,7 +3,8 @@
 A :class:`crf.DenseCRF` with L labels on an H x W image (N = H W pixels) holds, at the
 peak of its inference (the last update, on the CPU):
 
-* the unary energies, Q and the Q it returns: three (N, L) float32 arrays, ``12 N L`` bytes;
+* the unary energies and Q (the last update writes the result into Q's buffer and hands it
+  over): two (N, L) float32 arrays, ``8 N L`` bytes;
 * per kernel over d features whose lattice has M vertices:
 
   - the lattice (:meth:`crf.Lattice.nbytes`): each point's d+1 vertices and barycentric
@@ -26,9 +27,9 @@ it); :func:`estimate_bytes` assumes, unless told:
 * Gaussian (d = 2): M = 1.2 N / theta_gamma^2, at most 3 N (on the pixel grid: 1.16 N, 0.29 N
   and 0.13 N measured at theta_gamma 1, 2 and 3, at any size).
 
-With DeepLab's two kernels and theta_gamma = 3 that is about ``23 L + 250`` bytes a pixel:
-0.73 GB a megapixel at 21 labels. ``bench/crf.py`` measured peaks of 570 and 640 bytes a
-pixel at 500x375 and 1000x750.
+With DeepLab's two kernels and theta_gamma = 3 that is about ``19 L + 250`` bytes a pixel:
+0.65 GB a megapixel at 21 labels. ``bench/crf.py`` measured peaks of 490 and 560 bytes a
+pixel at 500x375 and 1000x750 (87 and 400 MiB above the process's resting size).
 """
 import math
 
@@ -87,7 +88,7 @@ def estimate_bytes(height, width, n_labels, theta_gamma=3.0, bilateral_vertices=
         bilateral_vertices = math.ceil(BILATERAL_VERTICES_PER_PIXEL * n)
     if gaussian_vertices is None:  # at most d+1 = 3 a pixel, each corner of each point its own vertex
         gaussian_vertices = min(3 * n, math.ceil(GAUSSIAN_VERTICES_PER_PIXEL * n / theta_gamma ** 2))
-    return (12 * n * n_labels + lattice_bytes(n, 5, bilateral_vertices, n_labels)
+    return (8 * n * n_labels + lattice_bytes(n, 5, bilateral_vertices, n_labels)
             + lattice_bytes(n, 2, gaussian_vertices, n_labels))
 
 
