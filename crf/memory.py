@@ -11,7 +11,8 @@ peak of its inference (the last update, on the CPU):
     weights, and the same d+1 entries per point again as the splat's lists, ``16 N (d+1)``;
     two neighbours per vertex and axis, ``8 M (d+1)``; the splat lists' starts, ``8 (M+1)``;
     the vertex keys, ``4 M d``;
-  - the normalisation, ``4 N``;
+  - the per-pixel normalisation (DeepLab's), ``4 N``; the symmetric one (pydensecrf's default)
+    holds ``8 N`` (and the NumPy reference one more (N, L) array, Q scaled before the filter);
   - the lattice values the mean field filters, two (M+1, L) float32 buffers, ``8 (M+1) L``
     (one where they fit in ``crf.config.CHAIN_BLUR_MAX_BYTES``).
 
