@@ -275,7 +275,8 @@ def cmd_crf(args):
         else:
             coarse = read_label_png(args.labels)
         n_labels = probs.shape[0] if probs is not None else args.num_labels
-        warning = memory_warning(*image.shape[:2], n_labels, crf.get_preset(preset), args.max_side)
+        warning = memory_warning(*image.shape[:2], n_labels, crf.get_preset(preset), args.max_side,
+                                 backend=args.backend)
         if warning:
             _err("crf", f"warning: {warning}")
         if probs is not None:

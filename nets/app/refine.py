@@ -25,6 +25,7 @@ image is then refined at a reduced size and the result enlarged (:mod:`crf.reduc
 import numpy as np
 
 import crf
+import crf.backend
 import crf.memory
 import crf.reduced
 from nets.app.environment import available_memory
@@ -140,7 +141,7 @@ def refine_model(image, probabilities=None, labels=None, num_labels=21, gt_prob=
 MEMORY_WARN_FRACTION = 0.8
 
 
-def memory_warning(height, width, n_labels, preset, max_side=None, available=None):
+def memory_warning(height, width, n_labels, preset, max_side=None, available=None, backend="cpu"):
     """A warning when the CRF would need more memory than this machine has free, or None.
 
     The need is :func:`crf.memory.estimate_reduced_bytes` at the size the CRF runs at (reduced to
@@ -154,7 +155,11 @@ def memory_warning(height, width, n_labels, preset, max_side=None, available=Non
     max_side : int, optional
     available : int, optional
         Bytes available (default: :func:`nets.app.environment.available_memory`; None where unknown).
+    backend : {"numpy", "cpu", "cuda", "auto"}
+        Where the CRF runs: the estimate is of the host's memory, so nothing is said for the GPU.
     """
+    if crf.backend.resolve_backend(backend) == "cuda":
+        return None
     available = available_memory() if available is None else available
     if available is None:
         return None

@@ -58,6 +58,7 @@ def test_memory_warning_names_a_max_side_that_fits():
     assert memory_warning(3000, 4000, 21, preset, max_side=side, available=4 * gib) is None  # that side fits
     assert memory_warning(375, 500, 21, preset, available=4 * gib) is None
     assert "no reduced size would fit either" in memory_warning(3000, 4000, 21, preset, available=1000)
+    assert memory_warning(3000, 4000, 21, preset, available=1000, backend="cuda") is None  # host memory only
 
 
 def test_no_memory_warning_where_the_memory_is_unknown(monkeypatch):
