@@ -1,4 +1,4 @@
-"""Many images at once: ``deeplab segment`` and ``deeplab evaluate`` over a data set.
+"""Many images at once: ``deeplab segment``, ``deeplab evaluate`` and ``deeplab crf`` over a data set.
 
 Every image is independent, so a data set spreads over processes image by image
 (:mod:`nets.app.workers`: in this process, a pool of local processes, or a Dask cluster), with
@@ -9,8 +9,8 @@ them for every image it gets (:func:`load`); weights are never read again per im
 kernels on ``max(1, cores // processes)`` threads (:func:`nets.app.workers.thread_budget`).
 
 What travels to a worker is a :class:`Settings` (the model's name or file, the weights' file, the
-CRF preset, the scales, the backend) and file names: images are read, and outputs written, by the
-worker itself. On a cluster, the image folder, the output folder and the weights must therefore be
+CRF preset, the scales, the backend), or for the CRF alone a :class:`RefineSettings`, and file
+names: images are read, and outputs written, by the worker itself. On a cluster, the image folder, the output folder and the weights must therefore be
 at the same path on every machine (a shared folder). Outputs are written atomically, so an image
 whose output exists is complete (:func:`segment_files`'s ``resume``).
 
@@ -60,6 +60,35 @@ class Settings:
     scales: tuple = (1.0,)
     backend: str = "auto"
     num_labels: int = 21
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """What a worker needs to refine an image with the dense CRF alone (``deeplab crf`` over folders).
+
+    Attributes
+    ----------
+    preset : crf.Preset
+    source : {"probs", "labels"}
+        Each image's input: probabilities (or scores, with ``logits``) in ``NAME_probs.npy`` or
+        ``NAME.npy``, or a coarse label map ``NAME.png`` (:func:`nets.app.refine.source_file`).
+    logits : bool
+    gt_prob : float
+        The confidence of a coarse label.
+    num_labels : int
+        Labels of the coarse label maps.
+    max_side : int or None
+        Refine a larger image at a reduced size (:mod:`crf.reduced`).
+    backend : {"numpy", "cpu", "cuda", "auto"}
+    """
+
+    preset: object
+    source: str = "probs"
+    logits: bool = False
+    gt_prob: float = 0.7
+    num_labels: int = 21
+    max_side: int = None
+    backend: str = "auto"
 
 
 @dataclass
@@ -274,7 +303,57 @@ def evaluate_one(settings, image_path, label_path, num_classes, state_dir=None):
                    warnings=caught)
 
 
-# ----------------------------------------------------------------------------- the two jobs
+def refine_one(settings, image_path, source_dir, out_dir, save_probs=False):
+    """Refine one image with the dense CRF from its input in ``source_dir``; write ``NAME.png``
+    (and with ``save_probs`` ``NAME_probs.npy``, the marginals) into ``out_dir``.
+
+    Returns
+    -------
+    Outcome
+        With ``error`` set, never raising, when the image or its input cannot be read, does not
+        match, or the output cannot be written. Its ``warnings`` hold the CRF's memory warning
+        and the near-one-hot warning of :func:`nets.app.refine.change_report`.
+    """
+    from nets.app import refine
+    from nets.app.imageio import ImageReadError, read_image, read_label_png, write_label_png
+    from nets.deeplab import label_map
+    start = time.perf_counter()
+    timings, warnings = {}, []
+    try:
+        image = read_image(image_path)
+        source = refine.source_file(image_path, source_dir, settings.source)
+        probs = coarse = None
+        if settings.source == "probs":
+            probs = refine.load_probabilities(source, *image.shape[:2], logits=settings.logits)
+        else:
+            coarse = read_label_png(source)
+        timings["read"] = time.perf_counter() - start
+        n_labels = probs.shape[0] if probs is not None else settings.num_labels
+        memory = refine.memory_warning(*image.shape[:2], n_labels, settings.preset, settings.max_side,
+                                       backend=settings.backend)
+        warnings += [f"{image_path}: {memory}"] if memory else []
+        t = time.perf_counter()
+        q = refine.refine(image, probabilities=probs, labels=coarse, num_labels=settings.num_labels,
+                          gt_prob=settings.gt_prob, preset=settings.preset, logits=settings.logits,
+                          backend=settings.backend, max_side=settings.max_side)
+        labels = label_map(q)  # Caffe's tie rule
+        timings["crf"] = time.perf_counter() - t
+        t = time.perf_counter()
+        labels_png, *probs_npy = output_paths(image_path, out_dir, save_probs=save_probs)
+        write_label_png(labels_png, labels)
+        if save_probs:
+            save_probabilities(probs_npy[0], q)
+        timings["write"] = time.perf_counter() - t
+    except (ImageReadError, OSError, ValueError, TypeError) as exc:
+        message = str(exc) if os.fspath(image_path) in str(exc) or os.fspath(source_dir) in str(exc) \
+            else f"{image_path}: {exc}"
+        return Outcome(image_path, error=message, seconds=time.perf_counter() - start)
+    report = refine.change_report(labels, probabilities=probs, labels=coarse, logits=settings.logits)
+    warnings += [f"{image_path}: {line[len('warning: '):]}" for line in report if line.startswith("warning: ")]
+    return Outcome(image_path, seconds=time.perf_counter() - start, timings=timings, warnings=warnings)
+
+
+# ----------------------------------------------------------------------------- the three jobs
 
 
 def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, workers=1, client=None,
@@ -412,3 +491,54 @@ def evaluate_files(pairs, settings, num_classes, workers=1, client=None, state_d
         if outcome.matrix is not None:
             matrix += outcome.matrix
     return matrix, Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))
+
+
+def refine_files(paths, settings, source_dir, out_dir, save_probs=False, workers=1, client=None, resume=False,
+                 on_outcome=None, threads=None):
+    """Refine image files with the dense CRF alone, each from its input in ``source_dir``, into ``out_dir``.
+
+    Parameters
+    ----------
+    paths : list of str
+        Image files (:func:`nets.app.files.image_files` expands folders).
+    settings : RefineSettings
+    source_dir : str
+        The images' probabilities or coarse label maps, by name (:func:`nets.app.refine.source_file`).
+    out_dir : str
+        Gets ``NAME.png`` (VOC-palette labels) and with ``save_probs`` ``NAME_probs.npy`` ((L, H, W)
+        float32), written atomically. Not ``source_dir`` when that holds label maps (they would be
+        overwritten).
+    workers, client, resume, on_outcome, threads
+        As for :func:`segment_files`.
+
+    Returns
+    -------
+    Summary
+    """
+    if not os.path.isdir(source_dir):
+        raise ValueError(f"{source_dir}: no such folder (the images' {settings.source})")
+    os.makedirs(out_dir, exist_ok=True)
+    if settings.source == "labels" and os.path.samefile(source_dir, out_dir):
+        raise ValueError(f"the output folder {out_dir} is the folder of the coarse label maps: the refined "
+                         f"ones would overwrite them; choose another output folder")
+    start = time.perf_counter()
+    outcomes, calls, index, seen = [None] * len(paths), [], [], {}
+    for k, path in enumerate(paths):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in seen:
+            outcomes[k] = Outcome(path, error=f"{path}: its output {stem}.png would overwrite the one of "
+                                              f"{seen[stem]}; skipped")
+        elif resume and all(os.path.isfile(p) for p in output_paths(path, out_dir, save_probs=save_probs)):
+            outcomes[k] = Outcome(path, skipped=True)
+        else:
+            calls.append((settings, path, source_dir, out_dir, save_probs))
+            index.append(k)
+        seen.setdefault(stem, path)
+    for outcome in outcomes:
+        if outcome is not None and on_outcome is not None:
+            on_outcome(outcome)
+    for k, outcome in zip(index, run(refine_one, calls, workers, client, on_outcome, threads)):
+        outcomes[k] = outcome
+    remove_orphans(out_dir, [os.path.basename(p) for path in paths
+                             for p in output_paths(path, out_dir, save_probs=save_probs)])
+    return Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))

@@ -258,7 +258,13 @@ def cmd_evaluate(args):
 
 
 def cmd_crf(args):
-    import os
+    source_dir = args.probs if args.probs is not None else args.labels
+    if os.path.isdir(source_dir) or len(args.inputs) > 1 or os.path.isdir(args.inputs[0]):
+        return _crf_many(args, source_dir)
+    if args.workers != 1 or args.scheduler or args.resume:
+        _err("crf", "--workers, --scheduler and --resume are for many images: --probs DIR or --labels DIR")
+        return 2
+    args.image = args.inputs[0]
 
     import crf
     from crf.reduced import enlarge_marginals
@@ -301,6 +307,42 @@ def cmd_crf(args):
         path = os.path.splitext(args.output)[0] + "_probs.npy"
         save_probabilities(path, q)
         print(f"wrote {path} ({q.shape[0]}, {q.shape[1]}, {q.shape[2]}) float32")
+    return 0
+
+
+def _crf_many(args, source_dir):
+    """``deeplab crf`` over images and folders, each image's input found by name in ``source_dir``."""
+    import crf
+    from nets.app import batch
+    from nets.app.files import image_files
+    from nets.deeplab import resolve_preset
+    if not os.path.isdir(source_dir):
+        _err("crf", f"{source_dir}: with several images, --probs and --labels name a folder holding each "
+                    f"image's input by name")
+        return 2
+    try:
+        settings = batch.RefineSettings(crf.get_preset(resolve_preset(args.preset)),
+                                        "probs" if args.probs is not None else "labels", args.from_logits,
+                                        args.gt_prob, args.num_labels, args.max_side, args.backend)
+        client = _client(args)
+    except (OSError, ValueError) as exc:
+        _err("crf", exc)
+        return 1
+    paths = image_files(args.inputs)
+    if not paths:
+        _err("crf", f"no image files in {args.inputs}")
+        return 1
+    summary = _run_many("crf", args, len(paths), client, lambda **kw: batch.refine_files(
+        paths, settings, source_dir, args.output, save_probs=args.save_probs, workers=args.workers,
+        client=client, resume=args.resume, **kw))
+    if summary is None:
+        return 1
+    failures = summary.failures
+    print(f"wrote {summary.done} of {len(paths)} refined label maps to {args.output}")
+    print(summary.line())
+    if failures:
+        _err("crf", f"{len(failures)} of {len(paths)} images failed:\n  " + "\n  ".join(o.error for o in failures))
+        return 1
     return 0
 
 
@@ -391,23 +433,29 @@ def build_parser():
     _add_threads(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("crf", help="refine a segmentation with DeepLab's dense CRF")
-    p.add_argument("image", metavar="IMAGE")
+    p = sub.add_parser("crf", help="refine a segmentation with DeepLab's dense CRF",
+                       description="Refine one image (IMAGE, --probs P.npy or --labels COARSE.png, -o OUT.png) "
+                                   "or many: images and folders of them, with --probs DIR or --labels DIR "
+                                   "holding each image's NAME_probs.npy or NAME.npy, or NAME.png, and -o OUT_DIR.")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--probs", metavar="P.npy", help="probabilities, (L, H, W) or (H, W, L)")
-    source.add_argument("--labels", metavar="COARSE.png", help="coarse label PNG (255: unsure)")
+    source.add_argument("--probs", metavar="P.npy|DIR", help="probabilities, (L, H, W) or (H, W, L)")
+    source.add_argument("--labels", metavar="COARSE.png|DIR", help="coarse label PNG (255: unsure)")
     p.add_argument("--from-logits", action="store_true",
                    help="--probs holds pre-softmax scores (any finite values), not probabilities")
     p.add_argument("--gt-prob", type=float, default=0.7, help="confidence of a coarse label (default 0.7)")
     p.add_argument("--num-labels", type=_positive_int, default=21, help="labels with --labels (default 21)")
     p.add_argument("--preset", default="deeplab-v2-resnet101-voc", help="CRF preset name")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png|OUT_DIR")
     p.add_argument("--save-probs", action="store_true", help="also write OUT_probs.npy, (L, H, W) float32")
     p.add_argument("--max-side", type=_positive_int, metavar="N",
                    help="refine a larger image at a reduced size, long side N, and enlarge the result "
                         "(for images whose CRF would not fit in memory: about 0.65 GB a megapixel at 21 labels)")
     p.add_argument("--verbose", action="store_true", help="lattice sizes, memory and the time of each stage")
     p.add_argument("--backend", choices=backends, default="auto")
+    _add_many(p)
+    p.add_argument("--resume", action="store_true",
+                   help="many images: skip those whose outputs are all in OUT_DIR (an interrupted run's)")
     _add_threads(p)
     p.set_defaults(func=cmd_crf)
 

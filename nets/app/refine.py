@@ -22,6 +22,8 @@ Before the CRF is built, its memory is estimated (:mod:`crf.memory`); above 80 %
 memory available, :func:`memory_warning` says so and names a ``max_side`` that fits: the
 image is then refined at a reduced size and the result enlarged (:mod:`crf.reduced`).
 """
+import os
+
 import numpy as np
 
 import crf
@@ -33,6 +35,22 @@ from nets.deeplab import label_map
 
 #: Largest allowed |sum over labels - 1| of probabilities.
 SUM_TOLERANCE = 1e-3
+
+
+def source_file(image_path, folder, kind):
+    """The input of an image among many (``deeplab crf`` over folders), found by the image's name.
+
+    For ``kind="probs"`` ``folder/NAME_probs.npy`` (what ``deeplab segment --save-probs`` writes)
+    or else ``folder/NAME.npy``; for ``kind="labels"`` ``folder/NAME.png``. Raises ``ValueError``
+    naming the files looked for when there is none.
+    """
+    stem = os.path.splitext(os.path.basename(os.fspath(image_path)))[0]
+    names = [stem + "_probs.npy", stem + ".npy"] if kind == "probs" else [stem + ".png"]
+    for name in names:
+        path = os.path.join(os.fspath(folder), name)
+        if os.path.isfile(path):
+            return path
+    raise ValueError(f"{image_path}: no {' or '.join(names)} in {folder}")
 
 
 def load_probabilities(path, height, width, logits=False):

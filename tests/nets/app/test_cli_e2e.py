@@ -14,6 +14,7 @@ import crf
 import nets
 from nets.app.evaluate import confusion_matrix, mean_iou
 from nets.app.imageio import read_image, read_label_png, write_label_png
+from nets.app.refine import refine
 
 DEMO = Path(nets.__file__).parent / "data" / "demo"
 HELDOUT = DEMO / "heldout"
@@ -160,6 +161,50 @@ def test_crf_at_a_reduced_size(tmp_path, largefov):
     proc = deeplab("crf", HELDOUT / "image_01.png", "--probs", "p.npy", "--max-side", "0", "-o", "x.png",
                    cwd=tmp_path)
     assert proc.returncode != 0 and "expected a positive integer" in proc.stderr
+
+
+def test_crf_over_folders(tmp_path, largefov):
+    """Many images, each with its probabilities found by name (NAME_probs.npy as segment --save-probs
+    writes them, or NAME.npy), on two worker processes: every output bit for bit the one-image
+    result; an image without its input fails alone, by name; --resume skips what is done."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "probs").mkdir()
+    refined = {}
+    for n in range(3):
+        shutil.copy(HELDOUT / f"image_{n:02d}.png", tmp_path / "img" / f"s{n}.png")
+        if n == 2:
+            continue  # no input for s2
+        image = read_image(HELDOUT / f"image_{n:02d}.png")
+        probs = largefov.segment(image, backend="cpu").probabilities
+        np.save(tmp_path / "probs" / (f"s{n}_probs.npy" if n else f"s{n}.npy"), probs)
+        refined[f"s{n}"] = refine(image, probabilities=probs, preset="deeplab-v1-largefov-voc", backend="cpu")
+    args = ("crf", "img", "--probs", "probs", "-o", "out", "--preset", "deeplab-v1-largefov-voc", "--save-probs",
+            "--workers", "2", "--quiet")
+    proc = deeplab(*args, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "wrote 2 of 3 refined label maps to out" in proc.stdout, proc.stdout
+    assert "s2.png: no s2_probs.npy or s2.npy in probs" in proc.stderr, proc.stderr
+    for stem, q in refined.items():
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / f"{stem}_probs.npy", allow_pickle=False), q)
+        np.testing.assert_array_equal(read_label_png(tmp_path / "out" / f"{stem}.png"), q.argmax(0))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s0.png", "s0_probs.npy", "s1.png",
+                                                                    "s1_probs.npy"]
+    proc = deeplab(*args, "--resume", cwd=tmp_path)
+    assert "3 images (2 already done), 1 failed" in proc.stdout, proc.stdout
+
+    # coarse label maps: the output folder must not be theirs
+    (tmp_path / "coarse").mkdir()
+    shutil.copy(HELDOUT / "label_00.png", tmp_path / "coarse" / "s0.png")
+    proc = deeplab("crf", "img/s0.png", "img/s1.png", "--labels", "coarse", "-o", "coarse", "--num-labels", "6",
+                   cwd=tmp_path)
+    assert proc.returncode != 0 and "would overwrite them" in proc.stderr, proc.stderr
+    proc = deeplab("crf", "img/s0.png", "img/s1.png", "--labels", "coarse", "-o", "fromlabels", "--num-labels", "6",
+                   "--quiet", cwd=tmp_path)
+    assert proc.returncode == 1 and "s1.png: no s1.png in coarse" in proc.stderr, proc.stderr
+    assert (read_label_png(tmp_path / "fromlabels" / "s0.png") == read_label_png(HELDOUT / "label_00.png")).mean() > 0.9
+    # one image: --workers is for folders
+    proc = deeplab("crf", "img/s0.png", "--probs", "probs/s0.npy", "-o", "one.png", "--workers", "2", cwd=tmp_path)
+    assert proc.returncode == 2 and "--workers, --scheduler and --resume are for many images" in proc.stderr
 
 
 def test_convert_then_segment_with_the_npz(tmp_path):

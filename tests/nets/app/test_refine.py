@@ -96,3 +96,18 @@ def test_deeplab_crf_warns_before_a_crf_too_large_and_still_runs(tmp_path, monke
     monkeypatch.setattr(refine_module, "available_memory", lambda: 4 * need)
     cli.main(["crf", str(tmp_path / "im.png"), "--probs", str(tmp_path / "p.npy"), "-o", str(tmp_path / "b.png")])
     assert "warning" not in capsys.readouterr().err
+
+
+def test_source_file_finds_an_images_input_by_name(tmp_path):
+    from nets.app.refine import source_file
+    (tmp_path / "a_probs.npy").write_bytes(b"")
+    (tmp_path / "a.npy").write_bytes(b"")
+    (tmp_path / "b.npy").write_bytes(b"")
+    (tmp_path / "c.png").write_bytes(b"")
+    assert source_file("imgs/a.jpg", tmp_path, "probs") == str(tmp_path / "a_probs.npy")  # segment's name first
+    assert source_file("imgs/b.png", tmp_path, "probs") == str(tmp_path / "b.npy")
+    assert source_file("c.jpg", tmp_path, "labels") == str(tmp_path / "c.png")
+    with pytest.raises(ValueError, match=r"imgs/c.jpg: no c_probs.npy or c.npy in"):
+        source_file("imgs/c.jpg", tmp_path, "probs")
+    with pytest.raises(ValueError, match=r"no a.png in"):
+        source_file("a.jpg", tmp_path, "labels")
