@@ -356,6 +356,32 @@ def refine_one(settings, image_path, source_dir, out_dir, save_probs=False):
 # ----------------------------------------------------------------------------- the three jobs
 
 
+def _plan(paths, outputs, resume, call, on_outcome):
+    """Which images of a job run: ``(outcomes, calls, index)``.
+
+    ``outcomes`` (one per path) already holds those that do not run: an image whose output name
+    another one before it takes (an error), and with ``resume`` one whose ``outputs(path)`` are
+    all there (skipped); ``on_outcome`` has been told of them. ``calls`` holds ``call(path)`` of
+    the others, and ``index`` their positions in ``paths``.
+    """
+    outcomes, calls, index, seen = [None] * len(paths), [], [], {}
+    for k, path in enumerate(paths):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in seen:
+            outcomes[k] = Outcome(path, error=f"{path}: its output {stem}.png would overwrite the one of "
+                                              f"{seen[stem]}; skipped")
+        elif resume and all(os.path.isfile(p) for p in outputs(path)):
+            outcomes[k] = Outcome(path, skipped=True)
+        else:
+            calls.append(call(path))
+            index.append(k)
+        seen.setdefault(stem, path)
+    for outcome in outcomes:
+        if outcome is not None and on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes, calls, index
+
+
 def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, workers=1, client=None,
                   resume=False, on_outcome=None, threads=None, batch=1):
     """Segment image files into ``out_dir``, on ``workers`` processes or a Dask ``client``.
@@ -388,21 +414,8 @@ def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, wor
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    outcomes, calls, index, seen = [None] * len(paths), [], [], {}
-    for k, path in enumerate(paths):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in seen:
-            outcomes[k] = Outcome(path, error=f"{path}: its output {stem}.png would overwrite the one of "
-                                              f"{seen[stem]}; skipped")
-        elif resume and all(os.path.isfile(p) for p in output_paths(path, out_dir, overlay, save_probs)):
-            outcomes[k] = Outcome(path, skipped=True)
-        else:
-            calls.append((settings, path, out_dir, overlay, save_probs))
-            index.append(k)
-        seen.setdefault(stem, path)
-    for outcome in outcomes:
-        if outcome is not None and on_outcome is not None:
-            on_outcome(outcome)
+    outcomes, calls, index = _plan(paths, lambda path: output_paths(path, out_dir, overlay, save_probs), resume,
+                                   lambda path: (settings, path, out_dir, overlay, save_probs), on_outcome)
     if batch == 1:
         results = run(segment_one, calls, workers, client, on_outcome, threads)
     else:  # groups of consecutive images, one call each
@@ -522,21 +535,8 @@ def refine_files(paths, settings, source_dir, out_dir, save_probs=False, workers
         raise ValueError(f"the output folder {out_dir} is the folder of the coarse label maps: the refined "
                          f"ones would overwrite them; choose another output folder")
     start = time.perf_counter()
-    outcomes, calls, index, seen = [None] * len(paths), [], [], {}
-    for k, path in enumerate(paths):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in seen:
-            outcomes[k] = Outcome(path, error=f"{path}: its output {stem}.png would overwrite the one of "
-                                              f"{seen[stem]}; skipped")
-        elif resume and all(os.path.isfile(p) for p in output_paths(path, out_dir, save_probs=save_probs)):
-            outcomes[k] = Outcome(path, skipped=True)
-        else:
-            calls.append((settings, path, source_dir, out_dir, save_probs))
-            index.append(k)
-        seen.setdefault(stem, path)
-    for outcome in outcomes:
-        if outcome is not None and on_outcome is not None:
-            on_outcome(outcome)
+    outcomes, calls, index = _plan(paths, lambda path: output_paths(path, out_dir, save_probs=save_probs), resume,
+                                   lambda path: (settings, path, source_dir, out_dir, save_probs), on_outcome)
     for k, outcome in zip(index, run(refine_one, calls, workers, client, on_outcome, threads)):
         outcomes[k] = outcome
     remove_orphans(out_dir, [os.path.basename(p) for path in paths

@@ -165,33 +165,45 @@ def _run_many(command, args, total, client, job):
             client.close()
 
 
+def _image_paths(command, inputs):
+    """The image files of files and folders, or an empty list after saying there are none."""
+    from nets.app.files import image_files
+    paths = image_files(inputs)
+    if not paths:
+        _err(command, f"no image files in {inputs}")
+    return paths
+
+
+def _report_many(command, summary, total, written):
+    """Print what a run over many images wrote and its summary line; the exit code (1 if any image failed)."""
+    if summary is None:
+        return 1
+    failures = summary.failures
+    print(f"wrote {summary.done} of {total} {written}")
+    print(summary.line())
+    if failures:
+        _err(command, f"{len(failures)} of {total} images failed:\n  " + "\n  ".join(o.error for o in failures))
+        return 1
+    return 0
+
+
 def cmd_segment(args):
     from atrous.backend import resolve_backend
     from nets.app import batch
-    from nets.app.files import image_files
     try:
         settings, _ = _settings(args)
         client = _client(args)
     except (OSError, ValueError) as exc:
         _err("segment", exc)
         return 1
-    paths = image_files(args.inputs)
+    paths = _image_paths("segment", args.inputs)
     if not paths:
-        _err("segment", f"no image files in {args.inputs}")
         return 1
     size = args.batch or (GPU_BATCH if resolve_backend(settings.backend) == "cuda" else 1)
     summary = _run_many("segment", args, len(paths), client, lambda **kw: batch.segment_files(
         paths, settings, args.output, overlay=args.overlay, save_probs=args.save_probs, workers=args.workers,
         client=client, resume=args.resume, batch=size, **kw))
-    if summary is None:
-        return 1
-    failures = summary.failures
-    print(f"wrote {summary.done} of {len(paths)} label maps to {args.output}")
-    print(summary.line())
-    if failures:
-        _err("segment", f"{len(failures)} of {len(paths)} images failed:\n  " + "\n  ".join(o.error for o in failures))
-        return 1
-    return 0
+    return _report_many("segment", summary, len(paths), f"label maps to {args.output}")
 
 
 def cmd_evaluate(args):
@@ -314,7 +326,6 @@ def _crf_many(args, source_dir):
     """``deeplab crf`` over images and folders, each image's input found by name in ``source_dir``."""
     import crf
     from nets.app import batch
-    from nets.app.files import image_files
     from nets.deeplab import resolve_preset
     if not os.path.isdir(source_dir):
         _err("crf", f"{source_dir}: with several images, --probs and --labels name a folder holding each "
@@ -328,22 +339,13 @@ def _crf_many(args, source_dir):
     except (OSError, ValueError) as exc:
         _err("crf", exc)
         return 1
-    paths = image_files(args.inputs)
+    paths = _image_paths("crf", args.inputs)
     if not paths:
-        _err("crf", f"no image files in {args.inputs}")
         return 1
     summary = _run_many("crf", args, len(paths), client, lambda **kw: batch.refine_files(
         paths, settings, source_dir, args.output, save_probs=args.save_probs, workers=args.workers,
         client=client, resume=args.resume, **kw))
-    if summary is None:
-        return 1
-    failures = summary.failures
-    print(f"wrote {summary.done} of {len(paths)} refined label maps to {args.output}")
-    print(summary.line())
-    if failures:
-        _err("crf", f"{len(failures)} of {len(paths)} images failed:\n  " + "\n  ".join(o.error for o in failures))
-        return 1
-    return 0
+    return _report_many("crf", summary, len(paths), f"refined label maps to {args.output}")
 
 
 def cmd_demo(args):
