@@ -232,9 +232,14 @@ def argmax(x, axis=None, top_k=1, out_max_val=False, backend="auto"):
         from . import cuda
         return cuda.argmax(x, (outer, dim, inner), top_k, out_max_val, axis is None, out_shape)
     v = host_float32(x, "x").reshape(outer, dim, inner)
-    # A stable ascending sort of -value over the reversed axis puts, among equal
-    # values, the highest original index first.
-    order = np.argsort(-v[:, ::-1, :], axis=1, kind="stable")[:, :top_k, :]  # (outer, top_k, inner)
+    if top_k == 1 and not np.isnan(v).any():
+        # np.argmax keeps the first of equal values: over the reversed axis, the highest index
+        # (5x faster than the sort below: 73 -> 13 ms for 21 labels at 500x375)
+        order = np.argmax(v[:, ::-1, :], axis=1, keepdims=True)  # (outer, 1, inner)
+    else:
+        # A stable ascending sort of -value over the reversed axis puts, among equal values, the
+        # highest index first (and NaN last, where np.argmax would take it)
+        order = np.argsort(-v[:, ::-1, :], axis=1, kind="stable")[:, :top_k, :]  # (outer, top_k, inner)
     index = (dim - 1) - order
     values = np.take_along_axis(v, index, axis=1)
     if axis is not None:

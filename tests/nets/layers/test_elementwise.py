@@ -95,6 +95,24 @@ def test_argmax_keeps_the_highest_index_among_equals():
         np.testing.assert_array_equal(top4, [3, 3, 3, 2])
 
 
+def test_argmax_top_1_is_the_sort_with_its_ties_and_nan(rng):
+    """The top-1 shortcut (np.argmax over the reversed axis) against the general sort: ties to the
+    highest index; NaN, which np.argmax would take, sorted last."""
+    x = rng.integers(0, 3, (2, 7, 4, 5)).astype(np.float32)  # many ties
+    x[0, :, 0, 0] = [np.nan, 1, 2, 2, np.nan, 0, 1]
+    x[1, :, 1, 1] = np.nan
+    for axis in (1, None):
+        top1 = argmax(x, axis=axis, top_k=1, backend="numpy")
+        top2 = argmax(x, axis=axis, top_k=2, backend="numpy")  # the sort
+        first = top2[:, :1] if axis is not None else top2[:, :, :1]
+        np.testing.assert_array_equal(top1, first)
+    labels = argmax(x, axis=1, backend="numpy")
+    assert labels[0, 0, 0, 0] == 3 and labels[1, 0, 1, 1] == 6  # the highest of the 2s; all NaN: the last
+    clean = np.nan_to_num(x, nan=-1.0)
+    np.testing.assert_array_equal(argmax(clean, axis=1, backend="numpy")[:, 0],
+                                  6 - np.argmax(clean[:, ::-1], axis=1))
+
+
 def test_argmax_equals_numpy_without_ties(rng):
     x = rng.standard_normal((2, 21, 5, 6)).astype(np.float32)
     for backend in BACKENDS:
