@@ -1,7 +1,11 @@
-"""Throughput of ``deeplab segment`` over many images: one process against a local pool and a Dask cluster.
+"""Throughput of ``deeplab segment`` (or ``deeplab crf``) over many images: one process against a local
+pool and a Dask cluster.
 
-~200 generated images (held-out samples of ``nets.deeplab.shapes_dataset``, 97x97 PNGs), a demo net
-with its CRF preset, label PNGs and probabilities written as ``deeplab segment --save-probs`` does.
+``--job segment``: ~200 generated images (held-out samples of ``nets.deeplab.shapes_dataset``, 97x97
+PNGs), a demo net with its CRF preset, label PNGs and probabilities written as ``deeplab segment
+--save-probs`` does. ``--job crf``: the dense CRF alone as ``deeplab crf IMAGES --probs DIR
+--save-probs`` runs it, on ~40 photographs of 500x375 (``bench/crf.py``'s, each shifted by a few
+pixels) with 21 labels of smooth seeded probabilities, DeepLab-v2's preset.
 Configurations, each in a fresh process, one after the other in the same run:
 
 * ``1x2``: one process, 2 threads (Numba and BLAS) - the serial run;
@@ -20,7 +24,7 @@ worker processes (Linux ``ru_maxrss``).
 
 Usage::
 
-    python bench/scale.py [--images 200] [--model demo-aspp] [--repeat 2] [--markdown]
+    python bench/scale.py [--job segment|crf] [--images N] [--model demo-aspp] [--repeat 2] [--markdown]
 """
 import argparse
 import filecmp
@@ -39,16 +43,22 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 CONFIGS = {"1x2": (1, None), "2x1": (2, None), "dask-2x1": (2, "dask")}
 
 
-def _child(config, images, out, model):
+def _child(config, images, out, model, job):
     """Run one configuration in this (fresh) process; print one JSON line."""
     workers, engine = CONFIGS[config]
-    from nets.app.batch import Settings, segment_files
+    from nets.app import batch
     from nets.app.workers import limit_threads
     if workers == 1:
         limit_threads(2)
     from nets.app.files import image_files
     paths = image_files([images])
-    settings = Settings(model, crf="auto", backend="cpu")
+    if job == "crf":
+        import crf
+        settings = batch.RefineSettings(crf.get_preset("deeplab-v2-resnet101-voc"), backend="cpu")
+        files = lambda **kw: batch.refine_files(paths, settings, images, out, save_probs=True, **kw)  # noqa: E731
+    else:
+        settings = batch.Settings(model, crf="auto", backend="cpu")
+        files = lambda **kw: batch.segment_files(paths, settings, out, save_probs=True, **kw)  # noqa: E731
     cluster_seconds = 0.0
     if engine == "dask":
         from nets.app.workers import local_cluster
@@ -56,19 +66,42 @@ def _child(config, images, out, model):
         with local_cluster(workers) as client:
             cluster_seconds = time.perf_counter() - t
             start = time.perf_counter()
-            summary = segment_files(paths, settings, out, save_probs=True, client=client)
+            summary = files(client=client)
             seconds = time.perf_counter() - start
             t = time.perf_counter()
         cluster_seconds += time.perf_counter() - t
     else:
         start = time.perf_counter()
-        summary = segment_files(paths, settings, out, save_probs=True, workers=workers)
+        summary = files(workers=workers)
         seconds = time.perf_counter() - start
     print(json.dumps({"config": config, "seconds": seconds, "cluster_seconds": cluster_seconds,
                       "images": summary.done,
                       "failed": len(summary.failures), "workers": summary.workers,
                       "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
+def _write_inputs(folder, count, job):
+    """The run's images (and for ``crf`` each image's NAME_probs.npy beside it)."""
+    import numpy as np
+    from PIL import Image
+    if job == "segment":
+        from nets.deeplab import shapes_dataset
+        for n in range(count):
+            Image.fromarray(shapes_dataset.sample(n, "heldout")[0]).save(folder / f"s{n:04d}.png")
+        return
+    import importlib.util
+
+    from crf.synthetic import smooth_logits
+    spec = importlib.util.spec_from_file_location("bench_crf", Path(__file__).with_name("crf.py"))
+    bench_crf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_crf)
+    photo = bench_crf._natural_photo()
+    for n in range(count):
+        Image.fromarray(np.roll(photo, 7 * n, axis=1)).save(folder / f"p{n:04d}.png")
+        logits = smooth_logits(21, 375, 500, seed=n)
+        p = np.exp(logits - logits.max(axis=0))
+        np.save(folder / f"p{n:04d}_probs.npy", (p / p.sum(axis=0)).astype(np.float32))
 
 
 def _environment():
@@ -82,30 +115,29 @@ def _environment():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--job", choices=("segment", "crf"), default="segment")
+    parser.add_argument("--images", type=int, default=None, help="default 200 (segment), 40 (crf)")
     parser.add_argument("--model", default="demo-aspp")
     parser.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest counts")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--child", nargs=3, metavar=("CONFIG", "IMAGES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(*args.child, args.model)
+        _child(*args.child, args.model, args.job)
         return 0
+    if args.images is None:
+        args.images = 200 if args.job == "segment" else 40
 
-    from PIL import Image
-
-    from nets.deeplab import shapes_dataset
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         images.mkdir()
-        for n in range(args.images):
-            Image.fromarray(shapes_dataset.sample(n, "heldout")[0]).save(images / f"s{n:04d}.png")
+        _write_inputs(images, args.images, args.job)
         best = {}
         for r in range(args.repeat):
             for config in CONFIGS:
                 out = Path(tmp) / f"out-{config}-{r}"
-                proc = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", config,
-                                       str(images), str(out)], capture_output=True, text=True)
+                proc = subprocess.run([sys.executable, __file__, "--job", args.job, "--model", args.model,
+                                       "--child", config, str(images), str(out)], capture_output=True, text=True)
                 if proc.returncode != 0:
                     print(proc.stdout + proc.stderr, file=sys.stderr)
                     return 1
@@ -132,7 +164,8 @@ def main(argv=None):
                      "yes" if result["identical"] else "NO", str(result["failed"])))
     header = ("config", "workers", "seconds", "images/s", "vs 1x2", "vs 2x1", "peak RSS main / worker (MB)",
               "files identical", "failed")
-    print(f"\n{args.images} images, {args.model} + CRF, label PNGs and probabilities written; best of {args.repeat}")
+    what = f"{args.model} + CRF" if args.job == "segment" else "the dense CRF alone (500x375, 21 labels)"
+    print(f"\n{args.images} images, {what}, label PNGs and probabilities written; best of {args.repeat}")
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
