@@ -453,7 +453,8 @@ def build_parser():
     p.add_argument("--max-side", type=_positive_int, metavar="N",
                    help="refine a larger image at a reduced size, long side N, and enlarge the result "
                         "(for images whose CRF would not fit in memory: about 0.65 GB a megapixel at 21 labels)")
-    p.add_argument("--verbose", action="store_true", help="lattice sizes, memory and the time of each stage")
+    p.add_argument("--verbose", action="store_true",
+                   help="lattice sizes, memory and the time of each stage (many images: each image's times)")
     p.add_argument("--backend", choices=backends, default="auto")
     _add_many(p)
     p.add_argument("--resume", action="store_true",
