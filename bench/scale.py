@@ -28,6 +28,7 @@ Usage::
 """
 import argparse
 import filecmp
+import functools
 import json
 import os
 import resource
@@ -52,13 +53,13 @@ def _child(config, images, out, model, job):
         limit_threads(2)
     from nets.app.files import image_files
     paths = image_files([images])
-    if job == "crf":
+    if job == "crf":  # each image's probabilities beside it, NAME_probs.npy
         import crf
         settings = batch.RefineSettings(crf.get_preset("deeplab-v2-resnet101-voc"), backend="cpu")
-        files = lambda **kw: batch.refine_files(paths, settings, images, out, save_probs=True, **kw)  # noqa: E731
+        files = functools.partial(batch.refine_files, paths, settings, images, out, save_probs=True)
     else:
         settings = batch.Settings(model, crf="auto", backend="cpu")
-        files = lambda **kw: batch.segment_files(paths, settings, out, save_probs=True, **kw)  # noqa: E731
+        files = functools.partial(batch.segment_files, paths, settings, out, save_probs=True)
     cluster_seconds = 0.0
     if engine == "dask":
         from nets.app.workers import local_cluster

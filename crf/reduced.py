@@ -43,7 +43,8 @@ def reduced_shape(height, width, max_side):
 def shrink_image(image, shape):
     """An (H, W, 3) uint8 image area-averaged to ``shape`` (h, w): (h, w, 3) uint8."""
     h, w = shape
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize((w, h), Image.Resampling.BOX))
+    small = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize((w, h), Image.Resampling.BOX)
+    return np.asarray(small)
 
 
 def _resize_planes(planes, shape, resample):

@@ -10,9 +10,10 @@ kernels on ``max(1, cores // processes)`` threads (:func:`nets.app.workers.threa
 
 What travels to a worker is a :class:`Settings` (the model's name or file, the weights' file, the
 CRF preset, the scales, the backend), or for the CRF alone a :class:`RefineSettings`, and file
-names: images are read, and outputs written, by the worker itself. On a cluster, the image folder, the output folder and the weights must therefore be
-at the same path on every machine (a shared folder). Outputs are written atomically, so an image
-whose output exists is complete (:func:`segment_files`'s ``resume``).
+names: images are read, and outputs written, by the worker itself. On a cluster, the image folder,
+the output folder and the weights must therefore be at the same path on every machine (a shared
+folder). Outputs are written atomically, so an image whose output exists is complete
+(:func:`segment_files`'s ``resume``).
 
 Nothing is lost:
 
