@@ -17,7 +17,6 @@ What is lost is detail below the small image's pixel: a boundary is placed to wi
 one small pixel, ``max(H, W) / max_side`` pixels of the original.
 """
 import numpy as np
-from PIL import Image
 
 
 def reduced_shape(height, width, max_side):
@@ -42,13 +41,17 @@ def reduced_shape(height, width, max_side):
 
 def shrink_image(image, shape):
     """An (H, W, 3) uint8 image area-averaged to ``shape`` (h, w): (h, w, 3) uint8."""
+    from PIL import Image  # here, not at the top: ``import crf`` does not need it
     h, w = shape
     small = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize((w, h), Image.Resampling.BOX)
     return np.asarray(small)
 
 
 def _resize_planes(planes, shape, resample):
-    """Each (H, W) plane of an (L, H, W) float32 array resized to ``shape``: (L, h, w) float32."""
+    """Each (H, W) plane of an (L, H, W) float32 array resized to ``shape`` with Pillow's filter
+    ``resample`` ("BOX" or "BILINEAR"): (L, h, w) float32."""
+    from PIL import Image
+    resample = getattr(Image.Resampling, resample)
     h, w = shape
     out = np.empty((planes.shape[0], h, w), np.float32)
     for lab, plane in enumerate(planes):
@@ -59,7 +62,7 @@ def _resize_planes(planes, shape, resample):
 
 def shrink_scores(scores, shape):
     """(L, H, W) scores area-averaged to ``shape`` (h, w): (L, h, w) float32."""
-    return _resize_planes(np.asarray(scores), shape, Image.Resampling.BOX)
+    return _resize_planes(np.asarray(scores), shape, "BOX")
 
 
 def enlarge_marginals(q, shape):
@@ -71,4 +74,4 @@ def enlarge_marginals(q, shape):
     """
     if tuple(q.shape[1:]) == tuple(shape):
         return q
-    return _resize_planes(np.asarray(q), shape, Image.Resampling.BILINEAR)
+    return _resize_planes(np.asarray(q), shape, "BILINEAR")
