@@ -565,7 +565,7 @@ class HostRunner:
                 for kernel in self.kernels]
         out = self._buffer()  # may be q: the splat has read it, and the fused pass reads the lattices
         if labels_major:  # the result, written labels first into the buffer, which the runner gives up
-            out, self._q = out.reshape(-1).reshape(q.shape[::-1]), None
+            out, self._q = out.reshape(q.shape[::-1]), None  # (N, L) -> (L, N): the same memory
         meanfield.slice_messages_cpu(lats, self.kernels, self.u, out, labels_major)
         return out
 
