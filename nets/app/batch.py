@@ -316,18 +316,13 @@ def refine_one(settings, image_path, source_dir, out_dir, save_probs=False):
         and the near-one-hot warning of :func:`nets.app.refine.change_report`.
     """
     from nets.app import refine
-    from nets.app.imageio import ImageReadError, read_image, read_label_png, write_label_png
+    from nets.app.imageio import ImageReadError, write_label_png
     from nets.deeplab import label_map
     start = time.perf_counter()
     timings, warnings = {}, []
     try:
-        image = read_image(image_path)
         source = refine.source_file(image_path, source_dir, settings.source)
-        probs = coarse = None
-        if settings.source == "probs":
-            probs = refine.load_probabilities(source, *image.shape[:2], logits=settings.logits)
-        else:
-            coarse = read_label_png(source)
+        image, probs, coarse = refine.read_inputs(image_path, source, settings.source, settings.logits)
         timings["read"] = time.perf_counter() - start
         n_labels = probs.shape[0] if probs is not None else settings.num_labels
         memory = refine.memory_warning(*image.shape[:2], n_labels, settings.preset, settings.max_side,

@@ -270,47 +270,36 @@ def cmd_evaluate(args):
 
 
 def cmd_crf(args):
-    source_dir = args.probs if args.probs is not None else args.labels
-    if os.path.isdir(source_dir) or len(args.inputs) > 1 or os.path.isdir(args.inputs[0]):
-        return _crf_many(args, source_dir)
+    source = args.probs if args.probs is not None else args.labels
+    if os.path.isdir(source) or len(args.inputs) > 1 or os.path.isdir(args.inputs[0]):
+        return _crf_many(args, source)
     if args.workers != 1 or args.scheduler or args.resume:
         _err("crf", "--workers, --scheduler and --resume are for many images: --probs DIR or --labels DIR")
         return 2
-    args.image = args.inputs[0]
 
-    import crf
     from crf.reduced import enlarge_marginals
     from nets.app.files import save_probabilities
-    from nets.app.imageio import read_image, read_label_png, write_label_png
-    from nets.app.refine import change_report, load_probabilities, memory_warning, refine_model
-    from nets.deeplab import label_map, resolve_preset
-    probs = coarse = None
+    from nets.app.imageio import write_label_png
+    from nets.app.refine import change_report, memory_warning, read_inputs, refine_model
+    from nets.deeplab import label_map
     try:
-        preset = resolve_preset(args.preset)
-        image = read_image(args.image)
-        if args.probs is not None:
-            probs = load_probabilities(args.probs, *image.shape[:2], logits=args.from_logits)
-        else:
-            coarse = read_label_png(args.labels)
-        n_labels = probs.shape[0] if probs is not None else args.num_labels
-        warning = memory_warning(*image.shape[:2], n_labels, crf.get_preset(preset), args.max_side,
-                                 backend=args.backend)
+        settings = _refine_settings(args)
+        image, probs, coarse = read_inputs(args.inputs[0], source, settings.source, settings.logits)
+        n_labels = probs.shape[0] if probs is not None else settings.num_labels
+        warning = memory_warning(*image.shape[:2], n_labels, settings.preset, settings.max_side,
+                                 backend=settings.backend)
         if warning:
             _err("crf", f"warning: {warning}")
-        if probs is not None:
-            model = refine_model(image, probabilities=probs, preset=preset, logits=args.from_logits,
-                                 backend=args.backend, max_side=args.max_side)
-        else:
-            model = refine_model(image, labels=coarse, num_labels=args.num_labels, gt_prob=args.gt_prob,
-                                 preset=preset, backend=args.backend, max_side=args.max_side)
-        q = enlarge_marginals(model.inference(crf.get_preset(preset).iterations), image.shape[:2])
+        model = refine_model(image, probs, coarse, settings.num_labels, settings.gt_prob, settings.preset,
+                             settings.logits, settings.backend, settings.max_side)
+        q = enlarge_marginals(model.inference(settings.preset.iterations), image.shape[:2])
     except (OSError, ValueError) as exc:
         _err("crf", exc)
         return 1
     labels = label_map(q)  # Caffe's tie rule
     write_label_png(args.output, labels)
     print(f"wrote {args.output}")
-    for line in change_report(labels, probabilities=probs, labels=coarse, logits=args.from_logits):
+    for line in change_report(labels, probabilities=probs, labels=coarse, logits=settings.logits):
         print(line)
     if args.verbose:
         for line in model.summary():
@@ -322,19 +311,25 @@ def cmd_crf(args):
     return 0
 
 
+def _refine_settings(args):
+    """``deeplab crf``'s :class:`~nets.app.batch.RefineSettings` (one image or many)."""
+    import crf
+    from nets.app.batch import RefineSettings
+    from nets.deeplab import resolve_preset
+    return RefineSettings(crf.get_preset(resolve_preset(args.preset)),
+                          "probs" if args.probs is not None else "labels", args.from_logits, args.gt_prob,
+                          args.num_labels, args.max_side, args.backend)
+
+
 def _crf_many(args, source_dir):
     """``deeplab crf`` over images and folders, each image's input found by name in ``source_dir``."""
-    import crf
     from nets.app import batch
-    from nets.deeplab import resolve_preset
     if not os.path.isdir(source_dir):
         _err("crf", f"{source_dir}: with several images, --probs and --labels name a folder holding each "
                     f"image's input by name")
         return 2
     try:
-        settings = batch.RefineSettings(crf.get_preset(resolve_preset(args.preset)),
-                                        "probs" if args.probs is not None else "labels", args.from_logits,
-                                        args.gt_prob, args.num_labels, args.max_side, args.backend)
+        settings = _refine_settings(args)
         client = _client(args)
     except (OSError, ValueError) as exc:
         _err("crf", exc)

@@ -53,6 +53,20 @@ def source_file(image_path, folder, kind):
     raise ValueError(f"{image_path}: no {' or '.join(names)} in {folder}")
 
 
+def read_inputs(image_path, source_path, source, logits=False):
+    """An image and its CRF input, read and checked: ``(image, probabilities, coarse labels)``.
+
+    ``source`` is ``"probs"`` (``source_path`` a ``.npy`` of probabilities, or of scores with
+    ``logits``: :func:`load_probabilities`; the labels are then None) or ``"labels"`` (a coarse
+    label PNG; the probabilities are then None).
+    """
+    from nets.app.imageio import read_image, read_label_png
+    image = read_image(image_path)
+    if source == "probs":
+        return image, load_probabilities(source_path, *image.shape[:2], logits=logits), None
+    return image, None, read_label_png(source_path)
+
+
 def load_probabilities(path, height, width, logits=False):
     """Read and check probabilities (or logits) for an ``height`` x ``width`` image -> ``(L, H, W)`` float32."""
     try:
