@@ -164,12 +164,13 @@ def describe():
 
     kind, detail = cuda_status()
     backends = ["numpy", "cpu"] + (["cuda"] if kind != "none" else [])
+    memory = available_memory()
     rows = [
         ("deeplab-numba", _version("deeplab-numba") or "not installed (source tree)"),
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("platform", platform.platform()),
         ("processor", processor()),
-        ("memory available", "unknown" if available_memory() is None else f"{available_memory() / 2**30:.1f} GiB"),
+        ("memory available", "unknown" if memory is None else f"{memory / 2**30:.1f} GiB"),
     ]
     for dist in ("numpy", "numba", "llvmlite", "scipy", "numba-cuda", "matplotlib", "pillow", "threadpoolctl", "tqdm",
                  "distributed"):
