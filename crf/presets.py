@@ -40,7 +40,8 @@ class Preset:
     def scaled(self, factor):
         """The same CRF for the image resized by ``factor``: theta_alpha and theta_gamma, widths in
         pixels, times ``factor``; theta_beta, a width in colour, unchanged (:mod:`crf.reduced`)."""
-        if not (isinstance(factor, (int, float, np.floating)) and np.isfinite(factor) and factor > 0):
+        if (isinstance(factor, bool) or not isinstance(factor, (int, float, np.floating))
+                or not np.isfinite(factor) or factor <= 0):
             raise ValueError(f"factor must be a positive number, got {factor!r}")
         return replace(self, name=f"{self.name} x{factor:.4g}", theta_alpha=self.theta_alpha * factor,
                        theta_gamma=self.theta_gamma * factor)

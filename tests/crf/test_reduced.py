@@ -50,7 +50,7 @@ def test_preset_scaled():
     assert (s.theta_beta, s.w_bilateral, s.w_gaussian, s.iterations) == (p.theta_beta, p.w_bilateral,
                                                                          p.w_gaussian, p.iterations)
     assert s.name == "deeplab-v1-largefov-voc x0.25"
-    for bad in (0, -1, float("nan"), float("inf"), "2"):
+    for bad in (0, -1, float("nan"), float("inf"), "2", True):
         with pytest.raises(ValueError, match="factor must be a positive number"):
             p.scaled(bad)
 
