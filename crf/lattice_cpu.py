@@ -23,7 +23,6 @@ A. Adams, J. Baek, M. A. Davis, "Fast High-Dimensional Filtering Using the
 Permutohedral Lattice", Eurographics 2010, sections 3-4.
 """
 import contextlib
-import math
 
 import numba
 import numpy as np
@@ -114,8 +113,8 @@ def _embed_kernel(features, scale, rem0, rank, weights):
             for i in range(count):
                 e = elevated[c, i]
                 v = down * e
-                q_up = np.float32(math.ceil(v))
-                q_dn = np.float32(math.floor(v))
+                q_up = np.ceil(v)  # float32 (math.ceil would go through int64)
+                q_dn = np.floor(v)
                 up, dn = q_up * upf, q_dn * upf
                 nearer_up = up - e < e - dn
                 r0[c, i] = up if nearer_up else dn

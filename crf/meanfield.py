@@ -31,7 +31,6 @@ References
 P. Kraehenbuehl, V. Koltun, "Efficient Inference in Fully Connected CRFs with
 Gaussian Edge Potentials", NIPS 2011, section 3, eq. (4).
 """
-import math
 
 import numpy as np
 from numba import njit, prange
@@ -79,7 +78,7 @@ def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
     for lab in range(n_labels):
         for i in range(count):
             v = max(block[lab, i] - top[i], np.float32(-87.0))
-            fx = np.float32(math.floor(v * _LOG2E + np.float32(0.5)))
+            fx = np.floor(v * _LOG2E + np.float32(0.5))  # float32 (math.floor would go through int64)
             r = v - fx * _LN2_HI - fx * _LN2_LO
             poly = _P0
             poly = poly * r + _P1
