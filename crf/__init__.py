@@ -20,6 +20,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # imported before NumPy (the deeplab command, its worker processes).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+from crf import heap
+
+# Freed arrays stay in the C library's heap for the next image instead of going back to the
+# system and being faulted in anew (crf.heap; unless the environment sets malloc's thresholds).
+heap.keep_freed_memory()
+
 from crf import memory, reduced
 from crf.densecrf import NORMALIZATIONS, DenseCRF, bilateral_features, gaussian_features
 from crf.exact import exact_filter, exact_mean_field

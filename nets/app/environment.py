@@ -158,6 +158,12 @@ def benchmark_line():
         f"\nwarning: {warning}" if warning else "")
 
 
+def heap_status():
+    """What ``import crf`` did with the C library's heap thresholds (:mod:`crf.heap`)."""
+    from crf import heap  # importing crf sets them, unless the environment did
+    return heap.status
+
+
 def describe():
     """Everything ``deeplab info`` prints, as an ordered list of (key, value) pairs."""
     import numba
@@ -184,6 +190,7 @@ def describe():
         ("blas threads idle", f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')} "
                               f"(spin 2^N cycles after a product, then sleep; OpenBLAS reads it when it loads)"),
         *([("warning", blas_warning())] if blas_warning() else []),
+        ("heap", heap_status()),
         ("workers", f"{n} cores: --workers N gives each worker max(1, {n} // N) threads (Numba and BLAS); "
                     + ", ".join(f"{w} -> {thread_budget(w, n)}" for w in sorted({1, 2, 4, n}) if w <= max(n, 2))),
         ("cuda", f"{kind}: {detail}"),

@@ -64,3 +64,10 @@ def test_available_memory_reads_memavailable():
     assert environment.available_memory("MemAvailable: lots kB\n") is None
     rows = dict(environment.describe())
     assert rows["memory available"] == "unknown" or rows["memory available"].endswith(" GiB")
+
+
+def test_info_reports_what_import_crf_did_with_the_heap():
+    from crf import heap
+    rows = dict(environment.describe())
+    assert rows["heap"] == heap.status
+    assert heap.status.startswith(("mmap threshold", "left to the environment", "not glibc", "mallopt failed"))
