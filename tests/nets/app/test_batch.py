@@ -61,10 +61,17 @@ def _files(folder):
 
 
 def _same_outputs(folder, reference):
+    """Label maps and reports bit for bit; probabilities within 1e-3: OpenBLAS's float32 GEMM
+    sums in another order on 1 thread (a worker) than on 2 (the serial run) on some processors
+    (an AMD Zen 5 host: up to 5e-5 apart on a 300x700 @ 700x500 product; groups of images change
+    the products' shapes too): up to 1.5e-4 apart after the CRF in these probabilities."""
     got, want = _files(folder), _files(reference)
     assert sorted(got) == sorted(want)
-    different = [name for name in want if got[name] != want[name]]
+    different = [name for name in want if not name.endswith(".npy") and got[name] != want[name]]
     assert not different, f"not bit-identical to the serial run: {different}"
+    for name in (n for n in want if n.endswith(".npy")):
+        np.testing.assert_allclose(np.load(folder / name, allow_pickle=False),
+                                   np.load(reference / name, allow_pickle=False), rtol=0, atol=1e-3, err_msg=name)
 
 
 def test_thread_budget_never_oversubscribes():
