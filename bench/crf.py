@@ -10,7 +10,7 @@ centre-cropped to 4:3 and resized to 500x375), or ``crf.synthetic.photo``
 (``--image synthetic``), which has fewer distinct colours and so a smaller
 lattice: both CRFs run faster on it. Every measurement runs in a fresh child process:
 after a warm-up (Numba compilation, caches) the child hands the freed memory its
-heap keeps back to the system (glibc's malloc_trim; see crf.heap), resets the
+heap keeps back to the system (crf.heap.release, glibc's malloc_trim), resets the
 kernel's peak-RSS mark (/proc/self/clear_refs) and reports the peak resident
 memory above its resting level, which counts pydensecrf's C++ allocations too.
 Children run with OMP_WAIT_POLICY=PASSIVE unless it is set (see _measure).
@@ -103,17 +103,6 @@ def _run_pydensecrf(image, unary):
     return t1 - t0, t2 - t1, q.argmax(0).reshape(h, w)
 
 
-def _release_freed_memory():
-    """glibc's ``malloc_trim(0)`` (for both implementations): the inputs' temporaries, freed but kept
-    in the heap (``crf.heap``), would otherwise count in the resting level, and the runs would
-    reuse them unseen."""
-    import ctypes
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def child(impl, width, height, threads, repeat, backend, image_kind):
     """Measure one implementation at one size; print a JSON line."""
     import numba
@@ -124,7 +113,10 @@ def child(impl, width, height, threads, repeat, backend, image_kind):
     run = (lambda im, u: _run_ours(im, u, backend)) if impl == "ours" else _run_pydensecrf
     run(small_image[:40, :40].copy(), np.ascontiguousarray(small_unary[:, :40, :40]))  # warm-up
     del small_image, small_unary
-    _release_freed_memory()  # the rest level without the freed memory that the heap keeps
+    # Both children import crf (for the inputs), so both run with crf.heap's thresholds; the
+    # inputs' temporaries, freed but kept in the heap, would count in the resting level.
+    from crf import heap
+    heap.release()
     measured = _reset_peak()
     rest = _rss_kib("VmRSS:")
     best = None
