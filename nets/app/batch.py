@@ -106,14 +106,23 @@ class Summary:
 
     @property
     def done(self):
+        """Images whose outputs are complete: written by this run or found by ``resume``."""
         return sum(o.error is None for o in self.outcomes)
+
+    @property
+    def ran(self):
+        """Images this run processed and wrote."""
+        return sum(o.error is None and not o.skipped for o in self.outcomes)
+
+    @property
+    def skipped(self):
+        """Images ``resume`` found complete and left alone."""
+        return sum(o.skipped for o in self.outcomes)
 
     def line(self):
         """``images, failures, seconds, images/s`` in one line."""
-        ran = sum(o.error is None and not o.skipped for o in self.outcomes)
-        skipped = sum(o.skipped for o in self.outcomes)
-        rate = ran / self.seconds if self.seconds > 0 else float("nan")
-        return (f"{len(self.outcomes)} images ({skipped} already done), {len(self.failures)} failed, "
+        rate = self.ran / self.seconds if self.seconds > 0 else float("nan")
+        return (f"{len(self.outcomes)} images ({self.skipped} already done), {len(self.failures)} failed, "
                 f"{self.seconds:.1f} s, {rate:.2f} images/s on {self.workers}")
 
 

@@ -179,7 +179,8 @@ def _report_many(command, summary, total, written):
     if summary is None:
         return 1
     failures = summary.failures
-    print(f"wrote {summary.done} of {total} {written}")
+    kept = f" ({summary.skipped} already there)" if summary.skipped else ""
+    print(f"wrote {summary.ran} of {total} {written}{kept}")
     print(summary.line())
     if failures:
         _err(command, f"{len(failures)} of {total} images failed:\n  " + "\n  ".join(o.error for o in failures))

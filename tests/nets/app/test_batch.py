@@ -129,7 +129,7 @@ def test_an_interrupted_segment_resumes(data, serial, tmp_path):
         (tmp_path / "out" / orphan).write_bytes(b"half a file")
     (tmp_path / "out" / "notes.txt").write_bytes(b"the user's")
     summary = batch.segment_files(paths, SETTINGS, tmp_path / "out", save_probs=True, resume=True)
-    assert sum(o.skipped for o in summary.outcomes) == 5 and summary.done == N_IMAGES
+    assert summary.skipped == 5 and summary.ran == N_IMAGES - 5 and summary.done == N_IMAGES
     assert (tmp_path / "out" / "notes.txt").read_bytes() == b"the user's"
     (tmp_path / "out" / "notes.txt").unlink()
     _same_outputs(tmp_path / "out", reference)  # the temporary files are gone
@@ -239,6 +239,7 @@ def test_cli_workers_resume_and_summary(data, serial, tmp_path):
     again = _deeplab("segment", data / "images", "--model", "demo-largefov", "--crf", "auto", "--save-probs",
                      "--resume", "-o", tmp_path / "out", cwd=tmp_path)
     assert again.returncode == 0 and f"({N_IMAGES} already done)" in again.stdout, again.stderr
+    assert f"wrote 0 of {N_IMAGES} label maps to {tmp_path / 'out'} ({N_IMAGES} already there)" in again.stdout
 
 
 def test_cli_evaluate_with_workers_and_state(data, serial, tmp_path):

@@ -191,6 +191,7 @@ def test_crf_over_folders(tmp_path, largefov):
                                                                     "s1_probs.npy"]
     proc = deeplab(*args, "--resume", cwd=tmp_path)
     assert "3 images (2 already done), 1 failed" in proc.stdout, proc.stdout
+    assert "wrote 0 of 3 refined label maps to out (2 already there)" in proc.stdout, proc.stdout
 
     # coarse label maps: the output folder must not be theirs
     (tmp_path / "coarse").mkdir()
