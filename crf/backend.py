@@ -5,11 +5,16 @@ is true, the CUDA simulator is off (in the simulator ``is_available()`` is true
 as well, and a simulated kernel is thousands of times slower than the CPU one),
 and a one-line kernel compiles and runs (checked once per process; see
 :func:`cuda_usable`). A CUDA device array given to ``"auto"`` always selects
-``"cuda"``, so that a forward pass keeps its activations on the GPU.
+``"cuda"``, so that a forward pass keeps its activations on the GPU. Where the
+CUDA driver library is missing, ``"auto"`` knows it in milliseconds, without
+importing ``numba.cuda`` (:func:`_driver_library_found`).
 
 The ``atrous`` package has its own copy of these few lines on purpose: ``atrous``
 and ``crf`` never import each other, so each can be read and reused alone.
 """
+
+import os
+import sys
 
 BACKENDS = ("numpy", "cpu", "cuda", "auto")
 
@@ -48,8 +53,40 @@ def cuda_problem():
 _probe_result = None  # (usable, reason), set once by _probe
 
 
+def _driver_library_found():
+    """Whether the CUDA driver library loads, looked for where Numba's CUDA target looks.
+
+    First by name on the loader's search path, then in /usr/lib and /usr/lib64:
+    ``libcuda.so`` and ``libcuda.so.1`` (``nvcuda.dll`` in ``\\windows\\system32`` on
+    Windows, ``libcuda.dylib`` in /usr/local/cuda/lib on macOS). It takes a few
+    milliseconds; importing ``numba.cuda`` to ask ``is_available()`` takes 0.3-0.4 s,
+    which every process on a machine without a GPU would pay for ``"auto"``. With
+    ``NUMBA_CUDA_DRIVER`` set the answer is left to Numba.
+    """
+    if os.environ.get("NUMBA_CUDA_DRIVER"):
+        return True
+    import ctypes
+    if sys.platform == "win32":
+        loader, folders, names = ctypes.WinDLL, ["\\windows\\system32"], ["nvcuda.dll"]
+    elif sys.platform == "darwin":
+        loader, folders, names = ctypes.CDLL, ["/usr/local/cuda/lib"], ["libcuda.dylib"]
+    else:
+        loader, folders, names = ctypes.CDLL, ["/usr/lib", "/usr/lib64"], ["libcuda.so", "libcuda.so.1"]
+    for path in names + [os.path.join(folder, name) for folder in folders for name in names]:
+        try:
+            loader(path)
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def _probe():
     global _probe_result
+    from numba import config
+    if not config.ENABLE_CUDASIM and not _driver_library_found():  # no need to import numba.cuda to hear it
+        _probe_result = (False, "no CUDA driver or GPU found")
+        return
     try:
         from numba import cuda
         if not cuda.is_available():

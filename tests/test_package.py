@@ -60,6 +60,7 @@ def test_auto_falls_back_to_the_cpu_when_no_kernel_compiles(run_python, package)
         "from numba import cuda\n"
         f"from {package} import backend\n"
         "cuda.is_available = lambda: True\n"
+        "backend._driver_library_found = lambda: True\n"
         "def broken(*args, **kwargs):\n"
         "    raise AttributeError(\"module 'numpy' has no attribute 'row_stack'\")\n"
         "cuda.jit = broken\n"
@@ -71,6 +72,36 @@ def test_auto_falls_back_to_the_cpu_when_no_kernel_compiles(run_python, package)
         "assert 'row_stack' in str(caught[0].message), caught[0].message\n"
         "assert 'row_stack' in backend.cuda_problem()\n"
         "assert backend.resolve_backend('cuda', np.zeros(1)) == 'cuda'  # asked for by name: no fallback\n")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("package", ["atrous", "crf"])
+def test_the_driver_check_agrees_with_numba(run_python, package):
+    """The quick look for the CUDA driver library finds it exactly where Numba's CUDA target does."""
+    code = ("from numba.cuda.cudadrv import driver\n"
+            f"from {package} import backend\n"
+            "try:\n"
+            "    driver.find_driver()\n"
+            "    found = True\n"
+            "except Exception:\n"
+            "    found = False\n"
+            "assert backend._driver_library_found() == found, found\n")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("package", ["atrous", "crf"])
+def test_auto_without_a_driver_does_not_import_numba_cuda(run_python, package):
+    """No driver library: ``auto`` is the CPU, with the reason, and numba.cuda stays unloaded."""
+    code = ("import sys\n"
+            "import numpy as np\n"
+            f"from {package} import backend\n"
+            "backend._driver_library_found = lambda: False\n"
+            "assert backend.resolve_backend('auto', np.zeros(1)) == 'cpu'\n"
+            "assert backend.cuda_problem() == 'no CUDA driver or GPU found', backend.cuda_problem()\n"
+            "loaded = [m for m in sys.modules if m.startswith(('numba.cuda', 'numba_cuda'))]\n"
+            "assert not loaded, loaded\n")
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
 
