@@ -30,6 +30,18 @@ def test_import_does_not_load_cuda(run_python):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_segmenting_does_not_import_scipy_ndimage(run_python):
+    """The models and the command line read the demo's class names without loading scipy.ndimage
+    (0.2-0.3 s a process), which only the procedural data set's generator needs."""
+    code = ("import sys, nets.app.cli, nets.deeplab.model\n"
+            "from nets.deeplab import shapes_dataset\n"
+            "assert 'scipy.ndimage' not in sys.modules\n"
+            "shapes_dataset.sample(0, 'train')\n"
+            "assert 'scipy.ndimage' in sys.modules  # the generator itself does use it\n")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_resolve_backend_rules():
     x = np.zeros(3, np.float32)
     assert resolve_backend("numpy", x) == "numpy"

@@ -42,7 +42,6 @@ stride-2 ceil-mode poolings give ``k + 1`` score rows and columns, and an Interp
 8 maps score pixel ``i`` exactly onto image pixel ``8 i``.
 """
 import numpy as np
-from scipy import ndimage
 
 #: Class names, index = label; 0 is the background.
 CLASSES = ("background", "disk", "square", "triangle", "ring", "bar")
@@ -62,6 +61,7 @@ _BAR_HALF_WIDTH = 0.28  # half width of a bar / its half length
 
 def _unit_field(rng, size, sigma):
     """Gaussian-filtered white noise scaled to unit standard deviation, ``(size, size)``."""
+    from scipy import ndimage  # here, not at the top: the class names above are read by every segment run
     field = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
     return field / (field.std() + 1e-12)
 
@@ -184,6 +184,7 @@ def sample(index, split="train", size=DEFAULT_SIZE):
                  * _colour_direction(rng))
         image = image * (1.0 - alpha[..., None]) + paint * alpha[..., None]
         labels[d < 0] = label
+    from scipy import ndimage
     image = ndimage.gaussian_filter(image, (rng.uniform(0.3, 0.8),) * 2 + (0,), mode="nearest")
     image = image + rng.uniform(1.5, 4.0) * rng.standard_normal(image.shape)
     return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
