@@ -46,6 +46,7 @@ def _no_temporary_files(folder):
 def test_demo_writes_the_figure_and_the_table(tmp_path):
     proc = deeplab("demo", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "compiles the kernels" in proc.stderr  # said before the silent first run
     figure = tmp_path / "deeplab-demo" / "figure.png"
     assert str(figure) in proc.stdout
     with Image.open(figure) as img:
