@@ -70,6 +70,10 @@ def cmd_convert(args):
     from pathlib import Path
 
     from nets.engine.convert import convert
+    problem = _output_file_problem(args.output, (".npz",))
+    if problem:
+        print(f"deeplab convert: {problem}", file=sys.stderr)
+        return 2
     prototxt = args.prototxt
     if not Path(prototxt).exists():
         from nets.deeplab import MODELS, prototxt_path
@@ -93,6 +97,23 @@ def cmd_convert(args):
 
 def _err(command, message):
     print(f"deeplab {command}: {message}", file=sys.stderr)
+
+
+def _output_file_problem(path, suffixes):
+    """Why ``-o path`` cannot take the output file, or None; asked before any work is done.
+
+    ``suffixes``: the extensions the file may have (lower case, with the dot).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return f"-o {path} is a folder; name the output file ({' or '.join(suffixes)})"
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in suffixes:
+        return f"-o {path}: expected a file name ending in {' or '.join(suffixes)}, got {suffix or 'no extension'!r}"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"-o {path}: its folder {folder} does not exist"
+    return None
 
 
 def _client(args):
@@ -191,6 +212,9 @@ def _report_many(command, summary, total, written):
 def cmd_segment(args):
     from atrous.backend import resolve_backend
     from nets.app import batch
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        _err("segment", f"-o {args.output} is a file; -o names the output folder (a label map per image)")
+        return 2
     try:
         settings, _ = _settings(args)
         client = _client(args)
@@ -283,10 +307,18 @@ def cmd_crf(args):
     from nets.app.imageio import write_label_png
     from nets.app.refine import change_report, memory_warning, read_inputs, refine_model
     from nets.deeplab import label_map
+    from nets.deeplab.processing import MAX_LABELS
+    problem = _output_file_problem(args.output, (".png",))  # label maps are indexed PNGs
+    if problem:
+        _err("crf", problem)
+        return 2
     try:
         settings = _refine_settings(args)
         image, probs, coarse = read_inputs(args.inputs[0], source, settings.source, settings.logits)
         n_labels = probs.shape[0] if probs is not None else settings.num_labels
+        if n_labels > MAX_LABELS:  # said now, not after the CRF has run
+            raise ValueError(f"{source}: {n_labels} labels, but a label map (uint8 PNG) holds at most "
+                             f"{MAX_LABELS}")
         warning = memory_warning(*image.shape[:2], n_labels, settings.preset, settings.max_side,
                                  backend=settings.backend)
         if warning:
@@ -294,11 +326,11 @@ def cmd_crf(args):
         model = refine_model(image, probs, coarse, settings.num_labels, settings.gt_prob, settings.preset,
                              settings.logits, settings.backend, settings.max_side)
         q = enlarge_marginals(model.inference(settings.preset.iterations), image.shape[:2])
+        labels = label_map(q)  # Caffe's tie rule
+        write_label_png(args.output, labels)
     except (OSError, ValueError) as exc:
         _err("crf", exc)
         return 1
-    labels = label_map(q)  # Caffe's tie rule
-    write_label_png(args.output, labels)
     print(f"wrote {args.output}")
     for line in change_report(labels, probabilities=probs, labels=coarse, logits=settings.logits):
         print(line)
@@ -329,6 +361,13 @@ def _crf_many(args, source_dir):
         _err("crf", f"{source_dir}: with several images, --probs and --labels name a folder holding each "
                     f"image's input by name")
         return 2
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        _err("crf", f"-o {args.output} is a file; with --probs or --labels a folder, -o names the output folder")
+        return 2
+    if not os.path.isdir(args.output) and os.path.splitext(args.output)[1].lower() in _IMAGE_SUFFIXES:
+        _err("crf", f"-o {args.output}: with --probs or --labels a folder, -o names the output folder (a label "
+                    f"map per image, by name), not an image file")
+        return 2
     try:
         settings = _refine_settings(args)
         client = _client(args)
@@ -342,6 +381,9 @@ def _crf_many(args, source_dir):
         paths, settings, source_dir, args.output, save_probs=args.save_probs, workers=args.workers,
         client=client, resume=args.resume, **kw))
     return _report_many("crf", summary, len(paths), f"refined label maps to {args.output}")
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".webp")
 
 
 def cmd_demo(args):

@@ -69,11 +69,30 @@ def read_inputs(image_path, source_path, source, logits=False):
 
 def load_probabilities(path, height, width, logits=False):
     """Read and check probabilities (or logits) for an ``height`` x ``width`` image -> ``(L, H, W)`` float32."""
+    what = _not_npy(path)
+    if what:
+        raise ValueError(f"{path}: expected a .npy array of probabilities (np.save), got {what}")
     try:
         p = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise ValueError(f"{path}: not a readable .npy array of probabilities ({exc})") from None
     return check_probabilities(p, height, width, name=str(path), logits=logits)
+
+
+def _not_npy(path):
+    """What the file at ``path`` is when its first bytes are not a .npy header (None when they are)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return None  # np.load says what is wrong with the path
+    if head == b"\x93NUMPY":
+        return None
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK"):
+        return "a .npz archive (np.savez): save the one array with np.save"
+    return f"a file that does not start with the .npy header (it starts with {head!r})"
 
 
 def check_probabilities(p, height, width, name="probabilities", logits=False):

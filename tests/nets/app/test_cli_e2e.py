@@ -235,3 +235,44 @@ def test_corrupt_weight_file_gives_a_clear_error_and_writes_nothing(tmp_path):
     assert proc.returncode != 0
     assert "cut.caffemodel" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_crf_bad_outputs_and_inputs_are_refused_before_any_work(tmp_path):
+    """Every case exits non-zero with one line naming the problem, no traceback, and writes nothing."""
+    shutil.copy(HELDOUT / "image_00.png", tmp_path / "img.png")
+    h, w = read_image(tmp_path / "img.png").shape[:2]
+    good = np.full((3, h, w), 1 / 3, np.float32)
+    np.save(tmp_path / "good.npy", good)
+    np.save(tmp_path / "many.npy", np.full((300, h, w), 1 / 300, np.float32))
+    with open(tmp_path / "archive.npy", "wb") as f:  # an .npz under a .npy name
+        np.savez(f, probs=good)
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "text.npy").write_text("hello\n")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "probs").mkdir()
+    np.save(tmp_path / "probs" / "img_probs.npy", good)
+    (tmp_path / "taken").write_bytes(b"the user's file")
+    cases = {
+        ("--probs", "good.npy", "-o", "folder"): "is a folder",
+        ("--probs", "good.npy", "-o", "out.txt"): "ending in .png",
+        ("--probs", "good.npy", "-o", "nowhere/out.png"): "does not exist",
+        ("--probs", "empty.npy", "-o", "out.png"): "an empty file",
+        ("--probs", "text.npy", "-o", "out.png"): "does not start with the .npy header",
+        ("--probs", "archive.npy", "-o", "out.png"): ".npz archive",
+        ("--probs", "many.npy", "-o", "out.png"): "300 labels",
+        ("--probs", "probs", "-o", "out.png"): "names the output folder",
+        ("--probs", "probs", "-o", "taken"): "is a file",
+    }
+    for args, message in cases.items():
+        proc = deeplab("crf", "img.png", *args, cwd=tmp_path)
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["img.png", "good.npy", "many.npy", "archive.npy", "empty.npy", "text.npy", "folder", "probs", "taken"])
+    assert not list((tmp_path / "folder").iterdir()) and (tmp_path / "taken").read_bytes() == b"the user's file"
+    proc = deeplab("segment", "img.png", "--model", "demo-aspp", "-o", "taken", cwd=tmp_path)
+    assert proc.returncode != 0 and "is a file" in proc.stderr, proc.stderr
+    proc = deeplab("convert", DEMO / "shapes_aspp.caffemodel", "--prototxt", DEMO / "shapes_aspp.prototxt",
+                   "-o", "nowhere/aspp.npz", cwd=tmp_path)
+    assert proc.returncode != 0 and "does not exist" in proc.stderr, proc.stderr
+    assert (tmp_path / "taken").read_bytes() == b"the user's file" and not (tmp_path / "nowhere").exists()
