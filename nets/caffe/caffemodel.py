@@ -42,6 +42,9 @@ def decode_caffemodel(buffer):
     return spec
 
 
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"  # the first line of a Git LFS pointer file
+
+
 def read_caffemodel(path):
     """Read a ``.caffemodel`` (V1 or new dialect) into a :class:`~nets.caffe.spec.NetSpec`.
 
@@ -65,6 +68,9 @@ def read_caffemodel(path):
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise CaffeFormatError(f"{path}: byte 0: the file is empty; expected a Caffe NetParameter")
+        if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
+            raise CaffeFormatError(f"{path}: a Git LFS pointer ({size} bytes of text), not the weights it "
+                                   f"points to; fetch them with 'git lfs pull'")
         buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         spec = decode_caffemodel(buffer)

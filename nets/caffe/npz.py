@@ -24,8 +24,23 @@ FORMAT = "deeplab-numba-net/1"
 
 
 def is_npz(path):
-    """True when ``path`` is a zip archive (a ``.npz``), False for anything else (a caffemodel)."""
-    return zipfile.is_zipfile(os.fspath(path))
+    """True when ``path`` is a zip archive (a ``.npz``), False for anything else (a caffemodel).
+
+    Raises
+    ------
+    ValueError
+        A file named ``.npz`` that is not a zip archive: it would otherwise be read as
+        a caffemodel or a prototxt and fail with a message about those.
+    """
+    path = os.fspath(path)
+    if zipfile.is_zipfile(path):
+        return True
+    if path.lower().endswith(".npz") and os.path.isfile(path):
+        with open(path, "rb") as f:
+            head = f.read(8)
+        raise ValueError(f"{path}: not a readable .npz archive (a converted net is a zip archive written by "
+                         f"deeplab convert; this file starts with {head!r})")
+    return False
 
 
 def write_npz(path, spec, blobs):
@@ -79,7 +94,9 @@ def read_npz(path):
                 raise ValueError(f"{path}: array {key!r} holds Python objects, which are refused "
                                  f"(loading them would need pickle): {exc}") from None
     text = arrays.pop("__prototxt__")
-    arrays.pop("__format__", None)
+    mark = arrays.pop("__format__", None)
+    if mark is not None and (mark.dtype.kind != "U" or mark.ndim != 0 or str(mark) != FORMAT):
+        raise ValueError(f"{path}: '__format__' is {mark!r}, expected {FORMAT!r} (written by deeplab convert)")
     if text.dtype.kind != "U" or text.ndim != 0:
         raise ValueError(f"{path}: '__prototxt__' must be a text scalar, got dtype {text.dtype}, "
                          f"shape {text.shape}")

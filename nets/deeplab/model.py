@@ -330,6 +330,9 @@ def _load(name, weights, num_labels):
         classes = tuple(manifest.get("classes", shapes_dataset.CLASSES))
         crop = int(manifest.get("input_size", _declared_crop(net)))
         return Model(name, net, _score_blob(net), crop, demo_preset(), classes)
+    if os.path.isdir(name):
+        raise ValueError(f"{name} is a folder; expected a model name ({sorted(MODELS) + sorted(DEMO_MODELS)}), "
+                         f"a converted .npz or a prototxt")
     if not os.path.isfile(name):
         raise ValueError(f"{name}: not a model name ({sorted(MODELS) + sorted(DEMO_MODELS)}) and no such file")
     if is_npz(name):

@@ -44,15 +44,30 @@ def load_weights(path):
         No such file.
     ValueError
         An unreadable archive or caffemodel (:class:`~nets.caffe.CaffeFormatError`, naming
-        the file and the byte offset).
+        the file and the byte offset), a folder, or a blob holding NaN or infinity.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; expected a converted .npz or a .caffemodel file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file (expected a converted .npz or a .caffemodel)")
     if is_npz(path):
         spec, weights = read_npz(path)
-        return spec, weights_by_layer(weights)
-    return None, weights_by_layer(read_caffemodel(path))
+        weights = weights_by_layer(weights)
+    else:
+        spec, weights = None, weights_by_layer(read_caffemodel(path))
+    _check_finite(path, weights)
+    return spec, weights
+
+
+def _check_finite(path, weights):
+    """Refuse a weight file with a NaN or an infinity in a blob: every output would be NaN."""
+    for layer, blobs in weights.items():
+        for index, blob in enumerate(blobs):
+            if blob is not None and not np.isfinite(blob).all():
+                bad = int(blob.size - np.isfinite(blob).sum())
+                raise ValueError(f"{path}: blob {index} of layer {layer!r} holds {bad} NaN or infinite "
+                                 f"value(s) of {blob.size}; expected finite weights (a damaged file?)")
 
 
 def weights_by_layer(source):

@@ -133,3 +133,45 @@ def test_cli_convert(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 1 and "layer 'conv1' (Convolution)" in proc.stderr
     assert not (tmp_path / "no.npz").exists()
+
+
+def test_damaged_weight_files_are_refused_by_name(tmp_path):
+    """NaN or infinite weights, a foreign format mark, a misnamed file, a folder, a Git LFS pointer:
+    each refused when loaded or converted, with a message that says which and where."""
+    rng = np.random.default_rng(0)
+    spec, weights = _towers(rng)
+    weights["sc"][1][2] = np.inf
+    model, proto = _write(tmp_path, spec, weights)
+    with pytest.raises(ValueError, match=r"blob 1 of layer 'sc' holds 1 NaN or infinite value"):
+        nets.convert(model, proto, tmp_path / "out.npz")
+    with pytest.raises(ValueError, match=r"blob 1 of layer 'sc'"):
+        Net.load(model, prototxt=proto)
+    assert not (tmp_path / "out.npz").exists()
+
+    spec, weights = _towers(rng)
+    model, proto = _write(tmp_path, spec, weights)
+    good = tmp_path / "good.npz"
+    nets.convert(model, proto, good)
+    with np.load(good, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    nan = dict(arrays, **{"conv/0": np.where(arrays["conv/0"] > 0, np.nan, arrays["conv/0"])})
+    np.savez(tmp_path / "nan.npz", **nan)
+    with pytest.raises(ValueError, match=r"nan\.npz: blob 0 of layer 'conv' holds \d+ NaN"):
+        Net.load(tmp_path / "nan.npz")
+    np.savez(tmp_path / "foreign.npz", **dict(arrays, __format__=np.array("something-else v99")))
+    with pytest.raises(ValueError, match=r"'__format__' is .*something-else v99.*, expected 'deeplab-numba-net/1'"):
+        Net.load(tmp_path / "foreign.npz")
+    (tmp_path / "bytes.npz").write_bytes(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match=r"bytes\.npz: not a readable \.npz archive"):
+        Net.load(tmp_path / "bytes.npz")
+    with pytest.raises(ValueError, match=r"bytes\.npz: not a readable \.npz archive"):
+        nets.Model.load(str(tmp_path / "bytes.npz"))
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        Net.load(tmp_path / "weights", prototxt=proto)
+    with pytest.raises(ValueError, match="is a folder"):
+        nets.Model.load(str(tmp_path / "weights"))
+    (tmp_path / "lfs.caffemodel").write_text("version https://git-lfs.github.com/spec/v1\n"
+                                             "oid sha256:0123\nsize 1000\n")
+    with pytest.raises(ValueError, match="a Git LFS pointer"):
+        nets.convert(tmp_path / "lfs.caffemodel", proto, tmp_path / "out.npz")
