@@ -46,10 +46,20 @@ CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
 NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC = 0, 1, 2, 3
 
 
+def _as_int(value):
+    """``int(value)`` for a constant given as a number, None for anything else (then refused by name)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _compat(compat, n_labels):
     """pydensecrf's label compatibility -> (kind, mu compact, mu_full as the message matrix)."""
     if isinstance(compat, Real) and not isinstance(compat, bool):
         s = float(compat)
+        if not np.isfinite(s):
+            raise ValueError(f"compat must be finite, got {compat!r}")
         # densecrf's Potts: message -s Q, i.e. energy += s K Q; as a penalty: s (1 - I) up to a constant
         return KIND_POTTS, np.array([s], np.float32), -s * np.eye(n_labels)
     mu = np.asarray(compat, dtype=np.float64)
@@ -107,11 +117,11 @@ class DenseCRF:
         self._add(np.ascontiguousarray(f.T, dtype=np.float32), compat, kernel, normalization)
 
     def _add(self, features, compat, kernel, normalization):
-        if int(kernel) not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
+        if _as_int(kernel) not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
             raise ValueError(f"kernel must be CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel!r}")
-        normalization = int(normalization)
-        if normalization not in (NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC):
+        if _as_int(normalization) not in (NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC):
             raise ValueError(f"normalization must be one of the NORMALIZE_* constants, got {normalization!r}")
+        normalization = int(normalization)
         kind, mu, mu_full = _compat(compat, self._m)
         lattice, k1 = lattice_and_norm(features, self._backend)
         pre = post = None
@@ -136,7 +146,7 @@ class DenseCRF:
     def _check_q(self, q):
         if not isinstance(q, np.ndarray) or q.shape != (self._m, self._n) or q.dtype != np.float32:
             raise ValueError(f"Q must be the float32 array ({self._m}, {self._n}) from startInference, "
-                             f"got {getattr(q, 'shape', type(q).__name__)}")
+                             f"got {getattr(q, 'shape', type(q).__name__)} {getattr(q, 'dtype', '')}".rstrip())
 
     def inference(self, n_iterations):
         """Q after ``n_iterations`` mean-field updates, (n_labels, n_pixels) float32."""

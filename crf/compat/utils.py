@@ -11,9 +11,21 @@ import numpy as np
 
 
 def unary_from_softmax(sm, scale=None, clip=1e-5):
-    """``-log(sm)`` reshaped to (n_labels, n_pixels) float32; ``sm`` (n_labels, ...)."""
+    """``-log(sm)`` reshaped to (n_labels, n_pixels) float32; ``sm`` (n_labels, ...).
+
+    Like pydensecrf's, it does not ask the probabilities to sum to 1, but it refuses
+    NaN and infinity, and labels on the last axis (sums of 1 over the last axis and
+    not over the first), which would otherwise give a unary of the wrong shape.
+    """
     p = np.asarray(sm, dtype=np.float64)
+    if not np.isfinite(p).all():
+        raise ValueError("sm must be finite (no NaN or infinity)")
     n_labels = p.shape[0]
+    if p.ndim == 3 and p.shape[-1] != n_labels:
+        first, last = p.sum(axis=0), p.sum(axis=-1)
+        if np.allclose(last, 1.0, atol=1e-3) and not np.allclose(first, 1.0, atol=1e-3):
+            raise ValueError(f"sm of shape {p.shape} sums to 1 over its last axis, not its first: the labels "
+                             f"come first, (n_labels, H, W); pass sm.transpose(2, 0, 1)")
     if scale is not None:
         if not 0 < scale <= 1:
             raise ValueError(f"`scale` needs to be in (0,1], got {scale!r}")

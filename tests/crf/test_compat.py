@@ -80,10 +80,26 @@ def test_bad_inputs(scene):
         d.addPairwiseGaussian(sxy=(1, 2, 3), compat=3)
     with pytest.raises(ValueError, match="normalization"):
         d.addPairwiseGaussian(sxy=3, compat=3, normalization=7)
+    with pytest.raises(ValueError, match="normalization must be one of the NORMALIZE_"):
+        d.addPairwiseGaussian(sxy=3, compat=3, normalization="x")
+    with pytest.raises(ValueError, match="kernel must be"):
+        d.addPairwiseGaussian(sxy=3, compat=3, kernel=None)
+    with pytest.raises(ValueError, match="compat must be finite, got nan"):
+        d.addPairwiseGaussian(sxy=3, compat=float("nan"))
     with pytest.raises(ValueError, match="finite"):
         d.setUnaryEnergy(np.full((L, H * W), np.nan, np.float32))
     with pytest.raises(ValueError, match="startInference"):
         d.stepInference(np.zeros((L, 5), np.float32), None, None)
+    with pytest.raises(ValueError, match=r"float64"):
+        d.stepInference(np.zeros((L, H * W), np.float64), None, None)
+    p = np.random.default_rng(0).random((L, H, W))
+    p /= p.sum(0)
+    with pytest.raises(ValueError, match=r"transpose\(2, 0, 1\)"):
+        utils.unary_from_softmax(np.ascontiguousarray(p.transpose(1, 2, 0)))
+    with pytest.raises(ValueError, match="finite"):
+        utils.unary_from_softmax(np.where(p > 0.5, np.nan, p))
+    np.testing.assert_allclose(utils.unary_from_softmax(2 * p), -np.log(np.clip(2 * p, 1e-5, 1)).reshape(L, -1),
+                               rtol=1e-6)  # unnormalised, as pydensecrf takes it
     with pytest.raises(ValueError, match="gt_prob"):
         utils.unary_from_labels(np.zeros(3, int), 2, 1.5)
     with pytest.raises(ValueError, match=r"\[1, 2\]"):
