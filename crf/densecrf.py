@@ -81,11 +81,15 @@ def check_unary(unary):
         raise ValueError(f"unary must have shape (L, H, W) (labels, height, width), got {u.shape}")
     if not np.issubdtype(u.dtype, np.number) or np.iscomplexobj(u):
         raise TypeError(f"unary must hold real numbers, got dtype {u.dtype}")
+    given = u
     u = np.ascontiguousarray(u, dtype=np.float32)
     if not np.isfinite(u).all():
-        bad = np.argwhere(~np.isfinite(u))[0]
-        raise ValueError(f"unary energies must be finite, got {u[tuple(bad)]} at (label, row, col) = "
-                         f"{tuple(int(b) for b in bad)}; clip probabilities before taking -log "
+        bad = tuple(int(b) for b in np.argwhere(~np.isfinite(u))[0])
+        if np.isfinite(given[bad]):
+            raise ValueError(f"unary energies must fit in float32, got {float(given[bad]):g} at (label, row, col) = "
+                             f"{bad}")
+        raise ValueError(f"unary energies must be finite, got {u[bad]} at (label, row, col) = "
+                         f"{bad}; clip probabilities before taking -log "
                          f"(see crf.unary_from_softmax)")
     if u.shape[0] >= 2 and u.min() >= 0 and u.max() <= 1 and np.allclose(u.sum(axis=0), 1, atol=1e-3):
         raise ValueError("unary looks like probabilities (values in [0, 1] that sum to 1 over the "

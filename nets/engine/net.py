@@ -551,7 +551,12 @@ class Net:
             raise TypeError(f"input {name!r} must hold real numbers (float32), got dtype {a.dtype}")
         if a.ndim != 4 or 0 in a.shape:
             raise ValueError(f"input {name!r} must be a non-empty (N, C, H, W) array, got shape {a.shape}")
-        return np.ascontiguousarray(a, dtype=np.float32)
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():  # every score would be NaN, silently
+            bad = int(a.size - np.isfinite(a).sum())
+            raise ValueError(f"input {name!r} holds {bad} NaN or infinite value(s) (as float32) of {a.size}; "
+                             f"expected finite numbers")
+        return a
 
     def _add_data_dim(self, arrays):
         """ImageSegData's third top: the real image size, at most the crop size (DeepLab v2)."""

@@ -198,6 +198,8 @@ def test_bad_unary():
             crf.DenseCRF(bad)
     with pytest.raises(TypeError):
         crf.DenseCRF(np.zeros((2, 3, 4), bool))
+    with pytest.raises(ValueError, match=r"must fit in float32, got 1e\+300 at \(label, row, col\) = \(1, 2, 3\)"):
+        crf.DenseCRF(np.where(np.arange(24).reshape(2, 3, 4) == 23, 1e300, 0.0))
 
 
 def test_bad_image(scene):

@@ -250,6 +250,11 @@ def test_bad_input_names_the_layer_and_both_shapes():
     net = _net(CONV_RELU, good)
     with pytest.raises(ValueError, match=r"blob 0 has shape \(3, 2, 3, 3\), expected \(3, 3, 3, 3\)"):
         net.forward(np.zeros((1, 3, 4, 4), np.float32))
+    for value in (np.nan, np.inf, 1e300):  # 1e300 is finite, but not as float32
+        x = np.zeros((1, 2, 4, 4))
+        x[0, 1, 2, 3] = value
+        with pytest.raises(ValueError, match=r"input 'data' holds 1 NaN or infinite value\(s\) \(as float32\)"):
+            net.forward(x)
     # Legacy 4-D blobs (the V1 dialect's) are accepted for the same values.
     legacy = _net(CONV_RELU, {"conv": [good["conv"][0], good["conv"][1].reshape(1, 1, 1, 3)]})
     x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
