@@ -227,7 +227,8 @@ def _check_features(features):
     if np.abs(features).max() > limit:
         raise ValueError(f"features (already divided by their standard deviations) must lie within "
                          f"+-{limit:.3g} for d={features.shape[1]}, got max |f| = "
-                         f"{np.abs(features).max():.3g}")
+                         f"{np.abs(features).max():.3g}: is a theta (theta_alpha, theta_beta, theta_gamma, sxy, "
+                         f"srgb) far too small for the image's positions and colours?")
     return features
 
 

@@ -219,6 +219,8 @@ def test_bad_image(scene):
         c.add_gaussian(-1, 3)
     with pytest.raises(ValueError, match="w must"):
         c.add_gaussian(3, np.nan)
+    with pytest.raises(ValueError, match=r"max \|f\| = .*is a theta .* far too small"):
+        c.add_bilateral(image, 1e-30, 1e-30, 4)
 
 
 def test_bad_compat_and_options(scene):
