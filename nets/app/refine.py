@@ -105,9 +105,9 @@ def check_probabilities(p, height, width, name="probabilities", logits=False):
         raise ValueError(f"{name}: expected probabilities of shape (L, H, W) or (H, W, L) with "
                          f"(H, W) = ({height}, {width}), got shape {p.shape} dtype {p.dtype}")
     if p.shape[1:] == (height, width):
-        lhw = p
+        lhw, layout = p, "(L, H, W)"
     elif p.shape[:2] == (height, width):
-        lhw = p.transpose(2, 0, 1)
+        lhw, layout = p.transpose(2, 0, 1), "(H, W, L)"
     elif (p.shape[1:] == (width, height) or p.shape[:2] == (width, height)) and height != width:
         raise ValueError(f"{name}: shape {p.shape} has height and width swapped: the image is "
                          f"{height} rows x {width} columns, so expected (L, {height}, {width}) or "
@@ -117,9 +117,14 @@ def check_probabilities(p, height, width, name="probabilities", logits=False):
                          f"(L, {height}, {width}) or ({height}, {width}, L)")
     if lhw.shape[0] < 2:
         raise ValueError(f"{name}: expected at least 2 labels, got {lhw.shape[0]}")
-    lhw = lhw.astype(np.float32)
+    what = "scores" if logits else "probabilities"
     if not np.isfinite(lhw).all():
-        raise ValueError(f"{name}: probabilities must be finite; found NaN or infinite values")
+        raise ValueError(f"{name}: {what} must be finite; found NaN or infinite values")
+    with np.errstate(over="ignore"):  # said below, in words
+        lhw32 = lhw.astype(np.float32)
+    if not np.isfinite(lhw32).all():
+        raise ValueError(f"{name}: {what} must fit in float32; found values up to {np.abs(lhw).max():.3g}")
+    lhw = lhw32
     if logits:
         return np.ascontiguousarray(lhw)
     if lhw.min() < 0 or lhw.max() > 1:
@@ -128,8 +133,8 @@ def check_probabilities(p, height, width, name="probabilities", logits=False):
     sums = lhw.sum(axis=0, dtype=np.float64)
     worst = float(np.abs(sums - 1).max())
     if worst > SUM_TOLERANCE:
-        raise ValueError(f"{name}: probabilities must sum to 1 over the labels (axis of size {lhw.shape[0]}); "
-                         f"the sum is off by up to {worst:.4g}")
+        raise ValueError(f"{name}: probabilities must sum to 1 over the labels (axis of size {lhw.shape[0]}, "
+                         f"read as {layout}); the sum is off by up to {worst:.4g}")
     return np.ascontiguousarray(lhw)
 
 

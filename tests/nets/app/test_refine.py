@@ -29,6 +29,10 @@ def test_probabilities_layouts_and_bad_input():
         check_probabilities(np.log(p), 5, 7)
     with pytest.raises(ValueError, match="does not match"):
         check_probabilities(p, 6, 7)
+    with pytest.raises(ValueError, match=r"read as \(H, W, L\)"):
+        check_probabilities(p.transpose(1, 2, 0) * 2 / 3, 5, 7)
+    with pytest.raises(ValueError, match="scores must fit in float32; found values up to 1e\\+300"):
+        check_probabilities(np.full((4, 5, 7), 1e300), 5, 7, logits=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_probabilities(p.astype(np.float64), 5, 7)
