@@ -358,7 +358,9 @@ def _crf_many(args, source_dir):
     """``deeplab crf`` over images and folders, each image's input found by name in ``source_dir``."""
     from nets.app import batch
     if not os.path.isdir(source_dir):
-        _err("crf", f"{source_dir}: with several images, --probs and --labels name a folder holding each "
+        folders = [i for i in args.inputs if os.path.isdir(i)]
+        many = f"a folder of images ({folders[0]})" if folders else "several images"
+        _err("crf", f"{source_dir}: with {many}, --probs and --labels name a folder holding each "
                     f"image's input by name")
         return 2
     if os.path.exists(args.output) and not os.path.isdir(args.output):

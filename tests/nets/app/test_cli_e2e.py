@@ -262,9 +262,11 @@ def test_crf_bad_outputs_and_inputs_are_refused_before_any_work(tmp_path):
         ("--probs", "many.npy", "-o", "out.png"): "300 labels",
         ("--probs", "probs", "-o", "out.png"): "names the output folder",
         ("--probs", "probs", "-o", "taken"): "is a file",
+        ("--probs", "good.npy", "-o", "out"): "with a folder of images (folder)",
     }
     for args, message in cases.items():
-        proc = deeplab("crf", "img.png", *args, cwd=tmp_path)
+        image = "folder" if message.startswith("with a folder") else "img.png"
+        proc = deeplab("crf", image, *args, cwd=tmp_path)
         assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
