@@ -82,7 +82,8 @@ def check_unary(unary):
     if not np.issubdtype(u.dtype, np.number) or np.iscomplexobj(u):
         raise TypeError(f"unary must hold real numbers, got dtype {u.dtype}")
     given = u
-    u = np.ascontiguousarray(u, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 is said below, in words
+        u = np.ascontiguousarray(u, dtype=np.float32)
     if not np.isfinite(u).all():
         bad = tuple(int(b) for b in np.argwhere(~np.isfinite(u))[0])
         if np.isfinite(given[bad]):

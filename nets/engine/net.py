@@ -551,8 +551,9 @@ class Net:
             raise TypeError(f"input {name!r} must hold real numbers (float32), got dtype {a.dtype}")
         if a.ndim != 4 or 0 in a.shape:
             raise ValueError(f"input {name!r} must be a non-empty (N, C, H, W) array, got shape {a.shape}")
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        if a.dtype.kind == "f" and not np.isfinite(a).all():  # every score would be NaN, silently
+        with np.errstate(over="ignore"):  # a value beyond float32 is said below, in words
+            a = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.isfinite(a).all():  # every score would be NaN, silently
             bad = int(a.size - np.isfinite(a).sum())
             raise ValueError(f"input {name!r} holds {bad} NaN or infinite value(s) (as float32) of {a.size}; "
                              f"expected finite numbers")
