@@ -4,14 +4,15 @@
 #
 #     PYTHONPATH=. bash tools/gpu_check.sh OUT_DIR
 #
-# It prints the environment, verifies every kernel family on the GPU against the
+# It prints the environment, checks that backend="auto" finds the CUDA driver where Numba does,
+# verifies every kernel family on the GPU against the
 # NumPy reference, compares CPU and CUDA at full size (the dense CRF on the
 # benchmark photograph and its lattices, two whole nets, image -> labels), runs the
 # CUDA tests on the real device, times the targets (bench/gpu.py, with the
 # CRF's stage profile), profiles ResNet-101 layer by layer (bench/profile.py) and times
 # the convolution's tile shapes against cuDNN (bench/cuda_tiles.py). Everything is also
 # written to OUT_DIR. Each step has its own time limit; together they stop it within
-# about 8 minutes (500 s of limits), the important steps first.
+# about 8 minutes (520 s of limits), the important steps first.
 set -uo pipefail
 out=${1:?usage: tools/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -34,6 +35,7 @@ step() {  # step NAME SECONDS COMMAND...: run, tee to OUT_DIR/NAME.txt, remember
     [ "$rc" -eq 0 ] || status=1
 }
 step info 30 "$PY" -m nets info
+step driver 20 "$PY" -m pytest -q -p no:cacheprovider tests/test_package.py -k "driver or probe"
 step check 80 "$PY" -m nets check --backend cuda
 step pytest_cuda 110 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
 step compare 80 "$PY" tools/gpu_compare.py
