@@ -13,7 +13,10 @@ import numpy as np
 
 
 def _real_array(name, x, ndim):
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except ValueError as exc:  # a ragged nested list
+        raise ValueError(f"{name} must be an array of shape (L, H, W), got a ragged sequence ({exc})") from None
     if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     if a.ndim != ndim or min(a.shape) < 1:

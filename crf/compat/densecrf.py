@@ -101,8 +101,10 @@ class DenseCRF:
         u = np.asarray(unary)
         if u.shape != (self._m, self._n):
             raise ValueError(f"Bad shape for unary energy (Need {(self._m, self._n)}, got {u.shape})")
-        if not np.issubdtype(u.dtype, np.number) or not np.isfinite(u).all():
-            raise ValueError("unary energies must be finite real numbers")
+        if not np.issubdtype(u.dtype, np.number) or np.iscomplexobj(u):
+            raise ValueError(f"unary energies must be real numbers, got dtype {u.dtype}")
+        if not np.isfinite(u).all():
+            raise ValueError("unary energies must be finite (no NaN or infinity)")
         if self._m >= 2 and u.min() >= 0 and u.max() <= 1 and np.allclose(u.sum(axis=0), 1, atol=1e-3):
             raise ValueError("unary looks like probabilities (values in [0, 1] that sum to 1 over the "
                              "labels), expected energies: use utils.unary_from_softmax(probabilities)")

@@ -78,6 +78,8 @@ def create_pairwise_bilateral(sdims, schan, img, chdim=-1):
     channel), as in pydensecrf. ``schan`` is one number or one per channel.
     """
     img = np.asarray(img)
+    if chdim != -1 and not -img.ndim <= chdim < img.ndim:
+        raise ValueError(f"chdim must be -1 (no channel axis) or an axis of img (shape {img.shape}), got {chdim}")
     im_feat = img[np.newaxis].astype(np.float32) if chdim == -1 else np.moveaxis(img, chdim, 0).astype(np.float32)
     if isinstance(schan, Number):
         im_feat /= np.float32(schan)

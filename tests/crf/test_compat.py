@@ -88,6 +88,10 @@ def test_bad_inputs(scene):
         d.addPairwiseGaussian(sxy=3, compat=float("nan"))
     with pytest.raises(ValueError, match="finite"):
         d.setUnaryEnergy(np.full((L, H * W), np.nan, np.float32))
+    with pytest.raises(ValueError, match="real numbers, got dtype bool"):
+        d.setUnaryEnergy(np.zeros((L, H * W), bool))
+    with pytest.raises(ValueError, match="chdim must be -1"):
+        utils.create_pairwise_bilateral((3, 3), (5, 5, 5), image, chdim=5)
     with pytest.raises(ValueError, match="startInference"):
         d.stepInference(np.zeros((L, 5), np.float32), None, None)
     with pytest.raises(ValueError, match=r"float64"):

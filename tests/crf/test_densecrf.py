@@ -250,6 +250,8 @@ def test_bad_probabilities():
         crf.unary_from_softmax(np.random.default_rng(0).standard_normal((3, 2, 2)))
     with pytest.raises(ValueError, match="label axis last"):
         crf.unary_from_softmax(np.full((2, 2, 4), 0.25))
+    with pytest.raises(ValueError, match="ragged sequence"):
+        crf.unary_from_softmax([[[0.5, 0.5]], [[0.5]]])
     with pytest.raises(ValueError, match="do not fit in float32"):
         crf.unary_from_logits(np.array([[[1e300]], [[-1e300]]]))
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
