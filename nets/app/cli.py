@@ -366,7 +366,8 @@ def _crf_many(args, source_dir):
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         _err("crf", f"-o {args.output} is a file; with --probs or --labels a folder, -o names the output folder")
         return 2
-    if not os.path.isdir(args.output) and os.path.splitext(args.output)[1].lower() in _IMAGE_SUFFIXES:
+    from nets.app.files import image_extensions
+    if not os.path.isdir(args.output) and os.path.splitext(args.output)[1].lower() in image_extensions():
         _err("crf", f"-o {args.output}: with --probs or --labels a folder, -o names the output folder (a label "
                     f"map per image, by name), not an image file")
         return 2
@@ -383,9 +384,6 @@ def _crf_many(args, source_dir):
         paths, settings, source_dir, args.output, save_probs=args.save_probs, workers=args.workers,
         client=client, resume=args.resume, **kw))
     return _report_many("crf", summary, len(paths), f"refined label maps to {args.output}")
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".webp")
 
 
 def cmd_demo(args):

@@ -125,11 +125,11 @@ def pair_files(labels_dir, other_dir, suffix="", stems=None):
     """
     import os
 
-    from PIL import Image
+    from nets.app.files import image_extensions
     for folder in (labels_dir, other_dir):
         if not os.path.isdir(folder):
             raise ValueError(f"{folder}: no such folder")
-    extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    extensions = image_extensions()
     by_stem = {}
     for name in sorted(os.listdir(other_dir)):
         stem, ext = os.path.splitext(name)

@@ -13,12 +13,17 @@ from PIL import Image
 from nets.caffe import atomic_write
 
 
+def image_extensions():
+    """The file extensions that PIL can open, lower case with the dot (``{".png", ".jpg", ...}``)."""
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
 def image_files(paths):
     """Expand files and folders (their image files, sorted, not recursive) into a list of paths.
 
     A path that does not exist is kept, so that reading it reports the error by name.
     """
-    extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    extensions = image_extensions()
     files = []
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
