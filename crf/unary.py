@@ -73,11 +73,12 @@ def unary_from_logits(scores):
     s = _real_array("scores", scores, 3).astype(np.float64)
     top = s.max(axis=0, keepdims=True)
     log_z = top + np.log(np.exp(s - top).sum(axis=0, keepdims=True))
-    u = log_z - s
-    if np.abs(u).max(initial=0.0) > np.finfo(np.float32).max:
+    with np.errstate(over="ignore"):  # said below, in words
+        u = (log_z - s).astype(np.float32)
+    if not np.isfinite(u).all():
         raise ValueError(f"scores span {s.min():.3g} to {s.max():.3g}: their energies do not fit in float32 "
                          f"(expected differences between labels below {np.finfo(np.float32).max:.3g})")
-    return u.astype(np.float32)
+    return u
 
 
 def unary_from_labels(labels, n_labels, gt_prob=0.7, unsure=None):

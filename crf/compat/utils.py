@@ -21,9 +21,8 @@ def unary_from_softmax(sm, scale=None, clip=1e-5):
     if not np.isfinite(p).all():
         raise ValueError("sm must be finite (no NaN or infinity)")
     n_labels = p.shape[0]
-    if p.ndim == 3 and p.shape[-1] != n_labels:
-        first, last = p.sum(axis=0), p.sum(axis=-1)
-        if np.allclose(last, 1.0, atol=1e-3) and not np.allclose(first, 1.0, atol=1e-3):
+    if p.ndim == 3 and p.shape[-1] != n_labels and not np.allclose(p.sum(axis=0), 1.0, atol=1e-3):
+        if np.allclose(p.sum(axis=-1), 1.0, atol=1e-3):
             raise ValueError(f"sm of shape {p.shape} sums to 1 over its last axis, not its first: the labels "
                              f"come first, (n_labels, H, W); pass sm.transpose(2, 0, 1)")
     if scale is not None:
