@@ -35,7 +35,7 @@ step() {  # step NAME SECONDS COMMAND...: run, tee to OUT_DIR/NAME.txt, remember
     [ "$rc" -eq 0 ] || status=1
 }
 step info 30 "$PY" -m nets info
-step driver 20 "$PY" -m pytest -q -p no:cacheprovider tests/test_package.py -k "driver or probe"
+step driver 20 "$PY" -m pytest -q -p no:cacheprovider tests/test_package.py -k driver
 step check 80 "$PY" -m nets check --backend cuda
 step pytest_cuda 110 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests
 step compare 80 "$PY" tools/gpu_compare.py
