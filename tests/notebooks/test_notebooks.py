@@ -53,3 +53,20 @@ def test_notebook_matches_its_jupytext_source(path, require_oracle):
         f"run python tools/build_notebooks.py {path.stem}")
     unexecuted = [k for k, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is None]
     assert not unexecuted, f"{path.name}: code cells {unexecuted[:5]} have no outputs; rebuild it"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_notebook_cell_ids_come_from_their_text(path, require_oracle):
+    """The committed cell ids are those ``tools/build_notebooks.py`` derives from each cell's text,
+    so that a rebuild changes only the ids of cells that changed."""
+    import importlib.util
+    nbformat = require_oracle("nbformat")
+    require_oracle("jupytext")
+    require_oracle("nbclient")
+    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOKS.parent / "tools" / "build_notebooks.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    nb = nbformat.read(path, as_version=4)
+    committed = [c.id for c in nb.cells]
+    tool.stable_ids(nb)
+    assert committed == [c.id for c in nb.cells], f"{path.name}: rebuild it with python tools/build_notebooks.py"
