@@ -15,13 +15,14 @@ References
 L.-C. Chen et al., "Semantic Image Segmentation with Deep Convolutional Nets
 and Fully Connected CRFs", ICLR 2015, section 4; "DeepLab: ...", TPAMI 2018, section 4.1.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from numbers import Integral
 
 import numpy as np
 
 from crf import reduced
 from crf.backend import is_device_array
-from crf.densecrf import DenseCRF, bilateral_features
+from crf.densecrf import DenseCRF, _finite, _positive, bilateral_features
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,36 @@ class Preset:
     theta_gamma: float
     iterations: int
     source: str
+
+    def __post_init__(self):
+        for name in ("w_bilateral", "w_gaussian"):
+            _finite(name, getattr(self, name))
+        for name in ("theta_alpha", "theta_beta", "theta_gamma"):
+            _positive(name, getattr(self, name))
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, Integral) or self.iterations < 0:
+            raise ValueError(f"iterations must be an integer >= 0, got {self.iterations!r}")
+
+    def values(self):
+        """The CRF's parameters, ``{name: value}`` in the order of :data:`PARAMETERS`."""
+        return {name: getattr(self, name) for name in PARAMETERS}
+
+    def with_values(self, **values):
+        """This preset with some parameters changed, named ``"NAME:key=value,..."`` (the changed ones).
+
+        The name reads back: ``get_preset(p.with_values(theta_alpha=80).name)`` is the same
+        preset again. Values are checked as in the constructor.
+        """
+        unknown = sorted(set(values) - set(PARAMETERS))
+        if unknown:
+            raise ValueError(f"unknown CRF parameter {unknown[0]!r}; expected one of {list(PARAMETERS)}")
+        if not values:
+            return self
+        base, _, earlier = self.name.partition(":")
+        changed = {**_parse_values(earlier), **values}
+        changed = {k: changed[k] for k in PARAMETERS if k in changed}  # one order, whatever the call's
+        text = ",".join(f"{k}={_format(v)}" for k, v in changed.items())
+        source = self.source.partition("; changed: ")[0]
+        return replace(self, name=f"{base}:{text}", source=f"{source}; changed: {text}", **values)
 
     def scaled(self, factor):
         """The same CRF for the image resized by ``factor``: theta_alpha and theta_gamma, widths in
@@ -59,13 +90,57 @@ PRESETS = {p.name: p for p in (
 )}
 
 
+#: The parameters a preset sets, as :meth:`Preset.with_values` and ``"NAME:key=value"`` name them.
+PARAMETERS = tuple(f.name for f in fields(Preset) if f.name not in ("name", "source"))
+
+
+def _format(value):
+    """A parameter value as text that reads back to the same number (``4``, ``67.5``, ``0.1``)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _parse_values(text):
+    """``"theta_alpha=80,w_bilateral=5"`` -> ``{"theta_alpha": 80.0, "w_bilateral": 5.0}`` (iterations: int)."""
+    values = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or key not in PARAMETERS:
+            raise ValueError(f"{item!r} is not 'parameter=value' with a parameter among {list(PARAMETERS)}")
+        if key in values:
+            raise ValueError(f"{key} is given twice")
+        try:
+            values[key] = int(value) if key == "iterations" else float(value)
+        except ValueError:
+            what = "an integer" if key == "iterations" else "a number"
+            raise ValueError(f"{key} must be {what}, got {value!r}") from None
+    return values
+
+
+def override(preset, text):
+    """``preset`` with the parameters of ``text`` changed: ``"theta_alpha=80,w_bilateral=5"``.
+
+    The command line's ``--preset NAME:key=value,...`` (and ``--crf``), for any base preset.
+    """
+    try:
+        return preset.with_values(**_parse_values(text))
+    except ValueError as exc:
+        raise ValueError(f"CRF preset {preset.name}:{text}: {exc}") from None
+
+
 def get_preset(preset):
-    """A :class:`Preset` from itself or its name."""
+    """A :class:`Preset` from itself, its name, or a name with changed parameters.
+
+    ``"deeplab-v2-resnet101-voc:theta_alpha=80,w_bilateral=5"`` is that preset with
+    theta_alpha 80 and w_bilateral 5; the parameters are those of :data:`PARAMETERS`.
+    """
     if isinstance(preset, Preset):
         return preset
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    return PRESETS[preset]
+    if not isinstance(preset, str):
+        raise TypeError(f"preset must be a Preset or a preset name, got {type(preset).__name__}")
+    name, sep, changes = preset.partition(":")
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return override(PRESETS[name], changes) if sep else PRESETS[name]
 
 
 def _check_scores(scores, height, width):

@@ -442,7 +442,8 @@ def build_parser():
                         "demo-largefov, demo-aspp, a converted .npz or a .prototxt")
     p.add_argument("--weights", metavar="FILE", help="the released .caffemodel or a converted .npz")
     p.add_argument("--crf", default="none", metavar="PRESET",
-                   help="none (default), auto (the model's preset) or a preset name")
+                   help="none (default), auto (the model's preset) or a preset name; either may be followed "
+                        "by changed parameters, e.g. auto:theta_alpha=80,w_bilateral=5")
     p.add_argument("--scales", default="1", help="input scales fused by MAX, e.g. 1,0.75,0.5 "
                                                  "(single-scale nets; default 1)")
     p.add_argument("--backend", choices=backends, default="auto")
@@ -466,7 +467,7 @@ def build_parser():
     p.add_argument("--list", metavar="FILE", help="only these stems, one per line (e.g. VOC's val.txt)")
     p.add_argument("--model", metavar="NAME_OR_PATH")
     p.add_argument("--weights", metavar="FILE")
-    p.add_argument("--crf", default="none", metavar="PRESET")
+    p.add_argument("--crf", default="none", metavar="PRESET", help="as for segment")
     p.add_argument("--scales", default="1")
     p.add_argument("--num-classes", type=_positive_int, default=21,
                    help="classes when the model does not name them, or with --predictions (default 21)")
@@ -490,7 +491,10 @@ def build_parser():
                    help="--probs holds pre-softmax scores (any finite values), not probabilities")
     p.add_argument("--gt-prob", type=float, default=0.7, help="confidence of a coarse label (default 0.7)")
     p.add_argument("--num-labels", type=_positive_int, default=21, help="labels with --labels (default 21)")
-    p.add_argument("--preset", default="deeplab-v2-resnet101-voc", help="CRF preset name")
+    p.add_argument("--preset", default="deeplab-v2-resnet101-voc",
+                   help="CRF preset name (default deeplab-v2-resnet101-voc), optionally with changed "
+                        "parameters: NAME:theta_alpha=80,w_bilateral=5 (w_bilateral, theta_alpha, theta_beta, "
+                        "w_gaussian, theta_gamma, iterations)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png|OUT_DIR")
     p.add_argument("--save-probs", action="store_true", help="also write OUT_probs.npy, (L, H, W) float32")
     p.add_argument("--max-side", type=_positive_int, metavar="N",

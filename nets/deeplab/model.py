@@ -366,13 +366,20 @@ def resolve_preset(crf_preset, model=None):
 
     ``"auto"`` is the model's own preset (DeepLab's VOC values for the official
     models, the tuned preset for the demo nets); ``"none"``/None runs no CRF.
-    ``"deeplab-demo-shapes"`` names the demo's tuned preset.
+    ``"deeplab-demo-shapes"`` names the demo's tuned preset. Any of them but ``"none"``
+    may be followed by changed parameters, ``"auto:theta_alpha=80,w_bilateral=5"``
+    (:func:`crf.presets.override`).
     """
     if crf_preset is None or (isinstance(crf_preset, str) and crf_preset.lower() == "none"):
         return None
     import crf
     if isinstance(crf_preset, crf.Preset):
         return crf_preset
+    if not isinstance(crf_preset, str):
+        raise TypeError(f"crf must be a preset name, a crf.Preset or None, got {type(crf_preset).__name__}")
+    name, sep, changes = crf_preset.partition(":")
+    if sep:
+        return crf.presets.override(resolve_preset(name, model), changes)
     if crf_preset == "auto":
         if model is None or model.crf_preset is None:
             name = model.name if model is not None else "no model"

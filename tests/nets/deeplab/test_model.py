@@ -104,11 +104,26 @@ def test_model_errors_name_the_problem(tmp_path):
         Model.load("demo-largefov", weights=bad)
 
 
+class _NamedPreset:
+    """What :func:`resolve_preset` reads of a model: its name and its own preset's name."""
+
+    def __init__(self, crf_preset):
+        self.name, self.crf_preset = "a model", crf_preset
+
+
 def test_presets_and_scales_are_parsed():
     assert resolve_preset(None) is None and resolve_preset("none") is None
     assert resolve_preset("deeplab-v2-resnet101-voc").theta_alpha == 67
     with pytest.raises(ValueError, match="unknown CRF preset"):
         resolve_preset("fast")
+    # changed parameters after any name, "auto" and the demo's preset included
+    assert resolve_preset("deeplab-v2-resnet101-voc:theta_alpha=80").theta_alpha == 80
+    assert resolve_preset("auto:w_bilateral=2", _NamedPreset("deeplab-v1-largefov-voc")).values() == {
+        **crf.PRESETS["deeplab-v1-largefov-voc"].values(), "w_bilateral": 2}
+    with pytest.raises(ValueError, match="unknown CRF preset 'fast'"):
+        resolve_preset("fast:w_bilateral=2")
+    with pytest.raises(ValueError, match="w_bilateral must be a number"):
+        resolve_preset("auto:w_bilateral=two", _NamedPreset("deeplab-v1-largefov-voc"))
     assert parse_scales("1,0.75,0.5") == (1.0, 0.75, 0.5)
     with pytest.raises(ValueError, match="positive"):
         parse_scales("1,-2")
