@@ -305,7 +305,7 @@ def evaluate_one(settings, image_path, label_path, num_classes, state_dir=None):
             return Outcome(image_path, error=f"{label_path}: {error}", seconds=time.perf_counter() - start)
         matrix = confusion_matrix(truth, result.labels, num_classes)
         if state_dir is not None:
-            with atomic_write(_state_file(state_dir, label_path)) as f:
+            with atomic_write(state_file(state_dir, label_path)) as f:
                 np.save(f, matrix, allow_pickle=False)
     except (ImageReadError, OSError, ValueError, TypeError) as exc:
         return Outcome(image_path, error=f"{label_path}: {exc}", seconds=time.perf_counter() - start)
@@ -436,25 +436,43 @@ def segment_files(paths, settings, out_dir, overlay=False, save_probs=False, wor
     return Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))
 
 
-def _state_file(state_dir, label_path):
+def state_file(state_dir, label_path):
+    """Where a state folder keeps the confusion matrix (or matrices) of one image: ``STEM.npy``."""
     return os.path.join(os.fspath(state_dir), os.path.splitext(os.path.basename(label_path))[0] + ".npy")
 
 
-def _check_state(state_dir, settings, num_classes):
-    """Create the state folder, or check that it was made by the same settings."""
+def check_state(state_dir, current):
+    """Create the state folder, or check that it was made by the same settings (``current``, plain
+    JSON values, kept in its ``settings.json``)."""
     os.makedirs(state_dir, exist_ok=True)
     path = os.path.join(state_dir, "settings.json")
-    current = {**asdict(settings), "crf": repr(settings.crf), "scales": list(settings.scales),
-               "num_classes": num_classes}
     if os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
         if saved != current:
-            raise ValueError(f"{state_dir}: its confusion matrices were counted with other settings "
-                             f"({saved}); expected {current}. Use another --state folder")
+            differ = [f"{key}: {_short(saved.get(key))} there, {_short(current.get(key))} now"
+                      for key in {**saved, **current} if saved.get(key) != current.get(key)]
+            raise ValueError(f"{state_dir}: its confusion matrices were counted with other settings ("
+                             + "; ".join(differ) + "). Use another --state folder")
     else:
         with atomic_write(path, "w") as f:
             json.dump(current, f, indent=1)
+
+
+def _short(value, width=60):
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def saved_matrix(path, shape):
+    """The int64 matrix of ``shape`` saved at ``path`` by an earlier run, or None (none, or not such a matrix)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None  # a file that is not a .npy: counted again, and written over
+    return matrix if matrix.shape == tuple(shape) and matrix.dtype == np.int64 else None
 
 
 def evaluate_files(pairs, settings, num_classes, workers=1, client=None, state_dir=None, resume=False,
@@ -487,23 +505,22 @@ def evaluate_files(pairs, settings, num_classes, workers=1, client=None, state_d
         raise ValueError("resume needs the state folder of the interrupted run (--state DIR)")
     start = time.perf_counter()
     if state_dir is not None:
-        _check_state(state_dir, settings, num_classes)
+        check_state(state_dir, {**asdict(settings), "crf": repr(settings.crf), "scales": list(settings.scales),
+                                "num_classes": num_classes})
     outcomes, calls, index = [None] * len(pairs), [], []
     for k, (label_path, image_path) in enumerate(pairs):
-        saved = None if state_dir is None else _state_file(state_dir, label_path)
-        if resume and os.path.isfile(saved):
-            matrix = np.load(saved, allow_pickle=False)
-            if matrix.shape == (num_classes, num_classes) and matrix.dtype == np.int64:
-                outcomes[k] = Outcome(image_path, matrix=matrix, skipped=True)
-                if on_outcome is not None:
-                    on_outcome(outcomes[k])
-                continue
+        matrix = saved_matrix(state_file(state_dir, label_path), (num_classes, num_classes)) if resume else None
+        if matrix is not None:
+            outcomes[k] = Outcome(image_path, matrix=matrix, skipped=True)
+            if on_outcome is not None:
+                on_outcome(outcomes[k])
+            continue
         calls.append((settings, image_path, label_path, num_classes, state_dir))
         index.append(k)
     for k, outcome in zip(index, run(evaluate_one, calls, workers, client, on_outcome, threads)):
         outcomes[k] = outcome
     if state_dir is not None:  # what killed workers or runs left (see segment_files)
-        remove_orphans(state_dir, [os.path.basename(_state_file(state_dir, label)) for label, _ in pairs])
+        remove_orphans(state_dir, [os.path.basename(state_file(state_dir, label)) for label, _ in pairs])
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for outcome in outcomes:
         if outcome.matrix is not None:
