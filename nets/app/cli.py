@@ -386,6 +386,76 @@ def _crf_many(args, source_dir):
     return _report_many("crf", summary, len(paths), f"refined label maps to {args.output}")
 
 
+def cmd_crf_search(args):
+    import json
+
+    import crf
+    from nets.app import search
+    from nets.app.evaluate import pair_files
+    from nets.app.refine import source_file
+    from nets.caffe import atomic_write
+    from nets.deeplab import resolve_preset
+    if args.output is not None:
+        problem = _output_file_problem(args.output, (".json",))
+        if problem:
+            _err("crf-search", problem)
+            return 2
+    if args.resume and args.state is None:
+        _err("crf-search", "--resume needs the --state folder of the interrupted search")
+        return 2
+    client = None
+    try:
+        base = crf.get_preset(resolve_preset(args.preset))
+        presets = search.grid_presets(base, search.parse_grid(args.grid) if args.grid else search.PAPER_GRID)
+        stems = None
+        if args.list is not None:
+            with open(args.list) as f:
+                stems = [line.split()[0] for line in f if line.strip()]
+        if not os.path.isdir(args.probs):
+            raise ValueError(f"--probs {args.probs}: no such folder (each image's NAME_probs.npy or NAME.npy)")
+        pairs, errors = pair_files(args.labels, args.images, stems=stems)
+        triples = []
+        for label_path, image_path in pairs:
+            try:
+                triples.append((image_path, source_file(image_path, args.probs, "probs"), label_path))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if not triples:
+            _err("crf-search", "no image has both a ground truth and probabilities:\n  " + "\n  ".join(errors))
+            return 1
+        num_classes = args.num_classes or search.label_count(*triples[0][:2], logits=args.from_logits)
+        settings = search.SearchSettings(presets, num_classes, args.from_logits, args.backend)
+        client = _client(args)
+    except (OSError, ValueError) as exc:
+        _err("crf-search", exc)
+        return 1
+    print(f"{len(presets)} settings x {len(triples)} images = {len(presets) * len(triples)} CRF runs, "
+          f"from {base.name}")
+    result = _run_many("crf-search", args, len(triples), client, lambda **kw: search.search_files(
+        triples, settings, workers=args.workers, client=client, state_dir=args.state, resume=args.resume, **kw))
+    if result is None:
+        return 1
+    matrices, summary = result
+    errors += [o.error for o in summary.failures]
+    if matrices[0].sum() == 0:
+        _err("crf-search", "no pixel was counted (every image failed, or all of their ground truth is void)"
+                           + ("".join(f"\n  {e}" for e in errors)))
+        return 1
+    ranked, baseline = search.ranking(matrices, presets)
+    print(f"{summary.done} images, {matrices[0].sum()} pixels counted (255 ignored)")
+    print("\n".join(search.format_ranking(ranked, baseline, args.top)))
+    print(f"best: {ranked[0].name}")
+    if args.output is not None:
+        with atomic_write(args.output, "w") as f:
+            json.dump(search.results_json(ranked, baseline, summary.done), f, indent=1)
+        print(f"wrote {args.output}")
+    print(summary.line())
+    if errors:
+        _err("crf-search", f"{len(errors)} problems:\n  " + "\n  ".join(errors))
+        return 1
+    return 0
+
+
 def cmd_demo(args):
     from nets.app.demo import format_table, run_demo
     # Said first, on standard error: the first run in a new environment is silent while Numba
@@ -508,6 +578,37 @@ def build_parser():
                    help="many images: skip those whose outputs are all in OUT_DIR (an interrupted run's)")
     _add_threads(p)
     p.set_defaults(func=cmd_crf)
+
+    p = sub.add_parser("crf-search", help="choose CRF parameters on validation images (mIoU of every setting)",
+                       description="Run the dense CRF with every setting of a grid on images with probabilities "
+                                   "(deeplab segment --save-probs) and ground truth, and rank the settings by "
+                                   "the mean IoU over all the images, as DeepLab chose its CRF parameters. "
+                                   "Without --grid: the TPAMI paper's grid, w_bilateral=3,4,5,6 "
+                                   "theta_alpha=30,40,...,100 theta_beta=3,4,5,6 (128 settings).")
+    p.add_argument("--images", required=True, metavar="DIR", help="the images")
+    p.add_argument("--probs", required=True, metavar="DIR",
+                   help="each image's probabilities, NAME_probs.npy or NAME.npy, (L, H, W) or (H, W, L)")
+    p.add_argument("--labels", required=True, metavar="DIR", help="ground-truth label PNGs (indices, 255 void)")
+    p.add_argument("--list", metavar="FILE", help="only these stems, one per line")
+    p.add_argument("--from-logits", action="store_true",
+                   help="--probs holds pre-softmax scores (any finite values), not probabilities")
+    p.add_argument("--preset", default="deeplab-v2-resnet101-voc",
+                   help="the parameters the grid does not set (default deeplab-v2-resnet101-voc; any name "
+                        "deeplab crf --preset takes)")
+    p.add_argument("--grid", action="append", metavar="PARAMETER=V1,V2,...",
+                   help="a parameter and its values, e.g. --grid theta_alpha=50,60,70 --grid w_bilateral=3,4 "
+                        "(w_bilateral, theta_alpha, theta_beta, w_gaussian, theta_gamma, iterations)")
+    p.add_argument("--num-classes", type=_positive_int, default=None,
+                   help="classes, the probabilities' labels (default: those of the first image's)")
+    p.add_argument("--top", type=_positive_int, default=10, help="settings listed (default 10)")
+    p.add_argument("-o", "--output", metavar="FILE.json", help="write every setting's mIoU, best first")
+    p.add_argument("--backend", choices=backends, default="auto")
+    p.add_argument("--verbose", action="store_true", help="time per stage for every image")
+    _add_many(p)
+    p.add_argument("--state", metavar="DIR", help="keep each image's confusion matrices in DIR (for --resume)")
+    p.add_argument("--resume", action="store_true", help="reuse the confusion matrices in --state DIR")
+    _add_threads(p)
+    p.set_defaults(func=cmd_crf_search)
 
     p = sub.add_parser("demo", help="both embedded demo nets on held-out images: figure and mIoU table")
     p.add_argument("-o", "--output", default="deeplab-demo", metavar="DIR",
