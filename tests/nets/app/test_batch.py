@@ -143,11 +143,14 @@ def test_an_interrupted_evaluate_resumes_from_its_saved_matrices(data, serial, t
     assert len(list((tmp_path / "state").glob("s*.npy"))) == 7
     orphan = tmp_path / "state" / f".tmp-q9w8e7r6-{Path(pairs[-1][0]).stem}.npy"  # a killed run's half file
     orphan.write_bytes(b"half a file")
+    damaged = tmp_path / "state" / f"{Path(pairs[0][0]).stem}.npy"
+    damaged.write_bytes(b"not a matrix")  # counted again, and written over
     got, summary = batch.evaluate_files(pairs, SETTINGS, 6, state_dir=tmp_path / "state", resume=True)
-    assert sum(o.skipped for o in summary.outcomes) == 7 and not orphan.exists()
+    assert sum(o.skipped for o in summary.outcomes) == 6 and not orphan.exists()
+    assert not summary.outcomes[0].skipped and np.load(damaged).shape == (6, 6)
     np.testing.assert_array_equal(got, matrix)
     other = batch.Settings("demo-aspp", crf="auto", backend="cpu")
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(model: 'demo-largefov' there, 'demo-aspp' now\)"):
         batch.evaluate_files(pairs, other, 6, state_dir=tmp_path / "state", resume=True)
     with pytest.raises(ValueError, match="--state"):
         batch.evaluate_files(pairs, SETTINGS, 6, resume=True)
