@@ -116,15 +116,17 @@ def _parse_values(text):
     return values
 
 
-def override(preset, text):
+def override(preset, text, given=None):
     """``preset`` with the parameters of ``text`` changed: ``"theta_alpha=80,w_bilateral=5"``.
 
     The command line's ``--preset NAME:key=value,...`` (and ``--crf``), for any base preset.
+    An error names ``given`` (what the user wrote, e.g. ``"auto:theta_alpha=x"``), by default
+    ``NAME:text``.
     """
     try:
         return preset.with_values(**_parse_values(text))
     except ValueError as exc:
-        raise ValueError(f"CRF preset {preset.name}:{text}: {exc}") from None
+        raise ValueError(f"CRF preset {given or f'{preset.name}:{text}'}: {exc}") from None
 
 
 def get_preset(preset):

@@ -379,7 +379,7 @@ def resolve_preset(crf_preset, model=None):
         raise TypeError(f"crf must be a preset name, a crf.Preset or None, got {type(crf_preset).__name__}")
     name, sep, changes = crf_preset.partition(":")
     if sep:
-        return crf.presets.override(resolve_preset(name, model), changes)
+        return crf.presets.override(resolve_preset(name, model), changes, given=crf_preset)
     if crf_preset == "auto":
         if model is None or model.crf_preset is None:
             name = model.name if model is not None else "no model"

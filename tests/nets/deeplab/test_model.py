@@ -122,7 +122,7 @@ def test_presets_and_scales_are_parsed():
         **crf.PRESETS["deeplab-v1-largefov-voc"].values(), "w_bilateral": 2}
     with pytest.raises(ValueError, match="unknown CRF preset 'fast'"):
         resolve_preset("fast:w_bilateral=2")
-    with pytest.raises(ValueError, match="w_bilateral must be a number"):
+    with pytest.raises(ValueError, match="^CRF preset auto:w_bilateral=two: w_bilateral must be a number"):
         resolve_preset("auto:w_bilateral=two", _NamedPreset("deeplab-v1-largefov-voc"))
     assert parse_scales("1,0.75,0.5") == (1.0, 0.75, 0.5)
     with pytest.raises(ValueError, match="positive"):
