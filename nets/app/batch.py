@@ -501,31 +501,61 @@ def evaluate_files(pairs, settings, num_classes, workers=1, client=None, state_d
         The exact integer sum of the images' matrices, whatever the order they finished in.
     summary : Summary
     """
+    start = time.perf_counter()
+    state = {**asdict(settings), "crf": repr(settings.crf), "scales": list(settings.scales), "num_classes": num_classes}
+    jobs = [(image_path, label_path, (settings, image_path, label_path, num_classes, state_dir))
+            for label_path, image_path in pairs]
+    matrix, outcomes = count_matrices(evaluate_one, jobs, (num_classes, num_classes), state, state_dir, resume,
+                                      workers, client, on_outcome, threads)
+    return matrix, Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))
+
+
+def count_matrices(function, jobs, shape, state, state_dir=None, resume=False, workers=1, client=None,
+                   on_outcome=None, threads=None):
+    """Run ``function(*call)`` for every image, each giving a confusion matrix (or a stack of them), and sum them.
+
+    Parameters
+    ----------
+    function : callable returning an Outcome with ``matrix`` of ``shape``
+        Saves the matrix in ``state_dir`` as :func:`state_file` names it, when it is given one.
+    jobs : list of (str, str, tuple)
+        ``(image, ground truth, call)`` for every image.
+    shape : tuple of int
+    state : dict
+        The settings that made the matrices, kept in the state folder (:func:`check_state`).
+    state_dir, resume, workers, client, on_outcome, threads
+        As for :func:`evaluate_files`.
+
+    Returns
+    -------
+    total : ndarray of ``shape``, int64
+        The exact integer sum over the images that did not fail.
+    outcomes : list of Outcome
+        One per job, in their order.
+    """
     if resume and state_dir is None:
         raise ValueError("resume needs the state folder of the interrupted run (--state DIR)")
-    start = time.perf_counter()
     if state_dir is not None:
-        check_state(state_dir, {**asdict(settings), "crf": repr(settings.crf), "scales": list(settings.scales),
-                                "num_classes": num_classes})
-    outcomes, calls, index = [None] * len(pairs), [], []
-    for k, (label_path, image_path) in enumerate(pairs):
-        matrix = saved_matrix(state_file(state_dir, label_path), (num_classes, num_classes)) if resume else None
+        check_state(state_dir, state)
+    outcomes, calls, index = [None] * len(jobs), [], []
+    for k, (image_path, label_path, call) in enumerate(jobs):
+        matrix = saved_matrix(state_file(state_dir, label_path), shape) if resume else None
         if matrix is not None:
             outcomes[k] = Outcome(image_path, matrix=matrix, skipped=True)
             if on_outcome is not None:
                 on_outcome(outcomes[k])
             continue
-        calls.append((settings, image_path, label_path, num_classes, state_dir))
+        calls.append(call)
         index.append(k)
-    for k, outcome in zip(index, run(evaluate_one, calls, workers, client, on_outcome, threads)):
+    for k, outcome in zip(index, run(function, calls, workers, client, on_outcome, threads)):
         outcomes[k] = outcome
     if state_dir is not None:  # what killed workers or runs left (see segment_files)
-        remove_orphans(state_dir, [os.path.basename(state_file(state_dir, label)) for label, _ in pairs])
-    matrix = np.zeros((num_classes, num_classes), np.int64)
+        remove_orphans(state_dir, [os.path.basename(state_file(state_dir, label)) for _, label, _ in jobs])
+    total = np.zeros(shape, np.int64)
     for outcome in outcomes:
         if outcome.matrix is not None:
-            matrix += outcome.matrix
-    return matrix, Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))
+            total += outcome.matrix
+    return total, outcomes
 
 
 def refine_files(paths, settings, source_dir, out_dir, save_probs=False, workers=1, client=None, resume=False,

@@ -39,6 +39,11 @@ def _add_many(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_state(parser, what):
+    parser.add_argument("--state", metavar="DIR", help=f"keep each image's {what} in DIR (for --resume)")
+    parser.add_argument("--resume", action="store_true", help="reuse the confusion matrices in --state DIR")
+
+
 def _apply_threads(n):
     """Set Numba's and BLAS's thread counts; must run before numpy/numba are imported."""
     if n is None:
@@ -544,8 +549,7 @@ def build_parser():
     p.add_argument("--backend", choices=backends, default="auto")
     p.add_argument("--verbose", action="store_true", help="time per stage for every image")
     _add_many(p)
-    p.add_argument("--state", metavar="DIR", help="keep each image's confusion matrix in DIR (for --resume)")
-    p.add_argument("--resume", action="store_true", help="reuse the confusion matrices in --state DIR")
+    _add_state(p, "confusion matrix")
     _add_threads(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -605,8 +609,7 @@ def build_parser():
     p.add_argument("--backend", choices=backends, default="auto")
     p.add_argument("--verbose", action="store_true", help="time per stage for every image")
     _add_many(p)
-    p.add_argument("--state", metavar="DIR", help="keep each image's confusion matrices in DIR (for --resume)")
-    p.add_argument("--resume", action="store_true", help="reuse the confusion matrices in --state DIR")
+    _add_state(p, "confusion matrices")
     _add_threads(p)
     p.set_defaults(func=cmd_crf_search)
 

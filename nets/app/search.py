@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nets.app.batch import Summary, check_state, saved_matrix, state_file
-from nets.app.workers import Outcome, describe_workers, run
-from nets.caffe import remove_orphans
+from nets.app.batch import Summary, count_matrices, state_file
+from nets.app.workers import Outcome, describe_workers
 
 #: TPAMI 2018's search (section 4.1.1), with the base preset's Gaussian kernel and iterations.
 PAPER_GRID = {"w_bilateral": (3.0, 4.0, 5.0, 6.0),
@@ -190,31 +189,12 @@ def search_files(triples, settings, workers=1, client=None, state_dir=None, resu
         images that did not fail.
     summary : nets.app.batch.Summary
     """
-    if resume and state_dir is None:
-        raise ValueError("resume needs the state folder of the interrupted run (--state DIR)")
     start = time.perf_counter()
     k = settings.num_classes
-    shape = (1 + len(settings.presets), k, k)
-    if state_dir is not None:
-        check_state(state_dir, settings.state())
-    outcomes, calls, index = [None] * len(triples), [], []
-    for n, (image_path, probs_path, label_path) in enumerate(triples):
-        matrix = saved_matrix(state_file(state_dir, label_path), shape) if resume else None
-        if matrix is not None:
-            outcomes[n] = Outcome(image_path, matrix=matrix, skipped=True)
-            if on_outcome is not None:
-                on_outcome(outcomes[n])
-            continue
-        calls.append((settings, image_path, probs_path, label_path, state_dir))
-        index.append(n)
-    for n, outcome in zip(index, run(search_one, calls, workers, client, on_outcome, threads)):
-        outcomes[n] = outcome
-    if state_dir is not None:  # what killed workers or runs left (see nets.app.batch.segment_files)
-        remove_orphans(state_dir, [os.path.basename(state_file(state_dir, label)) for _, _, label in triples])
-    matrices = np.zeros(shape, np.int64)
-    for outcome in outcomes:
-        if outcome.matrix is not None:
-            matrices += outcome.matrix
+    jobs = [(image_path, label_path, (settings, image_path, probs_path, label_path, state_dir))
+            for image_path, probs_path, label_path in triples]
+    matrices, outcomes = count_matrices(search_one, jobs, (1 + len(settings.presets), k, k), settings.state(),
+                                        state_dir, resume, workers, client, on_outcome, threads)
     return matrices, Summary(outcomes, time.perf_counter() - start, describe_workers(workers, client, threads))
 
 
