@@ -57,13 +57,15 @@ NORMALIZATIONS = ("per_pixel", "symmetric", "none")
 _TINY = 1e-20  # added to K 1 before dividing, as densecrf does
 
 
-def _positive(name, value):
+def positive_number(name, value):
+    """``value`` as a float, or a ValueError naming ``name`` unless it is a positive finite real number."""
     if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
 
-def _finite(name, value):
+def finite_number(name, value):
+    """``value`` as a float, or a ValueError naming ``name`` unless it is a finite real number."""
     if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
@@ -139,7 +141,7 @@ def parse_compat(compat, n_labels):
     if compat is None:
         compat = 1.0
     if isinstance(compat, Real) and not isinstance(compat, bool):
-        s = _finite("compat", compat)
+        s = finite_number("compat", compat)
         return meanfield.KIND_POTTS, np.array([s], np.float32), s * (1.0 - eye)
     mu = np.asarray(compat)
     if not np.issubdtype(mu.dtype, np.number) or np.iscomplexobj(mu) or not np.isfinite(mu).all():
@@ -158,7 +160,7 @@ def parse_compat(compat, n_labels):
 
 def gaussian_features(height, width, theta_gamma):
     """Smoothness features ``(x, y) / theta_gamma``, (H*W, 2) float32 (x = column)."""
-    theta = np.float32(_positive("theta_gamma", theta_gamma))
+    theta = np.float32(positive_number("theta_gamma", theta_gamma))
     y, x = np.mgrid[:height, :width].astype(np.float32)
     return np.stack([x.ravel() / theta, y.ravel() / theta], axis=1)  # (H*W, 2)
 
@@ -168,8 +170,8 @@ def bilateral_features(image, theta_alpha, theta_beta):
 
     ``image`` (H, W, C) of any real dtype; its channels are used in the order given.
     """
-    ta = np.float32(_positive("theta_alpha", theta_alpha))
-    tb = np.float32(_positive("theta_beta", theta_beta))
+    ta = np.float32(positive_number("theta_alpha", theta_alpha))
+    tb = np.float32(positive_number("theta_beta", theta_beta))
     h, w, c = image.shape
     y, x = np.mgrid[:h, :w].astype(np.float32)
     colour = image.reshape(h * w, c).astype(np.float32) / tb  # (H*W, C)
@@ -311,7 +313,7 @@ class DenseCRF:
         """Add the smoothness kernel ``w exp(-|p_i - p_j|^2 / (2 theta_gamma^2))``."""
         if self.backend == "cuda":
             from crf import cuda as crf_cuda
-            features = crf_cuda.gaussian_features(self.height, self.width, _positive("theta_gamma", theta_gamma))
+            features = crf_cuda.gaussian_features(self.height, self.width, positive_number("theta_gamma", theta_gamma))
         else:
             features = gaussian_features(self.height, self.width, theta_gamma)
         self._add(features, w, compat, normalization, "gaussian")
@@ -330,14 +332,14 @@ class DenseCRF:
         if self.backend == "cuda":
             from crf import cuda as crf_cuda
             image = check_image(image, self.height, self.width, device=True)
-            features = crf_cuda.bilateral_features(image, _positive("theta_alpha", theta_alpha),
-                                                   _positive("theta_beta", theta_beta))
+            features = crf_cuda.bilateral_features(image, positive_number("theta_alpha", theta_alpha),
+                                                   positive_number("theta_beta", theta_beta))
         else:
             features = bilateral_features(check_image(image, self.height, self.width), theta_alpha, theta_beta)
         self._add(features, w, compat, normalization, "bilateral")
 
     def _add(self, features, w, compat, normalization, name):
-        w = _finite("w", w)
+        w = finite_number("w", w)
         start = time.perf_counter()
         kernel = make_kernel(features, w, compat, normalization, self.n_labels, self.backend)
         kernel.name, kernel.build_seconds = name, time.perf_counter() - start

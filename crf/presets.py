@@ -22,7 +22,7 @@ import numpy as np
 
 from crf import reduced
 from crf.backend import is_device_array
-from crf.densecrf import DenseCRF, _finite, _positive, bilateral_features
+from crf.densecrf import DenseCRF, bilateral_features, finite_number, positive_number
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,9 @@ class Preset:
 
     def __post_init__(self):
         for name in ("w_bilateral", "w_gaussian"):
-            _finite(name, getattr(self, name))
+            finite_number(name, getattr(self, name))
         for name in ("theta_alpha", "theta_beta", "theta_gamma"):
-            _positive(name, getattr(self, name))
+            positive_number(name, getattr(self, name))
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, Integral) or self.iterations < 0:
             raise ValueError(f"iterations must be an integer >= 0, got {self.iterations!r}")
 
