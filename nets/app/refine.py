@@ -177,20 +177,29 @@ def refine_model(image, probabilities=None, labels=None, num_labels=21, gt_prob=
     """The :class:`crf.DenseCRF` of :func:`refine` (same arguments), before inference; with
     ``max_side``, of the reduced image (its Q is then to be enlarged,
     :func:`crf.reduced.enlarge_marginals`)."""
+    scores = crf_scores(image, probabilities, labels, num_labels, gt_prob, logits)
+    return crf.deeplab_crf(np.ascontiguousarray(image), scores, preset=preset, backend=backend, max_side=max_side)
+
+
+def crf_scores(image, probabilities=None, labels=None, num_labels=21, gt_prob=0.7, logits=False):
+    """The scores that :func:`refine` hands to DeepLab's CRF (``-U``), checked: (L, H, W) float32.
+
+    ``-log P`` of probabilities (clipped at 1e-5), the scores themselves with ``logits``, or
+    those of a coarse labelling (:func:`crf.unary_from_labels`); arguments as for :func:`refine`.
+    Computed once, they serve any number of presets (``crf.deeplab_refine(image, scores, preset)``).
+    """
     if (probabilities is None) == (labels is None):
         raise ValueError("pass exactly one of probabilities and labels")
     height, width = image.shape[:2]
     if probabilities is not None and logits:
-        unary = -check_probabilities(probabilities, height, width, name="scores", logits=True)
-    elif probabilities is not None:
-        unary = crf.unary_from_softmax(check_probabilities(probabilities, height, width))
-    else:
-        labels = np.asarray(labels)
-        if labels.shape != (height, width):
-            raise ValueError(f"the coarse labels must be an (H, W) map of the image's size ({height}, {width}), "
-                             f"got shape {labels.shape}")
-        unary = crf.unary_from_labels(labels, num_labels, gt_prob=gt_prob, unsure=255)
-    return crf.deeplab_crf(np.ascontiguousarray(image), -unary, preset=preset, backend=backend, max_side=max_side)
+        return check_probabilities(probabilities, height, width, name="scores", logits=True)
+    if probabilities is not None:
+        return -crf.unary_from_softmax(check_probabilities(probabilities, height, width))
+    labels = np.asarray(labels)
+    if labels.shape != (height, width):
+        raise ValueError(f"the coarse labels must be an (H, W) map of the image's size ({height}, {width}), "
+                         f"got shape {labels.shape}")
+    return -crf.unary_from_labels(labels, num_labels, gt_prob=gt_prob, unsure=255)
 
 
 #: Warn when the CRF's estimated memory is above this fraction of the memory available.

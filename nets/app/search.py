@@ -7,8 +7,9 @@ TPAMI 2018 section 4.1.1: w1 in 3..6, theta_alpha in 30..100 step 10, theta_beta
 :data:`PAPER_GRID`). :func:`search_files` does this over any grid of the preset parameters
 (:data:`crf.presets.PARAMETERS`):
 
-* each image and its probabilities (``deeplab segment --save-probs``) are read once, and the
-  CRF of ``deeplab crf`` (:func:`nets.app.refine.refine`) runs with every setting;
+* each image and its probabilities (``deeplab segment --save-probs``) are read and checked once, and
+  the CRF of ``deeplab crf`` (:func:`nets.app.refine.refine`: the same scores, the same image) runs with
+  every setting;
 * every setting gets **one confusion matrix over all the images** (PASCAL VOC's measure,
   :mod:`nets.app.evaluate`), and the labelling without the CRF (the argmax of the
   probabilities) gets one too, as the baseline;
@@ -19,7 +20,8 @@ Images spread over processes or a Dask cluster like every job of :mod:`nets.app.
 state folder keeps each image's matrices so that an interrupted search resumes where it stopped.
 
 Its cost: one CRF per image and setting. The paper's grid is 128 settings; at 500x375 with 21
-labels a CRF takes about 0.3 s on 2 cores (``bench/RESULTS.md``), so 100 images take about an hour.
+labels a setting takes 0.34-0.40 s on 2 cores (the CRF, its labels and their confusion matrix;
+``bench/RESULTS.md``), so 100 images take 1-1.5 hours.
 Choose the parameters on images that are not those of the final evaluation.
 """
 import itertools
@@ -132,6 +134,7 @@ def search_one(settings, image_path, probs_path, label_path, state_dir=None):
         ``matrix`` (1 + S, K, K) int64 for S settings and K classes (``[0]``: no CRF), or ``error``
         naming the file.
     """
+    import crf
     from nets.app import refine
     from nets.app.evaluate import confusion_matrix
     from nets.app.imageio import ImageReadError, read_label_png
@@ -151,9 +154,9 @@ def search_one(settings, image_path, probs_path, label_path, state_dir=None):
         matrices = np.empty((1 + len(settings.presets), k, k), np.int64)
         matrices[0] = confusion_matrix(truth, label_map(probs), k)
         t = time.perf_counter()
+        scores = refine.crf_scores(image, probs, logits=settings.logits)  # what refine.refine hands the CRF
         for s, preset in enumerate(settings.presets, start=1):
-            q = refine.refine(image, probabilities=probs, preset=preset, logits=settings.logits,
-                              backend=settings.backend)
+            q = crf.deeplab_refine(image, scores, preset, backend=settings.backend)
             matrices[s] = confusion_matrix(truth, label_map(q), k)  # Caffe's tie rule, as deeplab crf
         timings["crf"] = time.perf_counter() - t
         if state_dir is not None:
