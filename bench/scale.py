@@ -5,7 +5,9 @@ pool and a Dask cluster.
 PNGs), a demo net with its CRF preset, label PNGs and probabilities written as ``deeplab segment
 --save-probs`` does. ``--job crf``: the dense CRF alone as ``deeplab crf IMAGES --probs DIR
 --save-probs`` runs it, on ~40 photographs of 500x375 (``bench/crf.py``'s, each shifted by a few
-pixels) with 21 labels of smooth seeded probabilities, DeepLab-v2's preset.
+pixels) with 21 labels of smooth seeded probabilities, DeepLab-v2's preset. ``--job search``: the CRF
+parameter search as ``deeplab crf-search`` runs it, on ~10 of those photographs with a ground truth of
+their own, a grid of 4 settings around DeepLab-v2's preset (its per-image matrices are the files compared).
 Configurations, each in a fresh process, one after the other in the same run:
 
 * ``1x2``: one process, 2 threads (Numba and BLAS) - the serial run;
@@ -24,7 +26,7 @@ worker processes (Linux ``ru_maxrss``).
 
 Usage::
 
-    python bench/scale.py [--job segment|crf] [--images N] [--model demo-aspp] [--repeat 2] [--markdown]
+    python bench/scale.py [--job segment|crf|search] [--images N] [--model demo-aspp] [--repeat 2] [--markdown]
 """
 import argparse
 import filecmp
@@ -42,6 +44,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 CONFIGS = {"1x2": (1, None), "2x1": (2, None), "dask-2x1": (2, "dask")}
+SEARCH_GRID = {"w_bilateral": (3.0, 4.0), "theta_alpha": (60.0, 70.0)}
 
 
 def _child(config, images, out, model, job):
@@ -57,6 +60,15 @@ def _child(config, images, out, model, job):
         import crf
         settings = batch.RefineSettings(crf.get_preset("deeplab-v2-resnet101-voc"), backend="cpu")
         files = functools.partial(batch.refine_files, paths, settings, images, out, save_probs=True)
+    elif job == "search":  # the probabilities beside each image, the ground truth in ../truth
+        import crf
+        from nets.app import search
+        presets = search.grid_presets(crf.get_preset("deeplab-v2-resnet101-voc"), SEARCH_GRID)
+        triples = [(p, p[:-4] + "_probs.npy", str(Path(images).parent / "truth" / Path(p).name)) for p in paths]
+        settings = search.SearchSettings(presets, 21, backend="cpu")
+
+        def files(**where):
+            return search.search_files(triples, settings, state_dir=out, **where)[1]
     else:
         settings = batch.Settings(model, crf="auto", backend="cpu")
         files = functools.partial(batch.segment_files, paths, settings, out, save_probs=True)
@@ -98,11 +110,24 @@ def _write_inputs(folder, count, job):
     bench_crf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_crf)
     photo = bench_crf._natural_photo()
+    from nets.app.imageio import write_label_png
+    if job == "search":
+        (folder.parent / "truth").mkdir()
     for n in range(count):
         Image.fromarray(np.roll(photo, 7 * n, axis=1)).save(folder / f"p{n:04d}.png")
         logits = smooth_logits(21, 375, 500, seed=n)
         p = np.exp(logits - logits.max(axis=0))
         np.save(folder / f"p{n:04d}_probs.npy", (p / p.sum(axis=0)).astype(np.float32))
+        if job == "search":  # a ground truth of its own: the labels of other smooth logits
+            truth = smooth_logits(21, 375, 500, seed=10_000 + n).argmax(axis=0).astype(np.uint8)
+            write_label_png(folder.parent / "truth" / f"p{n:04d}.png", truth)
+
+
+def _settings_count():
+    count = 1
+    for values in SEARCH_GRID.values():
+        count *= len(values)
+    return count
 
 
 def _environment():
@@ -116,8 +141,8 @@ def _environment():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", choices=("segment", "crf"), default="segment")
-    parser.add_argument("--images", type=int, default=None, help="default 200 (segment), 40 (crf)")
+    parser.add_argument("--job", choices=("segment", "crf", "search"), default="segment")
+    parser.add_argument("--images", type=int, default=None, help="default 200 (segment), 40 (crf), 10 (search)")
     parser.add_argument("--model", default="demo-aspp")
     parser.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest counts")
     parser.add_argument("--markdown", action="store_true")
@@ -127,7 +152,7 @@ def main(argv=None):
         _child(*args.child, args.model, args.job)
         return 0
     if args.images is None:
-        args.images = 200 if args.job == "segment" else 40
+        args.images = {"segment": 200, "crf": 40, "search": 10}[args.job]
 
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
@@ -165,8 +190,11 @@ def main(argv=None):
                      "yes" if result["identical"] else "NO", str(result["failed"])))
     header = ("config", "workers", "seconds", "images/s", "vs 1x2", "vs 2x1", "peak RSS main / worker (MB)",
               "files identical", "failed")
-    what = f"{args.model} + CRF" if args.job == "segment" else "the dense CRF alone (500x375, 21 labels)"
-    print(f"\n{args.images} images, {what}, label PNGs and probabilities written; best of {args.repeat}")
+    what = {"segment": f"{args.model} + CRF", "crf": "the dense CRF alone (500x375, 21 labels)",
+            "search": f"the CRF parameter search (500x375, 21 labels, {_settings_count()} settings: "
+                      f"{1 / (base * _settings_count()):.3f} s a setting on 1x2)"}[args.job]
+    written = "confusion matrices" if args.job == "search" else "label PNGs and probabilities"
+    print(f"\n{args.images} images, {what}, {written} written; best of {args.repeat}")
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
