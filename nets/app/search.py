@@ -44,7 +44,7 @@ def parse_grid(items):
     """``["theta_alpha=30,40,50", "w_bilateral=3,4"]`` -> ``{"theta_alpha": (30.0, 40.0, 50.0), ...}``.
 
     Each item names one parameter of :data:`crf.presets.PARAMETERS` and its values, comma-separated
-    (``iterations``: integers). Values are checked as a preset checks them.
+    (``iterations``: integers). Their ranges are checked when the presets are made (:func:`grid_presets`).
     """
     from crf.presets import PARAMETERS
     grid = {}
