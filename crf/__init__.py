@@ -30,10 +30,11 @@ from crf import memory, reduced
 from crf.densecrf import NORMALIZATIONS, DenseCRF, bilateral_features, gaussian_features
 from crf.exact import exact_filter, exact_mean_field
 from crf.lattice import Lattice, build
-from crf.presets import PRESETS, Preset, caffe_layer_refine, deeplab_crf, deeplab_refine, get_preset
+from crf.presets import (PRESETS, Preset, caffe_layer_refine, deeplab_crf, deeplab_refine, deeplab_refine_each,
+                         get_preset)
 from crf.unary import unary_from_labels, unary_from_logits, unary_from_softmax
 
 __all__ = ["DenseCRF", "NORMALIZATIONS", "Lattice", "PRESETS", "Preset", "bilateral_features",
-           "build", "caffe_layer_refine", "deeplab_crf", "deeplab_refine", "exact_filter", "exact_mean_field",
-           "gaussian_features", "get_preset", "unary_from_labels", "unary_from_logits",
+           "build", "caffe_layer_refine", "deeplab_crf", "deeplab_refine", "deeplab_refine_each", "exact_filter",
+           "exact_mean_field", "gaussian_features", "get_preset", "unary_from_labels", "unary_from_logits",
            "unary_from_softmax"]

@@ -347,6 +347,17 @@ class DenseCRF:
         self._runner = None
 
     # -- inference -----------------------------------------------------------------------------
+    def set_weight(self, index, w):
+        """Change the weight ``w_m`` of kernel ``index`` (numbered in the order the kernels were added).
+
+        A kernel's lattice and normalisation depend on its features only, and the weight scales
+        its message at every update: trying several weights on one image builds each lattice once
+        (:func:`crf.deeplab_refine_each`). Inference after it is that of a model built with ``w``.
+        """
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.kernels):
+            raise ValueError(f"index must be a kernel's number, 0 to {len(self.kernels) - 1}, got {index!r}")
+        self.kernels[index].w = finite_number("w", w)
+
     def _get_runner(self):
         if self._runner is None:
             if self.backend == "cuda":

@@ -159,7 +159,8 @@ def _check_scores(scores, height, width):
 
 def deeplab_crf(image, scores, preset="deeplab-v2-resnet101-voc", backend="auto", max_side=None):
     """The model of :func:`deeplab_refine` before inference: a :class:`DenseCRF` with the preset's
-    kernels (run ``.inference(get_preset(preset).iterations)``; ``.summary()`` gives sizes and times).
+    kernels, the bilateral one first (run ``.inference(get_preset(preset).iterations)``;
+    ``.summary()`` gives sizes and times).
 
     With ``max_side`` and an image whose long side is longer, the model of the image and the
     scores reduced to that long side, the preset scaled with them (:mod:`crf.reduced`): its
@@ -213,6 +214,30 @@ def deeplab_refine(image, scores, preset="deeplab-v2-resnet101-voc", backend="au
     """
     q = deeplab_crf(image, scores, preset, backend, max_side).inference(get_preset(preset).iterations)
     return reduced.enlarge_marginals(q, image.shape[:2])
+
+
+def deeplab_refine_each(image, scores, presets, backend="auto"):
+    """:func:`deeplab_refine` of one image with each of several presets, each lattice built once.
+
+    Presets with the same theta_alpha, theta_beta and theta_gamma differ only in their weights
+    and iterations, which change no lattice: they share one model (:meth:`DenseCRF.set_weight`).
+    Every Q is the one ``deeplab_refine(image, scores, preset, backend)`` gives, to the bit.
+
+    Yields
+    ------
+    (int, ndarray of shape (L, H, W), float32)
+        The preset's position in ``presets`` and its Q, the presets of one model together.
+    """
+    presets = [get_preset(p) for p in presets]
+    groups = {}
+    for k, p in enumerate(presets):
+        groups.setdefault((p.theta_alpha, p.theta_beta, p.theta_gamma), []).append(k)
+    for members in groups.values():
+        model = deeplab_crf(image, scores, presets[members[0]], backend)
+        for k in members:
+            model.set_weight(0, presets[k].w_bilateral)  # deeplab_crf adds the bilateral kernel first
+            model.set_weight(1, presets[k].w_gaussian)
+            yield k, model.inference(presets[k].iterations)
 
 
 def caffe_layer_refine(scores, data, data_dim, preset="deeplab-v2-resnet101-voc", backend="auto"):

@@ -9,7 +9,8 @@ TPAMI 2018 section 4.1.1: w1 in 3..6, theta_alpha in 30..100 step 10, theta_beta
 
 * each image and its probabilities (``deeplab segment --save-probs``) are read and checked once, and
   the CRF of ``deeplab crf`` (:func:`nets.app.refine.refine`: the same scores, the same image) runs with
-  every setting;
+  every setting, each lattice built once for the settings that differ only in their weights
+  (:func:`crf.deeplab_refine_each`);
 * every setting gets **one confusion matrix over all the images** (PASCAL VOC's measure,
   :mod:`nets.app.evaluate`), and the labelling without the CRF (the argmax of the
   probabilities) gets one too, as the baseline;
@@ -155,9 +156,8 @@ def search_one(settings, image_path, probs_path, label_path, state_dir=None):
         matrices[0] = confusion_matrix(truth, label_map(probs), k)
         t = time.perf_counter()
         scores = refine.crf_scores(image, probs, logits=settings.logits)  # what refine.refine hands the CRF
-        for s, preset in enumerate(settings.presets, start=1):
-            q = crf.deeplab_refine(image, scores, preset, backend=settings.backend)
-            matrices[s] = confusion_matrix(truth, label_map(q), k)  # Caffe's tie rule, as deeplab crf
+        for s, q in crf.deeplab_refine_each(image, scores, settings.presets, backend=settings.backend):
+            matrices[1 + s] = confusion_matrix(truth, label_map(q), k)  # Caffe's tie rule, as deeplab crf
         timings["crf"] = time.perf_counter() - t
         if state_dir is not None:
             with atomic_write(state_file(state_dir, label_path)) as f:

@@ -79,3 +79,40 @@ def test_a_changed_preset_runs_the_crf_with_its_values():
 def test_override_is_the_changes_of_a_name():
     base = crf.PRESETS["deeplab-v2-vgg16-voc"]
     assert override(base, "theta_beta=4") == crf.get_preset("deeplab-v2-vgg16-voc:theta_beta=4")
+
+
+def test_a_changed_weight_is_a_model_built_with_it():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (20, 26, 3), dtype=np.uint8)
+    unary = rng.normal(0, 2, (3, 20, 26)).astype(np.float32)
+    for backend in ("numpy", "cpu"):
+        model = crf.DenseCRF(unary, backend=backend)
+        model.add_bilateral(image, 9, 5, 4)
+        model.add_gaussian(2, 3)
+        model.inference(3)
+        model.set_weight(0, 1.5)
+        model.set_weight(1, 0.25)
+        fresh = crf.DenseCRF(unary, backend=backend)
+        fresh.add_bilateral(image, 9, 5, 1.5)
+        fresh.add_gaussian(2, 0.25)
+        np.testing.assert_array_equal(model.inference(3), fresh.inference(3))
+        assert model.free_energy(model.inference(2)) == fresh.free_energy(fresh.inference(2))
+    for index, w, message in ((2, 1.0, "0 to 1"), (True, 1.0, "kernel's number"), (0, np.nan, "finite")):
+        with pytest.raises(ValueError, match=message):
+            model.set_weight(index, w)
+
+
+def test_refining_with_each_preset_is_refining_with_one_at_a_time():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (22, 28, 3), dtype=np.uint8)
+    scores = rng.normal(0, 2, (4, 22, 28)).astype(np.float32)
+    base = crf.PRESETS["deeplab-v2-resnet101-voc"]
+    presets = [base.with_values(theta_alpha=9.0, w_bilateral=2.0), base.with_values(theta_alpha=5.0),
+               base.with_values(theta_alpha=9.0, w_bilateral=6.0, iterations=3),
+               base.with_values(theta_alpha=9.0, w_gaussian=0.5), "deeplab-v1-largefov-voc",
+               base.with_values(theta_alpha=9.0, theta_beta=6.0), base.with_values(theta_alpha=9.0, theta_gamma=2.0)]
+    got = dict(crf.deeplab_refine_each(image, scores, presets, backend="cpu"))
+    assert sorted(got) == list(range(len(presets)))
+    for k, p in enumerate(presets):
+        np.testing.assert_array_equal(got[k], crf.deeplab_refine(image, scores, p, backend="cpu"))
+    assert list(dict(crf.deeplab_refine_each(image, scores, presets, backend="cpu"))) == [0, 2, 3, 1, 4, 5, 6]
