@@ -21,8 +21,8 @@ Images spread over processes or a Dask cluster like every job of :mod:`nets.app.
 state folder keeps each image's matrices so that an interrupted search resumes where it stopped.
 
 Its cost: one CRF per image and setting. The paper's grid is 128 settings; at 500x375 with 21
-labels a setting takes about 0.4 s on 2 cores (the CRF, its labels and their confusion matrix;
-``python bench/scale.py --job search``, ``bench/RESULTS.md``), so 100 images take about 1.5 hours.
+labels a setting takes about 0.35 s on 2 cores (the CRF, its labels and their confusion matrix;
+``python bench/scale.py --job search``, ``bench/RESULTS.md``), so 100 images take about 1.3 hours.
 Choose the parameters on images that are not those of the final evaluation.
 """
 import itertools
