@@ -96,6 +96,23 @@ def test_device_unary_in_device_q_out(in_cudasim):
     np.testing.assert_array_equal(q.copy_to_host(), out["host"])  # scores cropped on the device
 
 
+def test_a_changed_weight_on_the_gpu_is_a_model_built_with_it(in_cudasim):
+    h, w = _size(in_cudasim, (4, 5), (60, 80))
+    image = photo(h, w, seed=4)
+    unary = crf.unary_from_logits(smooth_logits(3, h, w, seed=5, stride=2))
+    out = []
+    for w_bilateral, w_gaussian, reweighted in ((4.0, 3.0, True), (1.5, 0.25, False)):
+        c = crf.DenseCRF(unary, backend="cuda")
+        c.add_bilateral(image, 3, 10, w_bilateral)
+        c.add_gaussian(1, w_gaussian)
+        c.inference(1)
+        if reweighted:
+            c.set_weight(0, 1.5)
+            c.set_weight(1, 0.25)
+        out.append(c.inference(2))
+    np.testing.assert_array_equal(out[0], out[1])
+
+
 def test_device_inputs_are_checked_on_the_device():
     from numba import cuda
     unary = crf.unary_from_logits(smooth_logits(3, 4, 5, seed=1, stride=2))
