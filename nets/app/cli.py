@@ -349,12 +349,20 @@ def cmd_crf(args):
     return 0
 
 
+def _crf_preset(text):
+    """The preset of ``--preset`` for the commands that always run the CRF (``crf``, ``crf-search``)."""
+    from nets.deeplab import resolve_preset
+    preset = resolve_preset(text)
+    if preset is None:
+        raise ValueError(f"--preset {text}: this command runs the CRF; name a preset, e.g. "
+                         f"deeplab-v2-resnet101-voc or deeplab-v2-resnet101-voc:theta_alpha=80")
+    return preset
+
+
 def _refine_settings(args):
     """``deeplab crf``'s :class:`~nets.app.batch.RefineSettings` (one image or many)."""
-    import crf
     from nets.app.batch import RefineSettings
-    from nets.deeplab import resolve_preset
-    return RefineSettings(crf.get_preset(resolve_preset(args.preset)),
+    return RefineSettings(_crf_preset(args.preset),
                           "probs" if args.probs is not None else "labels", args.from_logits, args.gt_prob,
                           args.num_labels, args.max_side, args.backend)
 
@@ -394,12 +402,10 @@ def _crf_many(args, source_dir):
 def cmd_crf_search(args):
     import json
 
-    import crf
     from nets.app import search
     from nets.app.evaluate import pair_files
     from nets.app.refine import source_file
     from nets.caffe import atomic_write
-    from nets.deeplab import resolve_preset
     if args.output is not None:
         problem = _output_file_problem(args.output, (".json",))
         if problem:
@@ -410,7 +416,7 @@ def cmd_crf_search(args):
         return 2
     client = None
     try:
-        base = crf.get_preset(resolve_preset(args.preset))
+        base = _crf_preset(args.preset)
         presets = search.grid_presets(base, search.parse_grid(args.grid) if args.grid else search.PAPER_GRID)
         stems = None
         if args.list is not None:

@@ -69,3 +69,12 @@ def test_bad_arguments_exit_with_usage(workdir):
     proc = deeplab("check", "--threads", "0", cwd=workdir)
     assert proc.returncode == 2
     assert "positive integer" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["crf", "crf-search"])
+def test_the_commands_that_run_the_crf_refuse_preset_none(workdir, command):
+    args = (["img.png", "--probs", "p.npy", "-o", "out.png"] if command == "crf"
+            else ["--images", ".", "--probs", ".", "--labels", "."])
+    proc = deeplab(command, *args, "--preset", "none", cwd=workdir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--preset none: this command runs the CRF; name a preset" in proc.stderr
