@@ -250,10 +250,7 @@ def cmd_evaluate(args):
         return 2
     client = None
     try:
-        stems = None
-        if args.list is not None:
-            with open(args.list) as f:
-                stems = [line.split()[0] for line in f if line.strip()]
+        stems = _listed_stems(args.list)
         if args.predictions is not None:
             pairs, errors = pair_files(args.labels, args.predictions, suffix=".png", stems=stems)
             num_classes, classes = args.num_classes, None
@@ -359,6 +356,14 @@ def _crf_preset(text):
     return preset
 
 
+def _listed_stems(path):
+    """The stems of ``--list FILE`` (the first word of each line, as VOC's val.txt), or None without one."""
+    if path is None:
+        return None
+    with open(path) as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
 def _refine_settings(args):
     """``deeplab crf``'s :class:`~nets.app.batch.RefineSettings` (one image or many)."""
     from nets.app.batch import RefineSettings
@@ -418,10 +423,7 @@ def cmd_crf_search(args):
     try:
         base = _crf_preset(args.preset)
         presets = search.grid_presets(base, search.parse_grid(args.grid) if args.grid else search.PAPER_GRID)
-        stems = None
-        if args.list is not None:
-            with open(args.list) as f:
-                stems = [line.split()[0] for line in f if line.strip()]
+        stems = _listed_stems(args.list)
         if not os.path.isdir(args.probs):
             raise ValueError(f"--probs {args.probs}: no such folder (each image's NAME_probs.npy or NAME.npy)")
         pairs, errors = pair_files(args.labels, args.images, stems=stems)
