@@ -250,6 +250,7 @@ def segment_group(settings, paths, out_dir, overlay=False, save_probs=False):
     from nets.app.imageio import overlay as blend, save_image_atomic, write_label_png
     start = time.perf_counter()
     segmented = _segment_images(settings, paths, probabilities=save_probs)
+    classes = load(settings)[0].classes  # loaded by _segment_images: the legend's names
     share = (time.perf_counter() - start) / max(1, len(paths))  # the group's time, per image
     outcomes = []
     for path, (image, result, caught, error) in zip(paths, segmented):
@@ -261,7 +262,8 @@ def segment_group(settings, paths, out_dir, overlay=False, save_probs=False):
             labels_png, *others = output_paths(path, out_dir, overlay, save_probs)
             write_label_png(labels_png, result.labels)
             if overlay:
-                save_image_atomic(Image.fromarray(blend(image, result.labels)), others.pop(0))
+                picture = blend(image, result.labels, legend=True, classes=classes)
+                save_image_atomic(Image.fromarray(picture), others.pop(0))
             if save_probs:
                 save_probabilities(others.pop(0), result.probabilities)
         except (OSError, ValueError, TypeError) as exc:

@@ -531,7 +531,8 @@ def build_parser():
                                                  "(single-scale nets; default 1)")
     p.add_argument("--backend", choices=backends, default="auto")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
-    p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png")
+    p.add_argument("--overlay", action="store_true",
+                   help="also write NAME_overlay.png: the labels over the image, a legend of the classes below")
     p.add_argument("--save-probs", action="store_true", help="also write NAME_probs.npy, (L, H, W) float32")
     p.add_argument("--verbose", action="store_true", help="time per stage for every image")
     p.add_argument("--batch", type=_positive_int, default=None, metavar="N",

@@ -1,9 +1,10 @@
 """Files and folders for ``deeplab segment``: which images to read, what to write for each.
 
 Per image ``NAME.ext`` the outputs are ``NAME.png`` (VOC-palette label map), with ``overlay``
-``NAME_overlay.png``, with ``save_probs`` ``NAME_probs.npy`` (``(L, H, W)`` float32). Every
-file is written atomically (:func:`nets.caffe.atomic_write`), so an output that exists is
-complete. :mod:`nets.app.batch` runs the images.
+``NAME_overlay.png`` (with a legend of the classes it shows), with ``save_probs``
+``NAME_probs.npy`` (``(L, H, W)`` float32). Every file is written atomically
+(:func:`nets.caffe.atomic_write`), so an output that exists is complete.
+:mod:`nets.app.batch` runs the images.
 """
 import os
 

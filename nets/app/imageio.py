@@ -167,10 +167,91 @@ def colorize(labels):
     return voc_palette()[np.asarray(labels, dtype=np.uint8)]
 
 
-def overlay(image, labels, alpha=0.5):
-    """Blend the coloured labels over an RGB image ``(H, W, 3) uint8``; background stays the image."""
+def overlay(image, labels, alpha=0.5, legend=False, classes=None):
+    """Blend the coloured labels over an RGB image; background (label 0) stays the image.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W, 3), uint8
+    labels : ndarray of shape (H, W), integer
+    alpha : float
+        Weight of the label colour in a labelled pixel.
+    legend : bool
+        Add a white strip below the picture that names every label it colours beside a
+        swatch of its colour (:func:`legend_strip`). Rows ``[:H]`` and columns ``[:W]``
+        stay the blended picture, pixel for pixel; the strip may widen the canvas
+        (white on the right) when the image is narrower than one name.
+    classes : sequence of str, optional
+        Class names by label, for the legend (else labels are named by number).
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), or (H + strip, max(W, strip width), 3) with ``legend``, uint8
+    """
     image = np.asarray(image, dtype=np.float32)
     colors = colorize(labels).astype(np.float32)
     mask = (np.asarray(labels) != 0)[:, :, None]
     blended = np.where(mask, (1 - alpha) * image + alpha * colors, image)
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    picture = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    if not legend:
+        return picture
+    strip = legend_strip(legend_entries(labels, classes), picture.shape[1])
+    height, width = picture.shape[:2]
+    canvas = np.full((height + strip.shape[0], max(width, strip.shape[1]), 3), 255, np.uint8)
+    canvas[:height, :width] = picture
+    canvas[height:, :strip.shape[1]] = strip
+    return canvas
+
+
+def legend_entries(labels, classes=None):
+    """The labels an overlay colours, with their names: ``[(label, name), ...]``, by label.
+
+    Background (0) is left out, as :func:`overlay` leaves it uncoloured. A label beyond
+    ``classes``, or any label without ``classes``, is named by its number.
+    """
+    present = np.unique(np.asarray(labels))
+    return [(int(k), str(classes[k]) if classes is not None and k < len(classes) else f"label {k}")
+            for k in present if k != 0]
+
+
+_SWATCH = 12  # side of a colour swatch, pixels
+_GAP = 4  # pixels around and between the entries
+
+
+def legend_strip(entries, width):
+    """Entries ``(label, name)`` as a white strip: a swatch in the label's VOC colour, then its name.
+
+    The entries run left to right in rows of at most ``width`` pixels (one entry a row when
+    one is wider than that). With no entries the strip says ``background only``. Each swatch
+    is ``_SWATCH`` pixels square, its colour framed by a one-pixel grey border so that light
+    colours show on the white.
+
+    Returns
+    -------
+    ndarray of shape (h, max(width, widest entry), 3), uint8
+    """
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    palette = voc_palette()
+    items = [(label, name, _SWATCH + _GAP + int(np.ceil(font.getlength(name)))) for label, name in entries] \
+        or [(None, "background only", int(np.ceil(font.getlength("background only"))))]
+    top, bottom = font.getbbox("Ag")[1::2]
+    row = max(_SWATCH, bottom) + _GAP
+    width = max(width, max(w for _, _, w in items) + 2 * _GAP)
+    places, x, y = [], _GAP, _GAP
+    for item in items:
+        if x > _GAP and x + item[2] + _GAP > width:  # the next row
+            x, y = _GAP, y + row
+        places.append((x, y, item))
+        x += item[2] + 2 * _GAP
+    img = Image.new("RGB", (width, y + row + _GAP), "white")
+    draw = ImageDraw.Draw(img)
+    for x, y, (label, name, _) in places:
+        if label is None:
+            draw.text((x, y), name, fill="black", font=font)
+            continue
+        draw.rectangle((x, y, x + _SWATCH - 1, y + _SWATCH - 1), fill=tuple(int(c) for c in palette[label]),
+                       outline=(128, 128, 128))
+        draw.text((x + _SWATCH + _GAP, y + (_SWATCH - bottom - top) // 2), name, fill="black", font=font)
+    return np.asarray(img)

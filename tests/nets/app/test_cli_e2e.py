@@ -13,7 +13,7 @@ from PIL import Image
 import crf
 import nets
 from nets.app.evaluate import confusion_matrix, mean_iou
-from nets.app.imageio import read_image, read_label_png, write_label_png
+from nets.app.imageio import overlay, read_image, read_label_png, voc_palette, write_label_png
 from nets.app.refine import refine
 
 DEMO = Path(nets.__file__).parent / "data" / "demo"
@@ -70,7 +70,11 @@ def test_segment_one_file_equals_the_python_api(tmp_path, largefov):
     probs = np.load(tmp_path / "out" / "image_00_probs.npy", allow_pickle=False)
     assert probs.shape == (6, 97, 97) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, api.probabilities, atol=1e-5)
-    assert (tmp_path / "out" / "image_00_overlay.png").is_file()
+    with Image.open(tmp_path / "out" / "image_00_overlay.png") as shown:
+        shown = np.asarray(shown.convert("RGB"))
+    np.testing.assert_array_equal(shown[:97, :97], overlay(read_image(image), api.labels))
+    for label in np.unique(api.labels[api.labels > 0]):  # the legend shows a swatch of every class found
+        assert (shown[97:] == voc_palette()[label]).all(axis=2).sum() >= 100, largefov.classes[label]
 
 
 def test_segment_folder_with_a_missing_and_a_corrupt_file(tmp_path, voc_folder):

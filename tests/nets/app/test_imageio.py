@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from nets.caffe import atomic_write, remove_orphans
-from nets.app.imageio import (ImageReadError, colorize, read_image, read_label_png,
-                          voc_palette, write_label_png)
+from nets.app.imageio import (ImageReadError, colorize, legend_entries, overlay, read_image, read_label_png,
+                              voc_palette, write_label_png)
 
 
 def test_voc_palette_known_colours():
@@ -23,6 +23,48 @@ def test_voc_palette_known_colours():
     assert tuple(p[20]) == (0, 64, 128)      # tvmonitor
     assert tuple(p[255]) == (224, 224, 192)  # void
     assert len({tuple(c) for c in p}) == 256
+
+
+def _colour_count(picture, label):
+    """Pixels of ``picture`` in exactly the VOC colour of ``label``."""
+    return int((picture == voc_palette()[label]).all(axis=2).sum())
+
+
+def test_overlay_legend_names_each_coloured_class():
+    rng = np.random.default_rng(3)
+    image = rng.integers(90, 160, (60, 120, 3), dtype=np.uint8)  # no pure palette colour, no white
+    labels = np.zeros((60, 120), np.uint8)
+    labels[5:30, 10:50], labels[35:55, 60:110], labels[0:3, 0:3] = 3, 7, 30
+    names = [f"class{k}" for k in range(10)]
+    assert legend_entries(labels, names) == [(3, "class3"), (7, "class7"), (30, "label 30")]
+    assert legend_entries(labels) == [(3, "label 3"), (7, "label 7"), (30, "label 30")]
+
+    plain = overlay(image, labels)
+    shown = overlay(image, labels, legend=True, classes=names)
+    assert shown.shape[0] > 60 and shown.shape[1] == 120 and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown[:60], plain)  # the picture itself is untouched
+    strip = shown[60:]
+    for label in (3, 7, 30):  # a swatch of each: its 10x10 inside, framed in grey
+        assert _colour_count(strip, label) >= 100, label
+    for label in (0, 1, 5, 15):  # no colour the picture does not show
+        assert _colour_count(strip, label) == 0, label
+    assert (strip == 255).all(axis=2).mean() > 0.5  # a white strip with dark text
+
+
+def test_overlay_legend_widens_a_narrow_picture_and_says_when_there_is_no_class():
+    image = np.full((40, 8, 3), 100, np.uint8)
+    labels = np.zeros((40, 8), np.uint8)
+    labels[10:20] = 15
+    shown = overlay(image, labels, legend=True, classes=["background"] + [f"a long class name {k}" for k in range(20)])
+    assert shown.shape[1] > 8  # one entry is wider than the image: the canvas grows to the right
+    np.testing.assert_array_equal(shown[:40, :8], overlay(image, labels))
+    assert (shown[:40, 8:] == 255).all()  # white beside the picture
+    assert _colour_count(shown[40:], 15) >= 100
+
+    empty = overlay(image, np.zeros((40, 8), np.uint8), legend=True)
+    assert empty.shape[0] > 40 and legend_entries(np.zeros((2, 2), np.uint8)) == []
+    assert (empty[40:] < 128).all(axis=2).any()  # "background only" is written
+    assert not any(_colour_count(empty[40:], k) for k in range(1, 21))
 
 
 def test_label_png_round_trip(tmp_path):
