@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from nets.app.evaluate import confusion_matrix, mean_iou
-from nets.app.imageio import colorize, read_image, read_label_png, save_image_atomic
+from nets.app.imageio import colorize, legend_entries, legend_strip, read_image, read_label_png, save_image_atomic
 from nets.deeplab import DEMO_MODELS, Model, demo_dir, demo_manifest, demo_preset, label_map
 
 #: Pixels per image pixel in the figure (the demo images are 97x97).
@@ -70,7 +70,7 @@ def _header(text, width, height):
     return np.asarray(cell)
 
 
-def figure(images, labels, columns):
+def figure(images, labels, columns, classes=None):
     """One row per image: the image, its ground truth, then each named column of label maps.
 
     Parameters
@@ -78,6 +78,9 @@ def figure(images, labels, columns):
     images : list of ndarray (H, W, 3) uint8
     labels : list of ndarray (H, W)
     columns : list of (str, list of ndarray (H, W))
+    classes : sequence of str, optional
+        Class names by label: a legend below the rows then names every class that the
+        ground truth or a column shows (:func:`nets.app.imageio.legend_strip`).
 
     Returns
     -------
@@ -94,6 +97,13 @@ def figure(images, labels, columns):
         cells = [np.repeat(np.repeat(c, zoom, axis=0), zoom, axis=1) for c in cells]
         rows.append(np.full((gap, len(titles) * cell_w, 3), 255, np.uint8))
         rows.append(np.concatenate(cells, axis=1))
+    if classes is not None:
+        shown = np.concatenate([np.ravel(m) for m in [*labels, *(m for _, maps in columns for m in maps)]])
+        entries = legend_entries(shown, classes)  # the maps colour background too (black): name it
+        entries = ([(0, classes[0])] if (shown == 0).any() else []) + entries
+        strip = legend_strip(entries, len(titles) * cell_w)
+        rows.append(np.full((gap, len(titles) * cell_w, 3), 255, np.uint8))
+        rows.append(strip[:, :len(titles) * cell_w])  # as wide as the rows: the names are short
     return np.concatenate(rows, axis=0)
 
 
@@ -141,7 +151,7 @@ def run_demo(out_dir="deeplab-demo", backend="auto"):
     t = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(os.fspath(out_dir), "figure.png")
-    save_image_atomic(Image.fromarray(figure(images, labels, columns)), path)
+    save_image_atomic(Image.fromarray(figure(images, labels, columns, demo_manifest()["classes"])), path)
     timings["figure"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     return DemoResult(path, miou, timings, len(images))
