@@ -26,7 +26,7 @@ Writing
 import os
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from nets.caffe import atomic_write
 
@@ -230,8 +230,6 @@ def legend_strip(entries, width):
     -------
     ndarray of shape (h, max(width, widest entry), 3), uint8
     """
-    from PIL import ImageDraw, ImageFont
-
     font = ImageFont.load_default()
     palette = voc_palette()
     items = [(label, name, _SWATCH + _GAP + int(np.ceil(font.getlength(name)))) for label, name in entries] \
