@@ -15,6 +15,12 @@ kernel's peak-RSS mark (/proc/self/clear_refs) and reports the peak resident
 memory above its resting level, which counts pydensecrf's C++ allocations too.
 Children run with OMP_WAIT_POLICY=PASSIVE unless it is set (see _measure).
 
+Two times for ours: *one image* (``total s``, ``ratio``), with crf.grid_cache emptied
+before every run, so that each run builds both lattices; and *the next image of the
+same size* (``next s``, ``ratio next``), run right after it, which reuses the smoothness
+kernel's lattice as a folder of same-sized images or a parameter search does.
+pydensecrf2 builds everything every time: its one time stands in both ratios.
+
     python bench/crf.py [--threads 2] [--repeat 3] [--sizes 500x375,1000x750] [--markdown]
 """
 import argparse
@@ -119,15 +125,23 @@ def child(impl, width, height, threads, repeat, backend, image_kind):
     heap.release()
     measured = _reset_peak()
     rest = _rss_kib("VmRSS:")
-    best = None
+    best = best_next = None
     for _ in range(repeat):
+        if impl == "ours":
+            from crf import grid_cache
+            grid_cache.clear()  # one image: both lattices built
         build, infer, labels = run(image, unary)
         if best is None or build + infer < best[0] + best[1]:
             best = (build, infer)
+        if impl == "ours":  # the next image of this size: the smoothness lattice reused
+            build, infer, _ = run(image, unary)
+            if best_next is None or build + infer < best_next[0] + best_next[1]:
+                best_next = (build, infer)
     peak = (_rss_kib("VmHWM:") - rest) / 1024 if measured else float("nan")
     np.save(os.environ["CRF_BENCH_LABELS"], labels.astype(np.int16))
     layer = numba.threading_layer() if impl == "ours" and backend == "cpu" else "-"
-    print(json.dumps({"build": best[0], "inference": best[1], "peak_mib": peak,
+    print(json.dumps({"build": best[0], "inference": best[1], "next": sum(best_next) if best_next else None,
+                      "peak_mib": peak,
                       "threads": numba.get_num_threads(), "layer": layer}))
 
 
@@ -180,16 +194,18 @@ def main(argv=None):
               f"normalisation; ours: backend {args.backend}, {rows[0][1]['threads']} Numba threads "
               f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}); "
               f"pydensecrf2: 1 thread; best of {args.repeat}")
-    cols = ["size", "impl", "build s", "inference s", "total s", "peak MiB", "ratio", "MAP agree"]
+    cols = ["size", "impl", "build s", "inference s", "total s", "peak MiB", "ratio", "next s", "ratio next",
+            "MAP agree"]
     lines = []
     for size, ours, theirs, agree in rows:
         t_ours = ours["build"] + ours["inference"]
         t_theirs = theirs["build"] + theirs["inference"] if theirs else float("nan")
         lines.append([size, "crf (ours)", f"{ours['build']:.3f}", f"{ours['inference']:.3f}", f"{t_ours:.3f}",
-                      f"{ours['peak_mib']:.0f}", f"{t_ours / t_theirs:.2f}", f"{agree:.4%}"])
+                      f"{ours['peak_mib']:.0f}", f"{t_ours / t_theirs:.2f}", f"{ours['next']:.3f}",
+                      f"{ours['next'] / t_theirs:.2f}", f"{agree:.4%}"])
         if theirs:
             lines.append([size, "pydensecrf2", f"{theirs['build']:.3f}", f"{theirs['inference']:.3f}",
-                          f"{t_theirs:.3f}", f"{theirs['peak_mib']:.0f}", "1.00", ""])
+                          f"{t_theirs:.3f}", f"{theirs['peak_mib']:.0f}", "1.00", f"{t_theirs:.3f}", "1.00", ""])
     print(header)
     if args.markdown:
         print("| " + " | ".join(cols) + " |")

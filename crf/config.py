@@ -1,4 +1,4 @@
-"""The knobs of the dense CRF's kernels, in one place: CPU work split, prefetching, CUDA launches.
+"""The knobs of the dense CRF's kernels, in one place: CPU work split, prefetching, reuse, CUDA launches.
 
 The kernels read these values when they run, so a test (or a user tuning for a machine)
 changes them with ``monkeypatch.setattr(crf.config, NAME, value)``. Every CPU choice below
@@ -46,6 +46,12 @@ PACKED_KEYS = True
 AHEAD_VERTICES = 32
 AHEAD_POINTS = 8
 PREFETCH_MIN_BYTES = 1 << 20
+
+# ---------------------------------------------------------------- reuse (crf.grid_cache)
+
+#: The smoothness kernel's lattices (one per image size and theta) kept for the next image
+#: of the same size, in bytes of lattice and normaliser; 0 turns the cache off.
+GRID_CACHE_BYTES = 128 << 20
 
 # ---------------------------------------------------------------- CUDA (crf.cuda)
 

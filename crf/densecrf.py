@@ -47,6 +47,7 @@ from numbers import Real
 
 import numpy as np
 
+from crf import grid_cache
 from crf import lattice as lattice_mod
 from crf.lattice_cpu import filter_cpu, ones_filter_cpu
 from crf.lattice_reference import filter_numpy
@@ -161,8 +162,13 @@ def parse_compat(compat, n_labels):
 def gaussian_features(height, width, theta_gamma):
     """Smoothness features ``(x, y) / theta_gamma``, (H*W, 2) float32 (x = column)."""
     theta = np.float32(positive_number("theta_gamma", theta_gamma))
+    return grid_features(height, width, theta, theta)
+
+
+def grid_features(height, width, theta_x, theta_y):
+    """The pixel positions ``(x / theta_x, y / theta_y)``, (H*W, 2) float32 (x = column; float32 thetas)."""
     y, x = np.mgrid[:height, :width].astype(np.float32)
-    return np.stack([x.ravel() / theta, y.ravel() / theta], axis=1)  # (H*W, 2)
+    return np.stack([x.ravel() / theta_x, y.ravel() / theta_y], axis=1)  # (H*W, 2)
 
 
 def bilateral_features(image, theta_alpha, theta_beta):
@@ -184,15 +190,16 @@ class Kernel:
     ``pre`` and ``post`` ((N,) float32 or None) scale Q before and after the
     lattice filter; ``kind``/``mu`` feed :mod:`crf.meanfield`; ``mu_full`` is
     the (L, L) penalty used by the free energy. ``name`` ("bilateral",
-    "gaussian" or "kernel") and ``build_seconds`` (lattice and normaliser)
-    are for :meth:`DenseCRF.summary`.
+    "gaussian" or "kernel"), ``build_seconds`` (lattice and normaliser) and
+    ``reused`` (the lattice came from :mod:`crf.grid_cache`) are for
+    :meth:`DenseCRF.summary`.
     """
 
     def __init__(self, lattice, w, kind, mu, mu_full, pre, post):
         self.lattice, self.w, self.kind, self.mu, self.mu_full = lattice, w, kind, mu, mu_full
         self.pre, self.post = pre, post
         self.device = None  # the CUDA runner's copies
-        self.name, self.build_seconds = "kernel", 0.0
+        self.name, self.build_seconds, self.reused = "kernel", 0.0, False
 
 
 def lattice_and_norm(features, backend):
@@ -213,6 +220,23 @@ def lattice_and_norm(features, backend):
     return lattice, ones_filter_cpu(lattice).astype(np.float64)
 
 
+def grid_lattice_and_norm(height, width, theta_x, theta_y, backend):
+    """``(lattice, k1, reused)`` of the smoothness features :func:`grid_features`, as
+    :func:`lattice_and_norm` gives them; on the host taken from :mod:`crf.grid_cache` when an
+    earlier model of this size built them (``reused``), on the GPU built anew."""
+    theta_x, theta_y = np.float32(theta_x), np.float32(theta_y)
+    if backend == "cuda":
+        from crf import cuda as crf_cuda
+        if theta_x != theta_y:  # the device features take one theta
+            features = grid_features(height, width, theta_x, theta_y)
+        else:
+            features = crf_cuda.gaussian_features(height, width, float(theta_x))
+        return (*lattice_and_norm(features, backend), False)
+    return grid_cache.lattice_and_norm(grid_cache.key(backend, height, width, theta_x, theta_y),
+                                       lambda: lattice_and_norm(grid_features(height, width, theta_x, theta_y),
+                                                                backend))
+
+
 def inverse_norm(k1, root, backend):
     """``1 / (K 1 + tiny)``, or ``1 / sqrt(K 1 + tiny)`` with ``root``, as (N,) float32 (a device
     array for ``backend="cuda"``); ``k1`` as :func:`lattice_and_norm` returns it."""
@@ -222,18 +246,24 @@ def inverse_norm(k1, root, backend):
     return (1.0 / (np.sqrt(k1 + _TINY) if root else k1 + _TINY)).astype(np.float32)
 
 
-def make_kernel(features, w, compat, normalization, n_labels, backend):
-    """A :class:`Kernel` in the native API's terms (see the module docstring)."""
+def make_kernel(build, w, compat, normalization, n_labels, backend):
+    """A :class:`Kernel` in the native API's terms (see the module docstring).
+
+    ``build()`` returns ``(lattice, k1, reused)`` (:func:`lattice_and_norm` with ``False``, or
+    :func:`grid_lattice_and_norm`); it is called once the other arguments have been checked.
+    """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     kind, mu, mu_full = parse_compat(compat, n_labels)
-    lattice, k1 = lattice_and_norm(features, backend)
+    lattice, k1, reused = build()
     pre = post = None
     if normalization == "per_pixel":
         post = inverse_norm(k1, False, backend)
     elif normalization == "symmetric":
         pre = post = inverse_norm(k1, True, backend)
-    return Kernel(lattice, w, kind, mu, mu_full, pre, post)
+    kernel = Kernel(lattice, w, kind, mu, mu_full, pre, post)
+    kernel.reused = reused
+    return kernel
 
 
 class DenseCRF:
@@ -307,16 +337,17 @@ class DenseCRF:
         if f.ndim != 3 or f.shape[1:] != (self.height, self.width) or f.shape[0] < 1:
             raise ValueError(f"features must have shape (d, H={self.height}, W={self.width}), got {f.shape}")
         flat = np.ascontiguousarray(f.reshape(f.shape[0], -1).T, dtype=np.float32)  # (N, d)
-        self._add(flat, w, compat, normalization, "kernel")
+        self._add(lambda: (*lattice_and_norm(flat, self.backend), False), w, compat, normalization, "kernel")
 
     def add_gaussian(self, theta_gamma, w, compat=None, normalization="per_pixel"):
-        """Add the smoothness kernel ``w exp(-|p_i - p_j|^2 / (2 theta_gamma^2))``."""
-        if self.backend == "cuda":
-            from crf import cuda as crf_cuda
-            features = crf_cuda.gaussian_features(self.height, self.width, positive_number("theta_gamma", theta_gamma))
-        else:
-            features = gaussian_features(self.height, self.width, theta_gamma)
-        self._add(features, w, compat, normalization, "gaussian")
+        """Add the smoothness kernel ``w exp(-|p_i - p_j|^2 / (2 theta_gamma^2))``.
+
+        Its lattice depends on the image's size and ``theta_gamma`` only: on the host the
+        next model of the same size reuses it (:mod:`crf.grid_cache`).
+        """
+        theta = positive_number("theta_gamma", theta_gamma)
+        self._add(lambda: grid_lattice_and_norm(self.height, self.width, theta, theta, self.backend),
+                  w, compat, normalization, "gaussian")
 
     def add_bilateral(self, image, theta_alpha, theta_beta, w, compat=None, normalization="per_pixel"):
         """Add the appearance kernel over positions and colours.
@@ -336,12 +367,12 @@ class DenseCRF:
                                                    positive_number("theta_beta", theta_beta))
         else:
             features = bilateral_features(check_image(image, self.height, self.width), theta_alpha, theta_beta)
-        self._add(features, w, compat, normalization, "bilateral")
+        self._add(lambda: (*lattice_and_norm(features, self.backend), False), w, compat, normalization, "bilateral")
 
-    def _add(self, features, w, compat, normalization, name):
+    def _add(self, build, w, compat, normalization, name):
         w = finite_number("w", w)
         start = time.perf_counter()
-        kernel = make_kernel(features, w, compat, normalization, self.n_labels, self.backend)
+        kernel = make_kernel(build, w, compat, normalization, self.n_labels, self.backend)
         kernel.name, kernel.build_seconds = name, time.perf_counter() - start
         self.kernels.append(kernel)
         self._runner = None
@@ -444,7 +475,8 @@ class DenseCRF:
 
         Per kernel: the feature dimension d, the lattice's vertices, the memory of its
         structure and of the lattice values inference filters ((M+1) x L float32, two
-        buffers), and the build time (lattice and normaliser). Then the last
+        buffers), and the build time (lattice and normaliser), or that the lattice was
+        reused (:mod:`crf.grid_cache`). Then the last
         inference's time, if one ran. The first build or inference in a process
         includes Numba's compilation or cache load.
         """
@@ -455,7 +487,8 @@ class DenseCRF:
             values = 2 * (lat.n_vertices + 1) * self.n_labels * 4
             lines.append(f"  {kernel.name} (d={lat.d}, w={kernel.w:g}): {lat.n_vertices:,} lattice vertices, "
                          f"{lat.nbytes() / 2**20:.1f} MiB + {values / 2**20:.1f} MiB of values, "
-                         f"built in {kernel.build_seconds:.3f} s")
+                         + (f"reused from an earlier model of this size ({kernel.build_seconds:.3f} s)"
+                            if kernel.reused else f"built in {kernel.build_seconds:.3f} s"))
         if self.inference_seconds is not None:
             each = self.inference_seconds / max(self._iterations_run, 1)
             lines.append(f"  inference: {self._iterations_run} iterations in {self.inference_seconds:.3f} s "

@@ -8,6 +8,8 @@
 * ``in_cudasim``: true inside the CUDA-simulator child process. Tests marked
   ``cuda`` use it to keep to a dozen tiny cases there and run the full matrix
   on a real GPU.
+* Every test starts with ``crf.grid_cache`` empty (an autouse fixture), so that no
+  test depends on the lattices an earlier one left there.
 * In the simulator, where every GPU thread is a Python thread, the launch shapes of
   the three packages' configs (``atrous.config``, ``crf.config``,
   ``nets.layers.config``) are made small here, and the interpreter's switch interval
@@ -80,6 +82,14 @@ def pytest_configure(config):
         target = importlib.import_module(module)
         _PRODUCTION_SHAPES.append((target, name, getattr(target, name)))
         setattr(target, name, value)
+
+
+@pytest.fixture(autouse=True)
+def _empty_grid_cache():
+    """Every test starts with ``crf.grid_cache`` empty: no test uses a lattice another one built."""
+    cache = sys.modules.get("crf.grid_cache")
+    if cache is not None:
+        cache.clear()
 
 
 @pytest.fixture

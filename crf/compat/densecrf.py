@@ -39,7 +39,8 @@ from numbers import Real
 import numpy as np
 
 from crf.backend import resolve_backend
-from crf.densecrf import HostRunner, Kernel, check_image, inverse_norm, lattice_and_norm
+from crf.densecrf import (HostRunner, Kernel, check_image, grid_features, grid_lattice_and_norm, inverse_norm,
+                          lattice_and_norm)
 from crf.meanfield import KIND_DIAGONAL, KIND_MATRIX, KIND_POTTS
 
 CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
@@ -116,16 +117,18 @@ class DenseCRF:
         f = np.asarray(features)
         if f.ndim != 2 or f.shape[1] != self._n:
             raise ValueError(f"Bad shape for pairwise energy (Need (D, {self._n}), got {f.shape})")
-        self._add(np.ascontiguousarray(f.T, dtype=np.float32), compat, kernel, normalization)
+        flat = np.ascontiguousarray(f.T, dtype=np.float32)  # (N, D)
+        self._add(lambda: lattice_and_norm(flat, self._backend), compat, kernel, normalization)
 
-    def _add(self, features, compat, kernel, normalization):
+    def _add(self, build, compat, kernel, normalization):
+        """Append a kernel whose ``(lattice, k1)`` ``build()`` gives, once the other arguments are checked."""
         if _as_int(kernel) not in (CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL):
             raise ValueError(f"kernel must be CONST_KERNEL, DIAG_KERNEL or FULL_KERNEL, got {kernel!r}")
         if _as_int(normalization) not in (NO_NORMALIZATION, NORMALIZE_BEFORE, NORMALIZE_AFTER, NORMALIZE_SYMMETRIC):
             raise ValueError(f"normalization must be one of the NORMALIZE_* constants, got {normalization!r}")
         normalization = int(normalization)
         kind, mu, mu_full = _compat(compat, self._m)
-        lattice, k1 = lattice_and_norm(features, self._backend)
+        lattice, k1 = build()[:2]
         pre = post = None
         if normalization == NORMALIZE_SYMMETRIC:
             pre = post = inverse_norm(k1, True, self._backend)
@@ -213,17 +216,19 @@ class DenseCRF2D(DenseCRF):
         return v.astype(np.float32)
 
     def _positions(self, sxy):
-        sx, sy = self._pair("sxy", sxy, 2)
-        y, x = np.mgrid[:self._h, :self._w].astype(np.float32)
-        return np.stack([x.ravel() / sx, y.ravel() / sy], axis=1)  # (N, 2)
+        return grid_features(self._h, self._w, *self._pair("sxy", sxy, 2))  # (N, 2)
 
     def addPairwiseGaussian(self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):
-        """Smoothness kernel over ``(x / sx, y / sy)``."""
-        self._add(self._positions(sxy), compat, kernel, normalization)
+        """Smoothness kernel over ``(x / sx, y / sy)``; its lattice is reused by the next model of this
+        size on the host (:mod:`crf.grid_cache`)."""
+        sx, sy = self._pair("sxy", sxy, 2)
+        self._add(lambda: grid_lattice_and_norm(self._h, self._w, sx, sy, self._backend), compat, kernel,
+                  normalization)
 
     def addPairwiseBilateral(self, sxy, srgb, rgbim, compat, kernel=DIAG_KERNEL,
                              normalization=NORMALIZE_SYMMETRIC):
         """Appearance kernel over ``(x / sx, y / sy, r / sr, g / sg, b / sb)``; rgbim (H, W, 3) uint8."""
         image = check_image(rgbim, self._h, self._w)
         colour = image.reshape(-1, 3).astype(np.float32) / self._pair("srgb", srgb, 3)  # (N, 3)
-        self._add(np.concatenate([self._positions(sxy), colour], axis=1), compat, kernel, normalization)
+        features = np.concatenate([self._positions(sxy), colour], axis=1)  # (N, 5)
+        self._add(lambda: lattice_and_norm(features, self._backend), compat, kernel, normalization)
