@@ -3,7 +3,8 @@
 ``crf.DenseCRF`` is the native API (the paper's terms); ``crf.compat`` mirrors
 pydensecrf's API; ``crf.lattice`` and ``crf.exact`` are the filters underneath.
 ``crf.memory`` estimates what a CRF needs, and ``crf.reduced`` refines an image too
-large for that at a reduced size.
+large for that at a reduced size. ``crf.grid_cache`` keeps the smoothness kernel's
+lattice, which depends on the image's size alone, for the next image of that size.
 """
 import os
 

@@ -164,6 +164,16 @@ def heap_status():
     return heap.status
 
 
+def grid_cache_status():
+    """How much of the smoothness kernel's lattices ``crf`` keeps for the next image of a size (:mod:`crf.grid_cache`)."""
+    from crf import config
+    budget = config.GRID_CACHE_BYTES
+    if budget <= 0:
+        return "off (crf.config.GRID_CACHE_BYTES = 0): every image builds its smoothness lattice"
+    return (f"up to {budget / 2**20:g} MiB of smoothness lattices kept for the next image of the same size and "
+            f"theta_gamma (crf.grid_cache; crf.config.GRID_CACHE_BYTES, 0 turns it off)")
+
+
 def describe():
     """Everything ``deeplab info`` prints, as an ordered list of (key, value) pairs."""
     import numba
@@ -191,6 +201,7 @@ def describe():
                               f"(spin 2^N cycles after a product, then sleep; OpenBLAS reads it when it loads)"),
         *([("warning", blas_warning())] if blas_warning() else []),
         ("heap", heap_status()),
+        ("crf lattice cache", grid_cache_status()),
         ("workers", f"{n} cores: --workers N gives each worker max(1, {n} // N) threads (Numba and BLAS); "
                     + ", ".join(f"{w} -> {thread_budget(w, n)}" for w in sorted({1, 2, 4, n}) if w <= max(n, 2))),
         ("cuda", f"{kind}: {detail}"),

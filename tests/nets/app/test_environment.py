@@ -71,3 +71,11 @@ def test_info_reports_what_import_crf_did_with_the_heap():
     rows = dict(environment.describe())
     assert rows["heap"] == heap.status
     assert heap.status.startswith(("mmap threshold", "left to the environment", "not glibc", "mallopt failed"))
+
+
+def test_info_reports_the_crf_lattice_cache_and_whether_it_is_off(monkeypatch):
+    from crf import config
+    assert dict(environment.describe())["crf lattice cache"].startswith(
+        f"up to {config.GRID_CACHE_BYTES / 2**20:g} MiB of smoothness lattices")
+    monkeypatch.setattr(config, "GRID_CACHE_BYTES", 0)
+    assert dict(environment.describe())["crf lattice cache"].startswith("off (")
