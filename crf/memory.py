@@ -31,6 +31,10 @@ it); :func:`estimate_bytes` assumes, unless told:
 With DeepLab's two kernels and theta_gamma = 3 that is about ``19 L + 250`` bytes a pixel:
 0.65 GB a megapixel at 21 labels. ``bench/crf.py`` measured peaks of 490 and 560 bytes a
 pixel at 500x375 and 1000x750 (87 and 400 MiB above the process's resting size).
+
+Beyond the model, :mod:`crf.grid_cache` keeps the smoothness lattices of recent image sizes
+for the next image of each, up to ``crf.config.GRID_CACHE_BYTES`` (128 MiB) in all; a
+model shares its smoothness lattice with the cache, so the two do not add up while it lives.
 """
 import math
 
