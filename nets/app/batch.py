@@ -53,6 +53,8 @@ class Settings:
     scales : tuple of float
     backend : {"numpy", "cpu", "cuda", "auto"}
     num_labels : int
+    flip : bool
+        Also run the net on the mirror image and MAX-fuse (:meth:`nets.deeplab.Model.segment`).
     """
 
     model: str
@@ -61,6 +63,7 @@ class Settings:
     scales: tuple = (1.0,)
     backend: str = "auto"
     num_labels: int = 21
+    flip: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,7 @@ def _segment_images(settings, paths, probabilities=True):
             try:
                 segmentations = model.segment_batch([image for _, image, _ in group], crf=preset,
                                                     scales=settings.scales, backend=settings.backend,
-                                                    probabilities=probabilities)
+                                                    probabilities=probabilities, flip=settings.flip)
             except Exception as exc:  # noqa: BLE001 (a batch too large for the memory, say)
                 if len(group) > 1:  # then one image at a time, as without batches
                     groups[:0] = [[item] for item in group]

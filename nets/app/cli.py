@@ -13,6 +13,9 @@ import sys
 #: Images per forward pass of ``segment`` on a GPU unless ``--batch`` says otherwise.
 GPU_BATCH = 8
 
+FLIP_HELP = ("also run the net on the image mirrored left to right and fuse the scores by MAX, as the scales "
+             "(test-time augmentation, twice the network's time; not in DeepLab v1/v2's protocol)")
+
 
 def _positive_int(text):
     try:
@@ -143,7 +146,7 @@ def _settings(args):
     from nets.app.batch import Settings, load, unload
     from nets.deeplab import parse_scales
     settings = Settings(args.model, args.weights, None if args.crf.lower() == "none" else args.crf,
-                        parse_scales(args.scales), args.backend)
+                        parse_scales(args.scales), args.backend, flip=args.flip)
     classes = load(settings)[0].classes
     if args.workers != 1 or args.scheduler:
         unload()
@@ -529,6 +532,7 @@ def build_parser():
                         "by changed parameters, e.g. auto:theta_alpha=80,w_bilateral=5")
     p.add_argument("--scales", default="1", help="input scales fused by MAX, e.g. 1,0.75,0.5 "
                                                  "(single-scale nets; default 1)")
+    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.add_argument("--backend", choices=backends, default="auto")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     p.add_argument("--overlay", action="store_true",
@@ -553,6 +557,7 @@ def build_parser():
     p.add_argument("--weights", metavar="FILE")
     p.add_argument("--crf", default="none", metavar="PRESET", help="as for segment")
     p.add_argument("--scales", default="1")
+    p.add_argument("--flip", action="store_true", help=FLIP_HELP)
     p.add_argument("--num-classes", type=_positive_int, default=21,
                    help="classes when the model does not name them, or with --predictions (default 21)")
     p.add_argument("--backend", choices=backends, default="auto")

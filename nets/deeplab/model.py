@@ -13,7 +13,8 @@ Models (:meth:`Model.load`)
 The pipeline (:mod:`nets.deeplab.processing` for each step)::
 
     RGB image -> [resize rule] -> preprocess -> network (scales fused by MAX) -> x8 Interp
-              -> crop to the image -> softmax | dense CRF -> argmax -> labels
+              -> crop to the image [-> MAX with the mirror image's, flip=True]
+              -> softmax | dense CRF -> argmax -> labels
 
 An image larger than the crop size (513 for DeepLab, 97 for the demo nets) is never
 cropped: it is resized so that its long side equals the crop size (pillow's bilinear
@@ -43,8 +44,8 @@ from nets.caffe import is_npz, read_prototxt
 from nets.deeplab import shapes_dataset
 from nets.deeplab.models import (CROP_SIZE, DEMO_MODELS, MODELS, VOC_CLASSES, demo_files, demo_manifest,
                                  demo_preset, model_spec)
-from nets.deeplab.processing import (crop_scores, forward_scores, label_map, parse_scales, preprocess,
-                                     resize_rule, softmax)
+from nets.deeplab.processing import (crop_scores, forward_scores, fuse_mirrored, label_map, parse_scales,
+                                     preprocess, resize_rule, softmax)
 from nets.engine import Net, load_weights
 
 
@@ -153,7 +154,7 @@ class Model:
             raise ValueError(f"{self.name} already fuses several scales of its input; scales are for "
                              f"single-scale nets (e.g. deeplab-v2-resnet101 for the MSC model's tower)")
 
-    def segment(self, image, crf=None, scales=(1.0,), backend="auto", probabilities=True):
+    def segment(self, image, crf=None, scales=(1.0,), backend="auto", probabilities=True, flip=False):
         """Segment one RGB image.
 
         Parameters
@@ -171,20 +172,24 @@ class Model:
         probabilities : bool
             Also return the probabilities and scores (False: ``None``, and with
             ``"cuda"`` only the labels are copied back from the GPU).
+        flip : bool
+            Also run the net on the image mirrored left to right and fuse its scores, mirrored
+            back, by MAX (:func:`nets.deeplab.processing.fuse_mirrored`): test-time
+            augmentation, twice the network's time, not part of DeepLab v1/v2's protocol.
 
         Returns
         -------
         Segmentation
         """
-        return self.segment_batch([image], crf, scales, backend, probabilities)[0]
+        return self.segment_batch([image], crf, scales, backend, probabilities, flip)[0]
 
-    def segment_batch(self, images, crf=None, scales=(1.0,), backend="auto", probabilities=True):
+    def segment_batch(self, images, crf=None, scales=(1.0,), backend="auto", probabilities=True, flip=False):
         """Segment several RGB images of one size with one forward pass (a batch of N).
 
         Parameters
         ----------
         images : sequence of ndarray of shape (H, W, 3), uint8, RGB, all of one size
-        crf, scales, backend, probabilities : see :meth:`segment`
+        crf, scales, backend, probabilities, flip : see :meth:`segment`
 
         Returns
         -------
@@ -219,15 +224,21 @@ class Model:
         times["resize"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        inputs = [works, works[:, :, ::-1]] if flip else [works]  # and the mirror images
         if backend == "cuda":
             from nets.deeplab import on_device  # numba.cuda is loaded only for the CUDA backend
-            works = on_device.upload(works)
-            data = on_device.preprocess(works, self.crop_size)  # (B, 3, S, S) on the GPU
+            inputs = [on_device.upload(x) for x in inputs]
+            works = inputs[0]
+            data = [on_device.preprocess(x, self.crop_size) for x in inputs]  # (B, 3, S, S) on the GPU
         else:
-            data = np.concatenate([preprocess(work, self.crop_size) for work in works])  # (B, 3, S, S)
+            data = [np.concatenate([preprocess(work, self.crop_size) for work in x]) for x in inputs]  # (B, 3, S, S)
         times["preprocess"] = time.perf_counter() - t
         t = time.perf_counter()
-        scores = forward_scores(self.net, data, self.scores, scales, backend)  # (B, L, S, S)
+        scores = forward_scores(self.net, data[0], self.scores, scales, backend)  # (B, L, S, S)
+        if flip:  # (B, L, h, w): the image's scores and the mirror image's, mirrored back, MAX-fused
+            mirrored = forward_scores(self.net, data[1], self.scores, scales, backend)
+            fuse = on_device.fuse_mirrored if backend == "cuda" else fuse_mirrored
+            scores = fuse(scores, mirrored, work_h, work_w)
         if backend == "cuda":
             on_device.synchronize()
         times["network"] = (time.perf_counter() - t) / len(images)
@@ -300,13 +311,13 @@ class Model:
         return result
 
 
-def segment(image, model, weights=None, crf=None, scales=(1.0,), backend="auto"):
+def segment(image, model, weights=None, crf=None, scales=(1.0,), backend="auto", flip=False):
     """Segment one RGB image with a model given by name, file or as a loaded :class:`Model`.
 
-    ``Model.load(model, weights).segment(image, crf, scales, backend)``; load the model
-    once with :meth:`Model.load` to segment many images.
+    ``Model.load(model, weights).segment(image, crf, scales, backend, flip=flip)``; load the
+    model once with :meth:`Model.load` to segment many images.
     """
-    return Model.load(model, weights).segment(image, crf=crf, scales=scales, backend=backend)
+    return Model.load(model, weights).segment(image, crf=crf, scales=scales, backend=backend, flip=flip)
 
 
 def _load(name, weights, num_labels):

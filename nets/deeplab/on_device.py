@@ -68,6 +68,33 @@ def crop(scores, height, width):
     return crf_cuda.crop(scores, height, width)
 
 
+@cuda.jit(cache=True)
+def _fuse_mirrored_kernel(scores, mirrored, out):
+    """``out[b, c, y, x] = max(scores[b, c, y, x], mirrored[b, c, y, w - 1 - x])``, NaN winning."""
+    n_img, labels, h, w = out.shape
+    plane = h * w
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, n_img * labels * plane, stride):
+        bc = idx // plane
+        b = bc // labels
+        c = bc - b * labels
+        rest = idx - bc * plane
+        y = rest // w
+        x = rest - y * w
+        a = scores[b, c, y, x]
+        m = mirrored[b, c, y, w - 1 - x]
+        out[b, c, y, x] = m if (m > a or m != m) else a
+
+
+def fuse_mirrored(scores, mirrored, height, width):
+    """:func:`nets.deeplab.processing.fuse_mirrored` of device (B, L, H', W') scores: a device
+    (B, L, height, width) array."""
+    n_img, labels = scores.shape[:2]
+    out = cuda.device_array((n_img, labels, height, width), np.float32)
+    _fuse_mirrored_kernel[_grid(out.size)](scores, mirrored, out)
+    return out
+
+
 def label_map(q):
     """:func:`nets.deeplab.processing.label_map` of device (L, H, W) scores or marginals: (H, W) uint8
     labels on the host (Caffe's ArgMax on the GPU; only the labels are copied back)."""

@@ -27,6 +27,14 @@ Scales (``scales=(1, 0.75, 0.5)``, single-scale nets only)
     size; the maps are fused by an elementwise MAX; the final Interp (zoom 8) runs
     on the fused map (:func:`forward_scores`).
 
+Mirror image (``flip=True``; test-time augmentation, not part of DeepLab v1/v2's protocol)
+    The net also runs on the image mirrored left to right (padded on the right like the
+    image itself, so that it sees the same kind of canvas); its scores, cropped to the
+    image and mirrored back, are fused with the image's by the same elementwise MAX
+    (:func:`fuse_mirrored`). The fusion is at full resolution: at the scores' stride of 8
+    the two grids line up only when the width is one more than a multiple of 8. The whole
+    pipeline is then mirror-symmetric: the mirror image gets the mirrored labels.
+
 References
 ----------
 L.-C. Chen et al., "Semantic Image Segmentation with Deep Convolutional Nets and Fully
@@ -94,6 +102,30 @@ def crop_scores(scores, height, width):
     if scores.ndim != 3 or scores.shape[1] < height or scores.shape[2] < width:
         raise ValueError(f"scores must be (L, H', W') with H' >= {height} and W' >= {width}, got {scores.shape}")
     return np.ascontiguousarray(scores[:, :height, :width])
+
+
+def fuse_mirrored(scores, mirrored, height, width):
+    """The MAX of an image's scores and of its mirror image's, mirrored back (module docstring).
+
+    Parameters
+    ----------
+    scores, mirrored : ndarray of shape (B, L, H', W'), float32
+        The full-resolution scores of the padded images and of their left-right mirror images
+        (padded the same way, bottom and right), H' >= height and W' >= width.
+    height, width : int
+        The images' size within the canvas.
+
+    Returns
+    -------
+    ndarray of shape (B, L, height, width), float32
+        ``max(scores[..., x], mirrored[..., width - 1 - x])`` over the image (NaN wins, as in
+        ``np.maximum``).
+    """
+    scores, mirrored = np.asarray(scores, np.float32), np.asarray(mirrored, np.float32)
+    if scores.ndim != 4 or scores.shape != mirrored.shape or scores.shape[2] < height or scores.shape[3] < width:
+        raise ValueError(f"scores and mirrored scores must be (B, L, H', W') of one shape with H' >= {height} and "
+                         f"W' >= {width}, got {scores.shape} and {mirrored.shape}")
+    return np.maximum(scores[:, :, :height, :width], mirrored[:, :, :height, width - 1::-1])  # (B, L, h, w)
 
 
 def softmax(scores):

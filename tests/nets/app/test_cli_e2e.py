@@ -77,6 +77,25 @@ def test_segment_one_file_equals_the_python_api(tmp_path, largefov):
         assert (shown[97:] == voc_palette()[label]).all(axis=2).sum() >= 100, largefov.classes[label]
 
 
+def test_segment_and_evaluate_with_flip_and_scales_equal_the_python_api(tmp_path, voc_folder, largefov):
+    images = voc_folder / "images"
+    proc = deeplab("segment", images / "s1.png", "--model", "demo-largefov", "--flip", "--scales", "1,0.75",
+                   "-o", "out", "--save-probs", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    api = largefov.segment(read_image(images / "s1.png"), scales=(1, 0.75), backend="cpu", flip=True)
+    np.testing.assert_array_equal(read_label_png(tmp_path / "out" / "s1.png"), api.labels)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "s1_probs.npy", allow_pickle=False), api.probabilities,
+                               atol=1e-5)
+    predicted = [largefov.segment(read_image(images / f"s{n}.png"), backend="cpu", flip=True).labels
+                 for n in range(3)]
+    truth = [read_label_png(voc_folder / "labels" / f"s{n}.png") for n in range(3)]
+    want = 100 * mean_iou(sum(confusion_matrix(t, p, 6) for t, p in zip(truth, predicted)))
+    proc = deeplab("evaluate", "--labels", voc_folder / "labels", "--images", images, "--model", "demo-largefov",
+                   "--flip", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert float(re.search(r"^mean IoU\s+([\d.]+)", proc.stdout, re.M).group(1)) == pytest.approx(want, abs=0.006)
+
+
 def test_segment_folder_with_a_missing_and_a_corrupt_file(tmp_path, voc_folder):
     images = tmp_path / "images"
     shutil.copytree(voc_folder / "images", images)

@@ -64,3 +64,27 @@ def test_labels_only(model):
     assert result.probabilities is None and result.scores is None
     assert result.labels.shape == (6, 7) and result.labels.dtype == np.uint8
     assert result.timings["crf"] > 0
+
+
+def test_flip_on_the_gpu_equals_cpu(model):
+    image = _images(1, seed=3)[0]
+    want = model.segment(image, crf=PRESET, backend="cpu", flip=True)
+    got = model.segment(image, crf=PRESET, backend="cuda", flip=True)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-4 * np.abs(want.scores).max())
+    np.testing.assert_allclose(got.probabilities, want.probabilities, rtol=0, atol=2e-5)
+    plain = model.segment(image, backend="cpu")
+    assert not np.array_equal(want.scores, plain.scores)  # the mirror image took part
+
+
+def test_fuse_mirrored_on_the_gpu_equals_numpy():
+    from numba import cuda
+
+    from nets.deeplab import on_device
+    from nets.deeplab.processing import fuse_mirrored
+    rng = np.random.default_rng(4)
+    scores = rng.standard_normal((2, 3, 4, 6)).astype(np.float32)
+    mirrored = rng.standard_normal((2, 3, 4, 6)).astype(np.float32)
+    mirrored[0, 1, 2, 4] = np.nan
+    scores[1, 0, 0, 0] = np.nan
+    got = on_device.fuse_mirrored(cuda.to_device(scores), cuda.to_device(mirrored), 3, 5).copy_to_host()
+    np.testing.assert_array_equal(got, fuse_mirrored(scores, mirrored, 3, 5))
