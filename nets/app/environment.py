@@ -165,7 +165,7 @@ def heap_status():
 
 
 def grid_cache_status():
-    """How much of the smoothness kernel's lattices ``crf`` keeps for the next image of a size (:mod:`crf.grid_cache`)."""
+    """How many bytes of smoothness lattices ``crf`` keeps for the next image of a size (:mod:`crf.grid_cache`)."""
     from crf import config
     budget = config.GRID_CACHE_BYTES
     if budget <= 0:
