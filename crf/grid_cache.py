@@ -16,7 +16,7 @@ A cached lattice is the one a fresh build gives, bit for bit, so inference does 
 change.
 
 The cache keeps the most recently used entries up to :data:`crf.config.GRID_CACHE_BYTES`
-(the lattice's arrays and ``K 1``; 9.5 MiB at 500x375 and theta_gamma = 3), dropping the
+(the lattice's arrays and ``K 1``: 11 MiB at 500x375 and theta_gamma = 3), dropping the
 least recently used first; an entry larger than the whole budget is not kept. Setting
 the budget to 0 turns the cache off, :func:`clear` empties it and :func:`stats` says
 what it holds. The entries are shared: a lattice handed out here is read, never written,
