@@ -3,9 +3,10 @@
 The kernels read these values when they run, so a test (or a user tuning for a machine)
 changes them with ``monkeypatch.setattr(crf.config, NAME, value)``. Every CPU choice below
 is bit-identical (tests/crf/test_lattice.py checks each), and the CUDA launch shape only
-changes which thread computes which value. The one exception is CUDA_SPLAT_SEGMENT: it
-decides how a vertex spanning segments has its sum grouped, so it can move the splat's
-last bits (tests/crf/test_cuda.py compares each length with the CPU).
+changes which thread computes which value. Two exceptions move the last bits:
+COMPLEMENT_LABEL (the last label's filter derived from the others'; tests/crf/test_densecrf.py
+compares both ways) and CUDA_SPLAT_SEGMENT, which decides how a vertex spanning segments has
+its sum grouped (tests/crf/test_cuda.py compares each length with the CPU).
 
 The test suite runs the CUDA kernels in Numba's CUDA simulator, where every GPU thread
 is a Python thread; there it sets smaller launch shapes itself (``tests/conftest.py``).
@@ -46,6 +47,10 @@ PACKED_KEYS = True
 AHEAD_VERTICES = 32
 AHEAD_POINTS = 8
 PREFETCH_MIN_BYTES = 1 << 20
+
+#: The CPU mean field filters L - 1 labels and derives the last from the others', where that
+#: pays (crf.densecrf.filters_complement): Q's rows sum to one and the filter is linear.
+COMPLEMENT_LABEL = True
 
 # ---------------------------------------------------------------- reuse (crf.grid_cache)
 

@@ -709,8 +709,10 @@ class MeanFieldRunner:
             out.append(self._qf.copy_to_host())
         return out
 
-    def step(self, q, timings=None):
+    def step(self, q, timings=None, sums_to_one=False):
         """One update; returns the new Q in one of the runner's two device buffers.
+
+        ``sums_to_one`` is accepted for the host runner's signature: the GPU filters every label.
 
         ``timings``: a synchronised profile (:class:`crf.cuda_build.StageClock`) that gets
         the seconds of "splat+blur NAME" and "slice+message NAME" per kernel and "softmax".

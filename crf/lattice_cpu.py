@@ -490,7 +490,7 @@ def splat_bounds(starts, n_blocks, vertex_cost):
 def _splat_vertices(values, pre, starts, points, point_weights, lat, ahead, lo, hi):
     """The splat of vertices ``lo`` to ``hi - 1`` (see :func:`_splat_kernel`)."""
     m = starts.shape[0] - 1
-    c = values.shape[1]
+    c = lat.shape[1]  # the first c channels of the value rows
     for v in range(lo, hi):
         if ahead > 0 and v + ahead < m:
             for e in range(starts[v + ahead], starts[v + ahead + 1]):
@@ -526,7 +526,8 @@ def _splat_vertices(values, pre, starts, points, point_weights, lat, ahead, lo, 
 def _splat_kernel(values, pre, starts, points, point_weights, lat, ahead, bounds, counters, n_workers):
     """Gather: every vertex sums ``weight * pre[p] * value[p]`` over its CSR entries.
 
-    Each vertex writes only its own row: no write conflicts, no atomic adds. ``pre``
+    Each vertex writes only its own row: no write conflicts, no atomic adds. Only the
+    first ``lat.shape[1]`` channels of the value rows are splatted. ``pre``
     (N,) scales the values first (symmetric normalisation); an empty ``pre``
     means no scaling. While vertex v is summed, the value rows of vertex
     v + ``ahead`` are prefetched (0: none). The entries are added four at a
@@ -538,7 +539,7 @@ def _splat_kernel(values, pre, starts, points, point_weights, lat, ahead, bounds
     done with its blocks takes over those of a slower one (:mod:`crf.dynamic`).
     """
     m = starts.shape[0] - 1
-    c = values.shape[1]
+    c = lat.shape[1]
     n_blocks = np.uint64(bounds.shape[0] - 1)
     for worker in prange(n_workers):
         while True:
@@ -641,15 +642,16 @@ def _blur_two_buffer_kernel(src, n1, n2, dst, ahead, size, counters, n_workers):
 
 @njit(inline="always")
 def slice_point(lat, offsets, weights, alpha, p, dst):
-    """``dst = sum_k (weights[p, k] alpha) lat[offsets[p, k]]``: point p's d+1 vertices, (C,) float32.
+    """``dst[:C] = sum_k (weights[p, k] alpha) lat[offsets[p, k]]``: point p's d+1 vertices, float32.
 
-    The sum runs over k in order, as the reference's. For d+1 = 3 and 6 (the Gaussian and the
-    bilateral kernel) one loop over the channels reads all the rows: a loop of ~20 channels costs
-    more to enter (alias checks, a short vector tail) than its work, so one loop instead of d+1
-    made the slice 1.5x faster (measured at 500x375, 21 labels).
+    C is the lattice's channel count; ``dst`` may be longer. The sum runs over k in order, as
+    the reference's. For d+1 = 3 and 6 (the Gaussian and the bilateral kernel) one loop over
+    the channels reads all the rows: a loop of ~20 channels costs more to enter (alias checks,
+    a short vector tail) than its work, so one loop instead of d+1 made the slice 1.5x faster
+    (measured at 500x375, 21 labels).
     """
     d1 = offsets.shape[1]
-    c = dst.shape[0]
+    c = lat.shape[1]
     if d1 == 6:
         r0, r1, r2 = lat[offsets[p, 0]], lat[offsets[p, 1]], lat[offsets[p, 2]]
         r3, r4, r5 = lat[offsets[p, 3]], lat[offsets[p, 4]], lat[offsets[p, 5]]
@@ -699,13 +701,17 @@ def chains_cpu(n1, n2):
 _NO_SCALE = np.empty(0, np.float32)
 
 
-def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None):
+def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None, channels=None):
     """Splat (N, C) values (times ``pre`` (N,) if given) and blur; return the (M+1, C) lattice values.
 
     ``scratch``: a list holding the (M+1, C) float32 buffers between calls (filled
-    here on first use), or None.
+    here on first use), or None. ``channels``: filter only the first ``channels`` of the
+    C channels (the mean field's complement label, :mod:`crf.densecrf`); None: all of them.
     """
-    m, c = lattice.n_vertices, values.shape[1]
+    m = lattice.n_vertices
+    c = values.shape[1] if channels is None else int(channels)
+    if not 0 < c <= values.shape[1]:
+        raise ValueError(f"channels must be 1 to {values.shape[1]}, got {channels!r}")
     scratch = [] if scratch is None else scratch
     if not scratch or scratch[0].shape != (m + 1, c):
         scratch[:] = [np.empty((m + 1, c), np.float32)]

@@ -22,7 +22,9 @@ The NumPy reference runs the stages one by one (:func:`add_message_numpy`,
 :func:`softmax_numpy`). The Numba CPU kernels (prange over blocks of points;
 every point writes only its own row) fuse the lattice's slice with the message
 of every kernel and the softmax (:func:`slice_messages_cpu`): one pass over
-the points instead of four per kernel. :func:`softmax_cpu` gives the
+the points instead of four per kernel; given lattices of L - 1 labels, it
+derives the last label's slice from the others' (see
+:meth:`crf.densecrf.HostRunner.step`). :func:`softmax_cpu` gives the
 initial ``softmax(-U)``. Their exp is a vectorisable polynomial accurate to
 about one float32 ulp (see ``_softmax_block``).
 
@@ -200,9 +202,22 @@ def scale_rows(values, scale, out, backend):
     return out
 
 
+# The one use of fastmath in the CRF: "reassoc" lets LLVM add the row in vector lanes. In
+# sequence (or in four or eight interleaved partial sums, which LLVM did not vectorise) the
+# fused pass took 0.75-1.0 ms longer at 500x375 with 21 labels, against 0.3 ms; the sum differs
+# from the sequential one by rounding only (a few float32 ulps of K 1; tests/crf/test_densecrf.py).
+@njit(fastmath={"reassoc"}, cache=True)
+def _row_sum(row, n):
+    """``sum(row[:n])``, float32, in whatever order LLVM vectorises."""
+    total = np.float32(0.0)
+    for i in range(n):
+        total += row[i]
+    return total
+
+
 @njit(inline="always")
-def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, labels_major, aheads,
-                          p0, p1, last, energy, sliced, block, top, total, bits):
+def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, comps, u, q_out, labels_major,
+                          aheads, p0, p1, last, energy, sliced, block, top, total, bits):
     """Points ``p0`` to ``p1 - 1`` of :func:`_slice_messages_kernel` (uint64), with its scratch arrays."""
     n_labels = u.shape[1]
     n_kernels = len(lats)
@@ -217,6 +232,8 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, 
                 for k in range(d1):
                     prefetch_row(lat, off[p + ahead, k])
             slice_point(lat, off, wt, alphas[m], p, sliced)
+            if lat.shape[1] < n_labels:  # the last label: K pre minus the others (Q sums to 1)
+                sliced[n_labels - 1] = comps[m][p] - _row_sum(sliced, n_labels - 1)
             s = post[p] if post.shape[0] > 0 else np.float32(1.0)
             row = energy[p - p0]
             if mu.shape[0] == 0:  # Potts or diagonal: one coefficient per label
@@ -236,14 +253,15 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, 
 
 
 @njit(parallel=True, cache=True)
-def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, labels_major, aheads,
-                           counters, n_workers):
+def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, comps, u, q_out, labels_major,
+                           aheads, counters, n_workers):
     """Per block of points: slice every kernel's lattice, add its message to -U, softmax.
 
     Kernel m adds ``post[p] * coefs[m][l] * slice_m(p, l)`` to the energy of label l when
     ``mus[m]`` is empty (Potts and diagonal penalties: ``coefs`` holds the weight, the sign and
     the penalty), else ``-post[p] * coefs[m][0] * (slice_m(p) @ mus[m])``; ``slice_m`` is
-    :func:`crf.lattice_cpu.slice_point` with the lattice's ``alphas[m]``.
+    :func:`crf.lattice_cpu.slice_point` with the lattice's ``alphas[m]``. A lattice of L - 1
+    channels holds all labels but the last, whose slice is ``comps[m][p]`` minus the others'.
     The loop over kernels is outside the loop over a block's points, so that each kernel's
     arrays are picked once per block. The lattice rows of point p + ``aheads[m]`` are
     prefetched for kernel m (0: none). A thread that is done with its blocks takes over those
@@ -263,8 +281,8 @@ def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, u,
             if b >= n_blocks:
                 break
             p0, p1 = span(b, _BLOCK, n)
-            _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, u, q_out, labels_major,
-                                  aheads, p0, p1, last, energy, sliced, block, top, total, bits)
+            _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, comps, u, q_out,
+                                  labels_major, aheads, p0, p1, last, energy, sliced, block, top, total, bits)
 
 
 _NO_SCALE = np.empty(0, np.float32)
@@ -288,13 +306,14 @@ def _message_coefficients(kernel, n_labels):
 _NO_MATRIX = np.empty((0, 0), np.float32)
 
 
-def slice_messages_cpu(lats, kernels, u, q_out, labels_major=False):
+def slice_messages_cpu(lats, kernels, u, q_out, labels_major=False, complements=None):
     """The update after the blur: ``q_out = softmax(-U - sum_m w_m (N_m slice_m(lat_m)) mu_m)``.
 
     Parameters
     ----------
-    lats : list of ndarray of shape (M_m+1, L), float32
-        Every kernel's blurred lattice values (:func:`crf.lattice.splat_blur_cpu`).
+    lats : list of ndarray of shape (M_m+1, L) or (M_m+1, L-1), float32
+        Every kernel's blurred lattice values (:func:`crf.lattice.splat_blur_cpu`); L - 1
+        channels when Q's rows sum to one, with ``complements``.
     kernels : list of crf.densecrf.Kernel
         Their lattices, weights, penalties and ``post`` normalisations.
     u : ndarray of shape (N, L), float32
@@ -304,6 +323,10 @@ def slice_messages_cpu(lats, kernels, u, q_out, labels_major=False):
     labels_major : bool
         Write Q labels first, as :class:`crf.DenseCRF` returns it: the softmax holds each
         block labels first anyway, so the last update needs no transpose after it.
+    complements : list of ndarray of shape (N,), float32, or None
+        With lattices of L - 1 channels: every kernel's filter of what its splat sums over
+        the labels (``K_m pre_m``; :meth:`crf.densecrf.HostRunner.step`), from which the
+        last label's slice is the others' subtracted.
     """
     n_labels = u.shape[1]
     coefs, mus = zip(*(_message_coefficients(k, n_labels) for k in kernels))
@@ -311,5 +334,6 @@ def slice_messages_cpu(lats, kernels, u, q_out, labels_major=False):
         tuple(lats), tuple(k.lattice.offsets for k in kernels), tuple(k.lattice.weights for k in kernels),
         np.array([slice_alpha(k.lattice.d) for k in kernels], np.float32),
         tuple(_NO_SCALE if k.post is None else k.post for k in kernels), coefs, mus,
+        tuple(_NO_SCALE for _ in kernels) if complements is None else tuple(complements),
         u, q_out, labels_major, np.array([prefetch_distance(lat, config.AHEAD_POINTS) for lat in lats], np.int64),
         *dynamic.schedule())

@@ -11,10 +11,13 @@ peak of its inference (the last update, on the CPU):
     weights, and the same d+1 entries per point again as the splat's lists, ``16 N (d+1)``;
     two neighbours per vertex and axis, ``8 M (d+1)``; the splat lists' starts, ``8 (M+1)``;
     the vertex keys, ``4 M d``;
-  - the per-pixel normalisation (DeepLab's), ``4 N``; the symmetric one (pydensecrf's default)
-    holds ``8 N`` (and the NumPy reference one more (N, L) array, Q scaled before the filter);
-  - the lattice values the mean field filters, two (M+1, L) float32 buffers, ``8 (M+1) L``
-    (one where they fit in ``crf.config.CHAIN_BLUR_MAX_BYTES``).
+  - ``K 1``, ``4 N``, and the per-pixel normalisation (DeepLab's), ``4 N``; the symmetric one
+    (pydensecrf's default) holds ``8 N``, and the CPU mean field adds ``K pre``, ``4 N`` (the
+    NumPy reference one more (N, L) array, Q scaled before the filter);
+  - the lattice values the mean field filters, two (M+1, C) float32 buffers, ``8 (M+1) C``
+    (one where they fit in ``crf.config.CHAIN_BLUR_MAX_BYTES``), with C = L - 1 channels
+    where the CPU derives the last label from the others (:func:`crf.densecrf.filters_complement`:
+    21 labels, for one), else C = L.
 
 Everything but M follows from the sizes. M depends on the image for the bilateral kernel
 and is known only once its lattice is built (:meth:`crf.DenseCRF.summary` then reports
@@ -28,9 +31,10 @@ it); :func:`estimate_bytes` assumes, unless told:
 * Gaussian (d = 2): M = 1.2 N / theta_gamma^2, at most 3 N (on the pixel grid: 1.16 N, 0.29 N
   and 0.13 N measured at theta_gamma 1, 2 and 3, at any size).
 
-With DeepLab's two kernels and theta_gamma = 3 that is about ``19 L + 250`` bytes a pixel:
-0.65 GB a megapixel at 21 labels. ``bench/crf.py`` measured peaks of 490 and 560 bytes a
-pixel at 500x375 and 1000x750 (87 and 400 MiB above the process's resting size).
+With DeepLab's two kernels and theta_gamma = 3 that is about ``19 L + 250`` bytes a pixel
+(``19 L + 240`` where the last label is derived): 0.64 GB a megapixel at 21 labels.
+``bench/crf.py`` measures the whole process's peak above its resting size, the benchmark's own
+inputs and the allocator's reserve included: 141 and 470 MiB at 500x375 and 1000x750.
 
 Beyond the model, :mod:`crf.grid_cache` keeps the smoothness lattices of recent image sizes
 for the next image of each, up to ``crf.config.GRID_CACHE_BYTES`` (128 MiB) in all; a
@@ -39,6 +43,7 @@ model shares its smoothness lattice with the cache, so the two do not add up whi
 import math
 
 from crf import config, reduced
+from crf.densecrf import filters_complement
 
 #: Assumed vertices per pixel of the bilateral lattice (see the module docstring).
 BILATERAL_VERTICES_PER_PIXEL = 1.2
@@ -60,10 +65,11 @@ def lattice_bytes(n_points, d, n_vertices, n_labels):
     """
     d1 = d + 1
     structure = 16 * n_points * d1 + 8 * n_vertices * d1 + 8 * (n_vertices + 1) + 4 * n_vertices * d
-    values = 4 * (n_vertices + 1) * n_labels
+    channels = n_labels - 1 if filters_complement(n_labels) else n_labels
+    values = 4 * (n_vertices + 1) * channels
     # The CPU blurs values of up to CHAIN_BLUR_MAX_BYTES in place (one buffer), larger ones with two.
     buffers = 1 if values <= config.CHAIN_BLUR_MAX_BYTES else 2
-    return structure + 4 * n_points + buffers * values
+    return structure + 8 * n_points + buffers * values  # K 1 and the per-pixel normalisation: 8 N
 
 
 def estimate_bytes(height, width, n_labels, theta_gamma=3.0, bilateral_vertices=None, gaussian_vertices=None):

@@ -1,6 +1,6 @@
 """The dense CRF at a reduced resolution, for images too large to refine whole.
 
-A dense CRF's memory and time grow with its pixels: about 0.65 GB a megapixel with 21 labels
+A dense CRF's memory and time grow with its pixels: about 0.64 GB a megapixel with 21 labels
 on the host (:mod:`crf.memory`), so a photograph of 24 megapixels would need some 16 GB.
 Such an image is refined at a reduced size instead (:func:`crf.deeplab_refine` with
 ``max_side``, ``deeplab crf --max-side``):

@@ -492,7 +492,7 @@ else:
 # `crf.memory.estimate_bytes` adds these up. Once the lattices are built and $M$ is known
 # (`summary()` reports it), the sum is exact. Before the build it assumes $M = 1.2\,N$ for the
 # bilateral lattice and $1.2\,N/\theta_\gamma^2$ for the Gaussian one, as measured on photographs
-# with DeepLab's widths. That is about $19L + 250$ bytes a pixel: 0.65 GB a megapixel at 21 labels.
+# with DeepLab's widths. That is about $19L + 250$ bytes a pixel: 0.64 GB a megapixel at 21 labels.
 #
 # A photograph of tens of megapixels would not fit, so it is refined at a reduced size
 # (`crf.deeplab_refine(..., max_side=N)`, `deeplab crf --max-side N`, module `crf.reduced`):
@@ -548,5 +548,5 @@ plt.show()
 #   ($w^{(2)}, \theta_\gamma$); DeepLab's presets were tuned for VOC-sized images.
 # * `import crf.compat as dcrf` runs pydensecrf code unchanged, with DeepLab's normalisation
 #   available as `NORMALIZE_AFTER`.
-# * Memory grows with the pixels, about 0.65 GB a megapixel at 21 labels (`crf.memory`); a larger
+# * Memory grows with the pixels, about 0.64 GB a megapixel at 21 labels (`crf.memory`); a larger
 #   image is refined at a reduced size, its spatial widths scaled with it (`max_side`).

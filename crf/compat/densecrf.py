@@ -39,8 +39,8 @@ from numbers import Real
 import numpy as np
 
 from crf.backend import resolve_backend
-from crf.densecrf import (HostRunner, Kernel, check_image, grid_features, grid_lattice_and_norm, inverse_norm,
-                          lattice_and_norm)
+from crf.densecrf import (HostRunner, Kernel, check_image, grid_features, grid_lattice_and_norm, host_k1,
+                          inverse_norm, lattice_and_norm)
 from crf.meanfield import KIND_DIAGONAL, KIND_MATRIX, KIND_POTTS
 
 CONST_KERNEL, DIAG_KERNEL, FULL_KERNEL = 0, 1, 2
@@ -136,7 +136,7 @@ class DenseCRF:
             pre = inverse_norm(k1, False, self._backend)
         elif normalization == NORMALIZE_AFTER:
             post = inverse_norm(k1, False, self._backend)
-        self._kernels.append(Kernel(lattice, 1.0, kind, mu, mu_full, pre, post))
+        self._kernels.append(Kernel(lattice, 1.0, kind, mu, mu_full, pre, post, host_k1(k1, self._backend)))
         self._runner = None
 
     def _get_runner(self):
@@ -162,9 +162,9 @@ class DenseCRF:
         # On the host the last update writes Q (n_labels, n_pixels) itself, as crf.DenseCRF's does.
         last_labels_major = self._backend != "cuda" and int(n_iterations) > 0
         for _ in range(int(n_iterations) - last_labels_major):
-            q = runner.step(q)
+            q = runner.step(q, sums_to_one=True)
         if last_labels_major:
-            return runner.step(q, labels_major=True)
+            return runner.step(q, labels_major=True, sums_to_one=True)
         return np.ascontiguousarray(runner.to_host(q).T)
 
     def startInference(self):

@@ -4,6 +4,7 @@ import pytest
 
 import crf
 from crf import meanfield
+from crf.lattice_reference import filter_numpy
 from crf.synthetic import photo, smooth_logits
 
 H, W, L = 24, 32, 4
@@ -328,6 +329,83 @@ def test_transpose_is_the_layout_change(shape):
     out = np.full(shape[::-1], np.nan, np.float32)
     assert meanfield.transpose(src, out) is out
     np.testing.assert_array_equal(out, src.T)
+
+
+def _model_of(n_labels, backend, normalization, compat):
+    image = photo(H, W, seed=5)
+    return _full_crf(image, crf.unary_from_logits(smooth_logits(n_labels, H, W, seed=6, stride=4)), backend,
+                     normalization, compat)
+
+
+def _compat_of(kind, n_labels):
+    if kind == "diagonal":
+        return np.linspace(0.5, 2.0, n_labels)
+    if kind == "matrix":
+        m = np.random.default_rng(0).random((n_labels, n_labels))
+        return m + m.T
+    return kind
+
+
+@pytest.mark.parametrize("n_labels", [2, 5])
+@pytest.mark.parametrize("normalization", ["per_pixel", "symmetric", "none"])
+@pytest.mark.parametrize("compat", [None, "diagonal", "matrix"])
+def test_the_last_label_derived_from_the_others(monkeypatch, n_labels, normalization, compat):
+    """Q's rows sum to one and the filter is linear, so the CPU filters L - 1 labels and takes the
+    last one's filter as ``K pre`` minus the others': the Q of filtering every label, to rounding
+    (measured: max |dQ| 6e-7 normalised, 1.1e-5 unnormalised, as CPU against NumPy)."""
+    compat = _compat_of(compat, n_labels)
+    model = _model_of(n_labels, "cpu", normalization, compat)
+    derived = model.inference(5)
+    assert sorted(channels for _, channels in model._runner._scratch) == [n_labels - 1] * 2  # it ran
+    monkeypatch.setattr(crf.config, "COMPLEMENT_LABEL", False)
+    every = _model_of(n_labels, "cpu", normalization, compat)
+    whole = every.inference(5)
+    assert sorted(channels for _, channels in every._runner._scratch) == [n_labels] * 2
+    reference = _model_of(n_labels, "numpy", normalization, compat).inference(5)
+    atol = 1e-4 if normalization == "none" else 2e-6
+    np.testing.assert_allclose(derived, whole, atol=atol)
+    np.testing.assert_allclose(derived, reference, atol=atol)
+    np.testing.assert_array_equal(derived.argmax(0), whole.argmax(0))
+
+
+def test_the_complement_identity_on_the_reference():
+    """What the CPU relies on, in the NumPy reference: for rows of Q that sum to one, the filter of
+    the last label is the filter of ``pre`` minus the others' (``pre`` = 1 without symmetric
+    normalisation)."""
+    model = _model_of(5, "numpy", "symmetric", None)
+    q = model._get_runner().start()  # (N, L): softmax(-U)
+    for kernel in model.kernels:
+        filtered = filter_numpy(kernel.lattice, q * kernel.pre[:, None], False)
+        complement = filter_numpy(kernel.lattice, kernel.pre[:, None], False)[:, 0]
+        np.testing.assert_allclose(filtered[:, -1], complement - filtered[:, :-1].sum(1), atol=2e-6)
+
+
+def test_a_q_from_the_caller_is_filtered_whole():
+    """``step`` takes any Q: rows that do not sum to one get every label filtered."""
+    model, reference = (_model_of(5, backend, "per_pixel", None) for backend in ("cpu", "numpy"))
+    q = 1.5 * model.start()
+    np.testing.assert_allclose(model.step(q), reference.step(q), atol=2e-5)
+
+
+def test_the_pydensecrf_facade_derives_it_too():
+    from crf.compat import densecrf as dcrf
+    image = photo(H, W, seed=5)
+    unary = crf.unary_from_logits(smooth_logits(5, H, W, seed=6, stride=4))
+    models = {backend: dcrf.DenseCRF2D(W, H, 5, backend=backend) for backend in ("cpu", "numpy")}
+    for d in models.values():
+        d.setUnaryEnergy(unary.reshape(5, -1))
+        d.addPairwiseBilateral(sxy=10, srgb=13, rgbim=image, compat=4)
+        d.addPairwiseGaussian(sxy=3, compat=3)
+    q = {backend: np.array(d.inference(3)) for backend, d in models.items()}
+    assert sorted(channels for _, channels in models["cpu"]._runner._scratch) == [4, 4]
+    np.testing.assert_allclose(q["cpu"], q["numpy"], atol=2e-6)
+
+
+def test_where_the_complement_pays(monkeypatch):
+    from crf.densecrf import filters_complement
+    assert [n for n in range(1, 26) if filters_complement(n)] == [2, 5, 9, 13, 17, 21, 25]
+    monkeypatch.setattr(crf.config, "COMPLEMENT_LABEL", False)
+    assert not filters_complement(21)
 
 
 def test_updates_overwrite_one_buffer_and_never_the_callers_q(scene):

@@ -19,7 +19,8 @@ def _held_bytes(model, q):
     assert runner._q is None
     total = model._u.nbytes + q.nbytes
     for kernel in model.kernels:
-        total += kernel.lattice.nbytes() + sum(v.nbytes for v in (kernel.pre, kernel.post) if v is not None)
+        arrays = (kernel.pre, kernel.post, kernel.k1, kernel.complement)
+        total += kernel.lattice.nbytes() + sum(v.nbytes for v in arrays if v is not None)
     return total + sum(buf.nbytes for buffers in runner._scratch.values() for buf in buffers)
 
 
@@ -54,8 +55,8 @@ def test_the_estimate_grows_with_the_image_and_the_labels():
     base = memory.estimate_bytes(375, 500, 21)
     assert memory.estimate_bytes(750, 1000, 21) > 3.9 * base
     assert memory.estimate_bytes(375, 500, 42) > base
-    # about 19 L + 250 bytes a pixel with DeepLab's kernels (module docstring)
-    assert abs(base / (375 * 500) - (19 * 21 + 250)) < 10
+    # about 19 L + 240 bytes a pixel with DeepLab's kernels and 21 labels (module docstring)
+    assert abs(base / (375 * 500) - (19 * 21 + 240)) < 10
     for bad in ((0, 5, 3), (5, 5, 0), (5.0, 5, 3), (True, 5, 3)):
         with pytest.raises(ValueError, match="must be a positive integer"):
             memory.estimate_bytes(*bad)
