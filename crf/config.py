@@ -42,7 +42,8 @@ HASH_BLOCKS_PER_THREAD = 2
 #: False: always the general kernels (the tests build both ways and compare).
 PACKED_KEYS = True
 
-#: Software prefetch distances, in vertices (splat, blur) and in points (slice), for
+#: Software prefetch distances, in vertices (splat, blur) and in points (the mean field's
+#: fused slice pass; crf.lattice_cpu's own slice prefetches nothing), for
 #: gathered arrays of at least PREFETCH_MIN_BYTES (smaller ones stay in cache).
 AHEAD_VERTICES = 32
 AHEAD_POINTS = 8

@@ -43,8 +43,8 @@ def prefetch_distance(gathered, distance):
     """The prefetch distance for kernels that gather rows of ``gathered``: ``distance``, or 0 if it is small.
 
     How far ahead the filter kernels prefetch the rows they will gather (:mod:`crf.prefetch`),
-    in vertices (blur, splat; ``crf.config.AHEAD_VERTICES``) or points (slice;
-    ``AHEAD_POINTS``), was measured at 500x375 among 4-128. Arrays that fit in the per-core
+    in vertices (blur, splat; ``crf.config.AHEAD_VERTICES``) or points (the mean field's
+    slice; ``AHEAD_POINTS``), was measured at 500x375 among 4-128. Arrays that fit in the per-core
     cache (below ``crf.config.PREFETCH_MIN_BYTES``) gain nothing from it, and their kernels get 0.
     """
     return distance if gathered.nbytes >= config.PREFETCH_MIN_BYTES else 0
@@ -675,16 +675,15 @@ def slice_point(lat, offsets, weights, alpha, p, dst):
 
 
 @njit(parallel=True, cache=True)
-def _slice_kernel(lat, offsets, weights, alpha, out, ahead):
+def _slice_kernel(lat, offsets, weights, alpha, out):
     """Gather: every point reads its d+1 vertices with its barycentric weights times alpha.
 
-    The vertex rows of point p + ``ahead`` are prefetched (0: none).
+    No software prefetch: with one in the loop, even one switched off at run time, the slice
+    took 1.3-3.4x as long (500x375, 3-21 channels, 1 and 2 threads; 20 channels on one thread:
+    the bilateral slice 5.0 -> 3.5 ms, the Gaussian one 4.0 -> 1.7 ms). The mean field's fused
+    pass (:mod:`crf.meanfield`) keeps its prefetch, which costs it nothing there.
     """
-    n, d1 = offsets.shape
-    for p in prange(n):
-        if ahead > 0 and p + ahead < n:
-            for k in range(d1):
-                prefetch_row(lat, offsets[p + ahead, k])
+    for p in prange(offsets.shape[0]):
         slice_point(lat, offsets, weights, alpha, p, out[p])
 
 
@@ -787,6 +786,5 @@ def ones_filter_cpu(lattice):
 def filter_cpu(lattice, values, reverse, out, scratch=None):
     """Filter ``values`` (N, C) into ``out`` (N, C) with the Numba kernels."""
     lat = splat_blur_cpu(lattice, values, None, reverse, scratch)
-    _slice_kernel(lat, lattice.offsets, lattice.weights, slice_alpha(lattice.d), out,
-                  prefetch_distance(lat, config.AHEAD_POINTS))
+    _slice_kernel(lat, lattice.offsets, lattice.weights, slice_alpha(lattice.d), out)
     return out
