@@ -484,17 +484,19 @@ class DenseCRF:
         """The model's sizes, memory and times, one line each (``deeplab crf --verbose`` prints them).
 
         Per kernel: the feature dimension d, the lattice's vertices, the memory of its
-        structure and of the lattice values inference filters ((M+1) x L float32, two
-        buffers), and the build time (lattice and normaliser), or that the lattice was
-        reused (:mod:`crf.grid_cache`). Then the last
-        inference's time, if one ran. The first build or inference in a process
-        includes Numba's compilation or cache load.
+        structure and of the lattice values inference filters ((M+1) x C float32, two
+        buffers; C = L, or L - 1 where the CPU derives the last label, see
+        :func:`filters_complement`), and the build time (lattice and normaliser), or that
+        the lattice was reused (:mod:`crf.grid_cache`). Then the last inference's time, if
+        one ran. The first build or inference in a process includes Numba's compilation or
+        cache load.
         """
         lines = [f"dense CRF: {self.n_labels} labels, {self.height} x {self.width} pixels, "
                  f"backend {self.backend}"]
+        channels = self.n_labels - (self.backend == "cpu" and filters_complement(self.n_labels))
         for kernel in self.kernels:
             lat = kernel.lattice
-            values = 2 * (lat.n_vertices + 1) * self.n_labels * 4
+            values = 2 * (lat.n_vertices + 1) * channels * 4
             lines.append(f"  {kernel.name} (d={lat.d}, w={kernel.w:g}): {lat.n_vertices:,} lattice vertices, "
                          f"{lat.nbytes() / 2**20:.1f} MiB + {values / 2**20:.1f} MiB of values, "
                          + (f"reused from an earlier model of this size ({kernel.build_seconds:.3f} s)"
