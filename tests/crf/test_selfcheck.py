@@ -13,3 +13,4 @@ def test_selfcheck_cases_pass(backend):
         assert np.isfinite(err) and err <= tol, (name, err, tol)
     names = " ".join(name for name, _, _ in results)
     assert "exact" in names and (backend == "numpy" or "vs numpy" in names)
+    assert (backend == "cpu") == ("the last derived" in names)
