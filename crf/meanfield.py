@@ -203,9 +203,10 @@ def scale_rows(values, scale, out, backend):
 
 
 # The one use of fastmath in the CRF: "reassoc" lets LLVM add the row in vector lanes. In
-# sequence (or in four or eight interleaved partial sums, which LLVM did not vectorise) the
-# fused pass took 0.75-1.0 ms longer at 500x375 with 21 labels, against 0.3 ms; the sum differs
-# from the sequential one by rounding only (a few float32 ulps of K 1; tests/crf/test_densecrf.py).
+# sequence, or in four or eight interleaved partial sums (which LLVM did not vectorise), the
+# fused pass took 0.75-1.6 ms longer at 500x375 with 21 labels, against 0.3 ms with it; the sum
+# differs from the sequential one by rounding only (a few float32 ulps of K 1; bench/RESULTS.md
+# (13), tests/crf/test_densecrf.py).
 @njit(fastmath={"reassoc"}, cache=True)
 def _row_sum(row, n):
     """``sum(row[:n])``, float32, in whatever order LLVM vectorises."""
