@@ -509,12 +509,14 @@ else:
 # * the unary and Q, $(N, L)$ float32 each (the last update writes the result into Q's buffer);
 # * per kernel, its lattice: each pixel's $d+1$ vertices and weights, stored twice (once per
 #   pixel, once per vertex for the splat), and two neighbours per vertex and axis;
-# * per kernel, the lattice values that mean field filters: two $(M+1, L)$ buffers for $M$ vertices.
+# * per kernel, the lattice values that mean field filters: two $(M+1, L)$ buffers for $M$ vertices
+#   ($(M+1, L-1)$ where the last label is derived, as in section 4).
 #
 # `crf.memory.estimate_bytes` adds these up. Once the lattices are built and $M$ is known
 # (`summary()` reports it), the sum is exact. Before the build it assumes $M = 1.2\,N$ for the
 # bilateral lattice and $1.2\,N/\theta_\gamma^2$ for the Gaussian one, as measured on photographs
-# with DeepLab's widths. That is about $19L + 250$ bytes a pixel: 0.64 GB a megapixel at 21 labels.
+# with DeepLab's widths. That is about $19L + 250$ bytes a pixel ($19L + 240$ where the last label
+# is derived): 0.64 GB a megapixel at 21 labels.
 #
 # A photograph of tens of megapixels would not fit, so it is refined at a reduced size
 # (`crf.deeplab_refine(..., max_side=N)`, `deeplab crf --max-side N`, module `crf.reduced`):
