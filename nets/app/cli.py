@@ -587,7 +587,7 @@ def build_parser():
     p.add_argument("--save-probs", action="store_true", help="also write OUT_probs.npy, (L, H, W) float32")
     p.add_argument("--max-side", type=_positive_int, metavar="N",
                    help="refine a larger image at a reduced size, long side N, and enlarge the result "
-                        "(for images whose CRF would not fit in memory: about 0.65 GB a megapixel at 21 labels)")
+                        "(for images whose CRF would not fit in memory: about 0.64 GB a megapixel at 21 labels)")
     p.add_argument("--verbose", action="store_true",
                    help="lattice sizes, memory and the time of each stage (many images: each image's times)")
     p.add_argument("--backend", choices=backends, default="auto")
