@@ -168,6 +168,26 @@ def remap_kernel(offsets, remap):
 
 
 @njit(parallel=True, cache=True)
+def invert_neighbours(n1, n2):
+    """Step 5b of both builds: ``n2[j, n1[j, v]] = v``, and M where no vertex has v as its n1 neighbour.
+
+    The step along an axis is a bijection of the lattice, so n2 is n1's inverse. One axis per
+    iteration: each scatter stays within one row of ``n2`` (M int32, which the cache holds),
+    and reads its row of ``n1`` in order. Over the vertices with the axes inside, the same
+    scatter took 2.1 ms instead of 0.3 (500x375, d = 5, 2 threads).
+    """
+    d1, m = n1.shape
+    for j in prange(d1):
+        row, inverse = n1[j], n2[j]
+        for v in range(m):
+            inverse[v] = m
+        for v in range(m):
+            u = row[v]
+            if u < m:
+                inverse[u] = v
+
+
+@njit(parallel=True, cache=True)
 def _unpack_kernel(packed, lo, bits, keys):
     """keys[v, i] = field i of packed[v] + lo."""
     m, d = keys.shape
@@ -213,8 +233,8 @@ def _queue(table, packed, steps, w, cand, slot):
 
 
 @njit(parallel=True, cache=True)
-def _neighbours_kernel(table, packed, steps, n1, n2):
-    """Step 5: ``n1[j, v]`` = the vertex ``key_v + steps[j]`` (M where there is none); ``n2`` its inverse.
+def _neighbours_kernel(table, packed, steps, n1):
+    """Step 5a: ``n1[j, v]`` = the vertex ``key_v + steps[j]`` (M where there is none).
 
     The candidates of the vertex ``_RING - 1`` ahead are hashed and their slots prefetched
     before the current vertex is looked up.
@@ -246,12 +266,6 @@ def _neighbours_kernel(table, packed, steps, n1, n2):
                         break
                     s = (s + 1) & mask
                 n1[j, v] = found
-                n2[j, v] = m
-    for v in prange(m):  # the step is a bijection of the lattice: n2 is n1's inverse
-        for j in range(d1):
-            u = n1[j, v]
-            if u < m:
-                n2[j, u] = v
 
 
 def neighbours_packed(table, packed, layout, d, n1, n2):
@@ -260,4 +274,5 @@ def neighbours_packed(table, packed, layout, d, n1, n2):
     ones = sum(1 << (i * bits) for i in range(d))
     # Along axis j < d: key - (1, .., 1) + (d+1) e_j; along axis d (the coordinate not stored): key - (1, .., 1).
     steps = np.array([-ones + ((d + 1) << (j * bits) if j < d else 0) for j in range(d + 1)], np.int64)
-    _neighbours_kernel(table, packed, steps, n1, n2)
+    _neighbours_kernel(table, packed, steps, n1)
+    invert_neighbours(n1, n2)
