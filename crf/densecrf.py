@@ -87,7 +87,10 @@ def check_unary(unary):
     given = u
     with np.errstate(over="ignore"):  # a value beyond float32 is said below, in words
         u = np.ascontiguousarray(u, dtype=np.float32)
-    if not np.isfinite(u).all():
+    # NumPy's min and max propagate NaN, and an infinity is the max or the min: both finite means
+    # every value is (one pass each, no (L, H, W) array of flags; 1.7 -> 0.6 ms at 500x375, 21 labels)
+    lo, hi = u.min(), u.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = tuple(int(b) for b in np.argwhere(~np.isfinite(u))[0])
         if np.isfinite(given[bad]):
             raise ValueError(f"unary energies must fit in float32, got {float(given[bad]):g} at (label, row, col) = "
@@ -95,7 +98,7 @@ def check_unary(unary):
         raise ValueError(f"unary energies must be finite, got {u[bad]} at (label, row, col) = "
                          f"{bad}; clip probabilities before taking -log "
                          f"(see crf.unary_from_softmax)")
-    if u.shape[0] >= 2 and u.min() >= 0 and u.max() <= 1 and np.allclose(u.sum(axis=0), 1, atol=1e-3):
+    if u.shape[0] >= 2 and lo >= 0 and hi <= 1 and np.allclose(u.sum(axis=0), 1, atol=1e-3):
         raise ValueError("unary looks like probabilities (values in [0, 1] that sum to 1 over the "
                          "labels), expected energies such as -log P: use "
                          "crf.unary_from_softmax(probabilities)")
