@@ -44,10 +44,12 @@ PACKED_KEYS = True
 
 #: Software prefetch distances, in vertices (splat, blur) and in points (the mean field's
 #: fused slice pass; crf.lattice_cpu's own slice prefetches nothing), for
-#: gathered arrays of at least PREFETCH_MIN_BYTES (smaller ones stay in cache).
+#: gathered arrays of at least PREFETCH_MIN_BYTES. Smaller ones stay in the last-level cache,
+#: where the prefetches cost more than they save: at 500x375 the fused pass took 9.4 instead
+#: of 9.8 ms without them for the Gaussian kernel's 2 MB lattice (bench/RESULTS.md (14)).
 AHEAD_VERTICES = 32
 AHEAD_POINTS = 8
-PREFETCH_MIN_BYTES = 1 << 20
+PREFETCH_MIN_BYTES = 4 << 20
 
 #: The CPU mean field filters L - 1 labels and derives the last from the others', where that
 #: pays (crf.densecrf.filters_complement): Q's rows sum to one and the filter is linear.

@@ -44,8 +44,9 @@ def prefetch_distance(gathered, distance):
 
     How far ahead the filter kernels prefetch the rows they will gather (:mod:`crf.prefetch`),
     in vertices (blur, splat; ``crf.config.AHEAD_VERTICES``) or points (the mean field's
-    slice; ``AHEAD_POINTS``), was measured at 500x375 among 4-128. Arrays that fit in the per-core
-    cache (below ``crf.config.PREFETCH_MIN_BYTES``) gain nothing from it, and their kernels get 0.
+    slice; ``AHEAD_POINTS``), was measured at 500x375 among 4-128. Arrays below
+    ``crf.config.PREFETCH_MIN_BYTES`` (4 MB), which the last-level cache holds, gain nothing from it,
+    and their kernels get 0.
     """
     return distance if gathered.nbytes >= config.PREFETCH_MIN_BYTES else 0
 
