@@ -22,8 +22,10 @@ CHAIN_BLUR_MAX_BYTES = 512 << 10
 #: Below this many values per stage, kernels run on the calling thread only.
 SERIAL_WORK = 1 << 16
 
-#: The same for one blur pass, which is cheap per value.
-SERIAL_BLUR = 1 << 20
+#: The same for one blur pass, which is cheap per value. The Gaussian kernel's lattice at
+#: 500x375 (24,540 vertices x 20 labels) splats and blurs in 1.65 ms on 2 threads, 1.91 ms with
+#: its blur on one (bench/RESULTS.md (14)).
+SERIAL_BLUR = 1 << 18
 
 #: The two-buffer blur cuts each pass into this many blocks of vertices per thread; a thread
 #: that is done with its own takes over those of a slower one (crf.dynamic). Fewer blocks
