@@ -170,8 +170,10 @@ def gaussian_features(height, width, theta_gamma):
 
 def grid_features(height, width, theta_x, theta_y):
     """The pixel positions ``(x / theta_x, y / theta_y)``, (H*W, 2) float32 (x = column; float32 thetas)."""
-    y, x = np.mgrid[:height, :width].astype(np.float32)
-    return np.stack([x.ravel() / theta_x, y.ravel() / theta_y], axis=1)  # (H*W, 2)
+    out = np.empty((height, width, 2), np.float32)
+    out[:, :, 0] = np.arange(width, dtype=np.float32) / theta_x  # (W,) broadcast down the rows
+    out[:, :, 1] = (np.arange(height, dtype=np.float32) / theta_y)[:, None]
+    return out.reshape(height * width, 2)
 
 
 def bilateral_features(image, theta_alpha, theta_beta):

@@ -134,6 +134,21 @@ def test_generic_features_equal_bilateral(scene):
     np.testing.assert_array_equal(a.inference(3), b.inference(3))
 
 
+def test_features_are_positions_and_colours_over_theta():
+    h, w = 3, 5
+    rows, cols = np.divmod(np.arange(h * w), w)  # points in raster order: x is the column
+    np.testing.assert_array_equal(crf.gaussian_features(h, w, 2.5),
+                                  np.stack([cols / np.float32(2.5), rows / np.float32(2.5)], 1).astype(np.float32))
+    from crf.densecrf import grid_features  # pydensecrf's sxy may differ along x and y
+    np.testing.assert_array_equal(grid_features(h, w, np.float32(2), np.float32(4)),
+                                  np.stack([cols / 2, rows / 4], 1).astype(np.float32))
+    image = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+    got = crf.bilateral_features(image, 4.0, 8.0)
+    assert got.shape == (h * w, 5) and got.dtype == np.float32
+    np.testing.assert_allclose(got[:, :2], np.stack([cols, rows], 1) / 4.0, rtol=1e-7)
+    np.testing.assert_allclose(got[:, 2:], image.reshape(-1, 3) / 8.0, rtol=1e-7)
+
+
 def test_unary_helpers():
     rng = np.random.default_rng(2)
     p = rng.random((3, 4, 5))
