@@ -62,6 +62,7 @@ _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.flo
 def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
     """``out[p0 + i] = softmax(block[:, i])`` for the columns i < count of ``block`` (L, B);
     with ``labels_major``, ``out[:, p0 + i]`` instead (``out`` (L, N) rather than (N, L)).
+    A points-first ``out`` of L - 1 columns gets all labels but the last.
 
     The block holds B points label-major, so that every loop below runs over the
     points of one label: LLVM vectorises those loops (no reduction across a
@@ -98,9 +99,9 @@ def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
         for lab in range(n_labels):
             for i in range(count):
                 out[lab, p0 + i] = block[lab, i] * total[i]
-    else:
+    else:  # every label, or all but the last into a narrow Q (crf.densecrf.HostRunner.start)
         for i in range(count):
-            for lab in range(n_labels):
+            for lab in range(out.shape[1]):
                 out[p0 + i, lab] = block[lab, i] * total[i]
 
 

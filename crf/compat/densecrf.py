@@ -158,9 +158,10 @@ class DenseCRF:
         if isinstance(n_iterations, bool) or not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
             raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
         runner = self._get_runner()
-        q = runner.start()
-        # On the host the last update writes Q (n_labels, n_pixels) itself, as crf.DenseCRF's does.
+        # On the host the last update writes Q (n_labels, n_pixels) itself, as crf.DenseCRF's does,
+        # and Q may leave out its last label until then (crf.densecrf.HostRunner.start).
         last_labels_major = self._backend != "cuda" and int(n_iterations) > 0
+        q = runner.start(narrow=True) if last_labels_major else runner.start()
         for _ in range(int(n_iterations) - last_labels_major):
             q = runner.step(q, sums_to_one=True)
         if last_labels_major:

@@ -416,6 +416,46 @@ def test_the_pydensecrf_facade_derives_it_too():
     np.testing.assert_allclose(q["cpu"], q["numpy"], atol=2e-6)
 
 
+@pytest.mark.parametrize("normalization", ["per_pixel", "symmetric", "none"])
+@pytest.mark.parametrize("size", [(H, W), (128, 160)])  # 128x160: the kernels run on every thread
+def test_an_inference_keeps_q_without_its_last_label(monkeypatch, normalization, size):
+    """Where every update derives the last label, inference's Q leaves it out until the last
+    update (``HostRunner.start(narrow=True)``): the same bits as a Q of every label, in DenseCRF
+    and in the pydensecrf facade; with no update or the free energy tracked, Q keeps every label."""
+    from crf.compat import densecrf as dcrf
+    from crf.densecrf import HostRunner
+    h, w = size
+    image = photo(h, w, seed=5)
+    unary = crf.unary_from_logits(smooth_logits(5, h, w, seed=6, stride=4))
+    model = _full_crf(image, unary, "cpu", normalization)
+    runner = model._get_runner()
+    assert runner.derives_last() and runner.start(narrow=True).shape == (h * w, 4)
+    facade = dcrf.DenseCRF2D(w, h, 5)
+    facade.setUnaryEnergy(unary.reshape(5, -1))
+    facade.addPairwiseBilateral(sxy=10, srgb=13, rgbim=image, compat=4)
+    facade.addPairwiseGaussian(sxy=3, compat=3)
+    narrow, narrow_facade = model.inference(4), np.array(facade.inference(4))
+    tracked, none = model.inference(4, track_free_energy=True), model.inference(0)
+    widths = []
+    start = HostRunner.start
+    monkeypatch.setattr(HostRunner, "start", lambda self, narrow=False: widths.append(narrow) or start(self))
+    np.testing.assert_array_equal(model.inference(4), narrow)
+    np.testing.assert_array_equal(np.array(facade.inference(4)), narrow_facade)
+    assert widths == [True, True]  # both asked for it, and got every label this time
+    np.testing.assert_allclose(tracked, narrow, atol=1e-5)  # points first, then transposed
+    np.testing.assert_allclose(none, _softmax(unary), atol=1e-6)  # every label: softmax(-U)
+
+
+def test_a_narrow_q_needs_updates_that_derive_the_last_label():
+    model = _model_of(5, "cpu", "per_pixel", None)
+    runner = model._get_runner()
+    with pytest.raises(ValueError, match="narrow Q"):
+        runner.step(runner.start(narrow=True))  # sums_to_one=False: the last label would be needed
+    for other in (_model_of(4, "cpu", "per_pixel", None), _model_of(5, "numpy", "per_pixel", None)):
+        runner = other._get_runner()  # 4 labels: not derived; NumPy: every label filtered
+        assert not runner.derives_last() and runner.start(narrow=True).shape[1] == other.n_labels
+
+
 def test_where_the_complement_pays(monkeypatch):
     from crf.densecrf import filters_complement
     assert [n for n in range(1, 26) if filters_complement(n)] == [2, 5, 9, 13, 17, 21, 25]
