@@ -655,9 +655,11 @@ class HostRunner:
         ``q`` may then be :meth:`start`'s narrow (N, L - 1) Q, and the next Q is as narrow
         (labels first, every label).
         """
-        if q.shape[1] < self.u.shape[1] and not (sums_to_one and self.derives_last()):
-            raise ValueError(f"a Q of {q.shape[1]} labels (start's narrow Q) needs updates that derive the "
-                             f"last of {self.u.shape[1]}: sums_to_one=True and derives_last()")
+        n_labels = self.u.shape[1]
+        narrow = q.shape[1] == n_labels - 1 and sums_to_one and self.derives_last()
+        if q.ndim != 2 or q.shape[0] != self.u.shape[0] or not (q.shape[1] == n_labels or narrow):
+            raise ValueError(f"q must have shape {self.u.shape} (or {(self.u.shape[0], n_labels - 1)}, start's narrow "
+                             f"Q, with sums_to_one=True where derives_last()), got {q.shape}")
         if self.backend == "cpu" and self.kernels:
             with lattice_mod.threads_for(q.size):
                 return self._step_fused(q, labels_major, sums_to_one)
