@@ -655,10 +655,10 @@ class HostRunner:
         ``q`` may then be :meth:`start`'s narrow (N, L - 1) Q, and the next Q is as narrow
         (labels first, every label).
         """
-        n_labels = self.u.shape[1]
-        narrow = q.shape[1] == n_labels - 1 and sums_to_one and self.derives_last()
-        if q.ndim != 2 or q.shape[0] != self.u.shape[0] or not (q.shape[1] == n_labels or narrow):
-            raise ValueError(f"q must have shape {self.u.shape} (or {(self.u.shape[0], n_labels - 1)}, start's narrow "
+        n, n_labels = self.u.shape
+        narrow = q.ndim == 2 and q.shape[1] == n_labels - 1 and sums_to_one and self.derives_last()
+        if q.ndim != 2 or q.shape[0] != n or not (q.shape[1] == n_labels or narrow):
+            raise ValueError(f"q must have shape {self.u.shape} (or {(n, n_labels - 1)}, start's narrow "
                              f"Q, with sums_to_one=True where derives_last()), got {q.shape}")
         if self.backend == "cpu" and self.kernels:
             with lattice_mod.threads_for(q.size):

@@ -453,6 +453,8 @@ def test_a_narrow_q_needs_updates_that_derive_the_last_label():
         runner.step(runner.start(narrow=True))  # sums_to_one=False: the last label would be needed
     with pytest.raises(ValueError, match="narrow Q"):
         runner.step(runner.start()[:, :3].copy(), sums_to_one=True)  # two labels short
+    with pytest.raises(ValueError, match="q must have shape"):
+        runner.step(runner.start().ravel(), sums_to_one=True)  # not (N, L) at all
     for other in (_model_of(4, "cpu", "per_pixel", None), _model_of(5, "numpy", "per_pixel", None)):
         runner = other._get_runner()  # 4 labels: not derived; NumPy: every label filtered
         assert not runner.derives_last() and runner.start(narrow=True).shape[1] == other.n_labels
