@@ -321,7 +321,8 @@ def slice_messages_cpu(lats, kernels, u, q_out, labels_major=False, complements=
     u : ndarray of shape (N, L), float32
         The unary energies.
     q_out : ndarray of shape (N, L), or (L, N) with ``labels_major``, float32
-        Written: the new Q.
+        Written: the new Q; a points-first (N, L - 1) gets all labels but the last (the narrow
+        Q of :meth:`crf.densecrf.HostRunner.start`).
     labels_major : bool
         Write Q labels first, as :class:`crf.DenseCRF` returns it: the softmax holds each
         block labels first anyway, so the last update needs no transpose after it.

@@ -34,7 +34,7 @@ it); :func:`estimate_bytes` assumes, unless told:
 With DeepLab's two kernels and theta_gamma = 3 that is about ``19 L + 250`` bytes a pixel
 (``19 L + 240`` where the last label is derived): 0.64 GB a megapixel at 21 labels.
 ``bench/crf.py`` measures the whole process's peak above its resting size, the benchmark's own
-inputs and the allocator's reserve included: 141 and 470 MiB at 500x375 and 1000x750.
+inputs and the allocator's reserve included: 141-157 and 470-479 MiB at 500x375 and 1000x750.
 
 Beyond the model, :mod:`crf.grid_cache` keeps the smoothness lattices of recent image sizes
 for the next image of each, up to ``crf.config.GRID_CACHE_BYTES`` (128 MiB) in all; a
