@@ -60,14 +60,18 @@ def _mix(key):
 
 
 @njit(inline="always")
-def _corner_key(rem0, rank, p, k, lo, bits):
-    """The packed key of corner k of point p."""
-    d = rem0.shape[1] - 1
-    key = np.int64(0)
+def _corner_steps(d, bits):
+    """``steps`` (d+2,) int64 for :func:`_hash_block`'s corner keys: ``steps[i]`` is ``(d+1) e_i``
+    packed for a stored coordinate i < d, 0 for the coordinate d that is not stored, and
+    ``steps[d+1]`` is ``(1, .., 1)`` packed."""
+    steps = np.empty(d + 2, np.int64)
+    ones = np.int64(0)
     for i in range(d):
-        coord = rem0[p, i] + k - ((d + 1) if rank[p, i] > d - k else 0)
-        key |= np.int64(coord - lo) << np.int64(i * bits)
-    return key
+        steps[i] = np.int64(d + 1) << np.int64(i * bits)
+        ones += np.int64(1) << np.int64(i * bits)
+    steps[d] = 0
+    steps[d + 1] = ones
+    return steps
 
 
 @njit(inline="always")
@@ -103,6 +107,8 @@ def _hash_block(rem0, rank, lo, bits, start, stop, packed, offsets):
     d1 = rem0.shape[1]
     base = start * d1
     table = np.full(2 * table_size((stop - start) // 4 + 1), _EMPTY, np.int64)
+    steps = _corner_steps(d1 - 1, bits)
+    coordinate = np.empty(d1, np.int64)  # coordinate[r]: the coordinate of rank r
     m = 0
     for p in range(start, stop):
         if 2 * (m + d1) > table.shape[0] // 2:  # grow and rehash
@@ -111,8 +117,18 @@ def _hash_block(rem0, rank, lo, bits, start, stop, packed, offsets):
                 s = _find(table, packed[r])
                 table[2 * s] = packed[r]
                 table[2 * s + 1] = r
+        # Corner k's coordinate i is rem0[i] + k, less d + 1 once k > d - rank[i]: from corner
+        # k - 1 to k every coordinate gains 1 but the one of rank d + 1 - k, which loses d. So
+        # each corner's key is the previous one plus a step: O(d) a point instead of O(d^2)
+        # (the bilateral hash at 500x375: 10.4 -> 8.0 ms on 2 threads).
+        key = np.int64(0)
+        for i in range(d1 - 1):
+            key |= np.int64(rem0[p, i] - lo) << np.int64(i * bits)
+        for i in range(d1):
+            coordinate[rank[p, i]] = i  # the ranks of a point are 0..d, each once
         for k in range(d1):
-            key = _corner_key(rem0, rank, p, k, lo, bits)
+            if k > 0:
+                key += steps[d1] - steps[coordinate[d1 - k]]
             # Neighbouring points often lie in the same simplex, and a vertex with
             # remainder k can only be the previous point's vertex k: try it first.
             if p > start and packed[offsets[p - 1, k]] == key:
