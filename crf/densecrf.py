@@ -49,7 +49,7 @@ import numpy as np
 
 from crf import config, grid_cache
 from crf import lattice as lattice_mod
-from crf.lattice_cpu import filter_cpu, ones_filter_cpu
+from crf.lattice_cpu import filter_cpu, ones_filter_cpu, splat_blur_many_cpu
 from crf.lattice_reference import filter_numpy
 from crf import meanfield
 from crf.backend import is_device_array, resolve_backend
@@ -676,9 +676,9 @@ class HostRunner:
         channels, comps = n_labels, None
         if sums_to_one and filters_complement(n_labels):
             channels, comps = n_labels - 1, [self._complement(kernel) for kernel in self.kernels]
-        lats = [lattice_mod.splat_blur_cpu(kernel.lattice, q, kernel.pre, False,
-                                           self._get_scratch(kernel, channels), channels)
-                for kernel in self.kernels]
+        lats = splat_blur_many_cpu([kernel.lattice for kernel in self.kernels], q,
+                                   [kernel.pre for kernel in self.kernels],
+                                   [self._get_scratch(kernel, channels) for kernel in self.kernels], channels)
         # The buffer may hold q: the splat has read it, and the fused pass reads the lattices.
         if labels_major:  # the result, written labels first into the buffer, which the runner gives up
             out = self._buffer().reshape(n_labels, n)  # (N, L) -> (L, N): the same memory
@@ -701,5 +701,5 @@ class HostRunner:
     def _get_scratch(self, kernel, channels):
         key = (id(kernel.lattice), channels)
         if key not in self._scratch:
-            self._scratch[key] = []  # filled by crf.lattice.splat_blur_cpu
+            self._scratch[key] = []  # filled by crf.lattice_cpu.splat_blur_many_cpu
         return self._scratch[key]

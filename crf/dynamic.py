@@ -91,6 +91,16 @@ def next_block(counters, worker, n_blocks):
 
 
 @njit(inline="always")
+def next_task(counters):
+    """Claim the next of a list of tasks that all workers share: the count before, as uint64.
+
+    ``counters``: :func:`task_counter`'s; a worker claims until the count reaches the number
+    of tasks.
+    """
+    return _claim(counters, 0)
+
+
+@njit(inline="always")
 def span(block, size, total):
     """Items ``block * size`` to ``min(total, (block + 1) size) - 1`` as a uint64 ``(start, stop)``."""
     start = np.uint64(block) * np.uint64(size)
@@ -106,3 +116,8 @@ def schedule():
     """
     n_workers = numba.get_num_threads()
     return np.zeros((n_workers, _STRIDE), np.int64), n_workers
+
+
+def task_counter():
+    """A fresh counter for one call of a kernel that uses :func:`next_task`."""
+    return np.zeros((1, _STRIDE), np.int64)

@@ -15,7 +15,8 @@ peak of its inference (the last update, on the CPU):
     (pydensecrf's default) holds ``8 N``, and the CPU mean field adds ``K pre``, ``4 N`` (the
     NumPy reference one more (N, L) array, Q scaled before the filter);
   - the lattice values the mean field filters, two (M+1, C) float32 buffers, ``8 (M+1) C``
-    (one where they fit in ``crf.config.CHAIN_BLUR_MAX_BYTES``), with C = L - 1 channels
+    (one where they fit in ``crf.config.CHAIN_BLUR_MAX_BYTES``, unless the lattice is blurred
+    beside the larger one's splat: :func:`crf.lattice_cpu.splat_blur_many_cpu`), with C = L - 1 channels
     where the CPU derives the last label from the others (:func:`crf.densecrf.filters_complement`:
     21 labels, for one), else C = L.
 
@@ -51,13 +52,16 @@ BILATERAL_VERTICES_PER_PIXEL = 1.2
 GAUSSIAN_VERTICES_PER_PIXEL = 1.2
 
 
-def lattice_bytes(n_points, d, n_vertices, n_labels):
+def lattice_bytes(n_points, d, n_vertices, n_labels, side=False):
     """Bytes of one kernel: its lattice, its normalisation and the values it filters.
 
     Parameters
     ----------
     n_points, d, n_vertices, n_labels : int
         N, the feature dimension, M and L.
+    side : bool
+        The mean field splats and blurs this lattice on one thread beside a larger one
+        (:func:`crf.lattice_cpu.splat_blur_many_cpu`), with two buffers at any size.
 
     Returns
     -------
@@ -68,7 +72,7 @@ def lattice_bytes(n_points, d, n_vertices, n_labels):
     channels = n_labels - 1 if filters_complement(n_labels) else n_labels
     values = 4 * (n_vertices + 1) * channels
     # The CPU blurs values of up to CHAIN_BLUR_MAX_BYTES in place (one buffer), larger ones with two.
-    buffers = 1 if values <= config.CHAIN_BLUR_MAX_BYTES else 2
+    buffers = 1 if values <= config.CHAIN_BLUR_MAX_BYTES and not side else 2
     return structure + 8 * n_points + buffers * values  # K 1 and the per-pixel normalisation: 8 N
 
 
@@ -99,8 +103,12 @@ def estimate_bytes(height, width, n_labels, theta_gamma=3.0, bilateral_vertices=
         bilateral_vertices = math.ceil(BILATERAL_VERTICES_PER_PIXEL * n)
     if gaussian_vertices is None:  # at most d+1 = 3 a pixel, each corner of each point its own vertex
         gaussian_vertices = min(3 * n, math.ceil(GAUSSIAN_VERTICES_PER_PIXEL * n / theta_gamma ** 2))
-    return (8 * n * n_labels + lattice_bytes(n, 5, bilateral_vertices, n_labels)
-            + lattice_bytes(n, 2, gaussian_vertices, n_labels))
+    side = config.SIDE_LATTICE_FRACTION * max(bilateral_vertices, gaussian_vertices)
+    return (8 * n * n_labels
+            + lattice_bytes(n, 5, bilateral_vertices, n_labels, bilateral_vertices < gaussian_vertices
+                            and bilateral_vertices <= side)
+            + lattice_bytes(n, 2, gaussian_vertices, n_labels, gaussian_vertices <= bilateral_vertices
+                            and gaussian_vertices <= side))
 
 
 def estimate_reduced_bytes(height, width, n_labels, max_side=None, theta_gamma=3.0):

@@ -403,3 +403,52 @@ def test_splat_blocks_change_no_result(monkeypatch, blocks, vertex_cost):
     per_block = work[bounds[1:]] - work[bounds[:-1]]
     assert per_block.max() <= work[-1] / blocks + np.diff(work).max()  # about equal work per block
     np.testing.assert_array_equal(L.splat_blur_cpu(lat, v), reference)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
+def test_side_lattices_change_no_result(monkeypatch, fraction):
+    """The mean field's splat of several lattices: one of at most SIDE_LATTICE_FRACTION of the
+    largest one's vertices is splatted and blurred on one thread beside the largest one's splat.
+    With none, one or both smaller lattices so (three and four axes: the result in either
+    buffer), a scaling by ``pre``, fewer channels than the values have, 1, 2 or 5 workers and
+    buffers that held NaN, then reused: each lattice's own ``splat_blur_cpu``, bit for bit."""
+    rng = np.random.default_rng(23)
+    n = 3000
+    big = L.build((rng.random((n, 5)) * 6).astype(np.float32), backend="cpu")
+    small = L.build((rng.random((n, 2)) * 3).astype(np.float32), backend="cpu")  # three axes
+    mid = L.build((rng.random((n, 3)) * 20).astype(np.float32), backend="cpu")  # four axes
+    assert small.n_vertices <= 0.25 * big.n_vertices < mid.n_vertices <= big.n_vertices
+    lattices = [small, big, mid]
+    values = rng.random((n, 5)).astype(np.float32)
+    pres = [(rng.random(n) + 0.5).astype(np.float32), None, (rng.random(n) + 0.5).astype(np.float32)]
+    want = [L.splat_blur_cpu(lat, values, pre, False, None, 4) for lat, pre in zip(lattices, pres)]
+    monkeypatch.setattr(crf_config, "SIDE_LATTICE_FRACTION", fraction)
+    for n_workers in (1, 2, 5):
+        monkeypatch.setattr(lattice_cpu.dynamic, "schedule",
+                            lambda: (np.zeros((n_workers, 16), np.int64), n_workers))
+        # Buffers of NaN: every value read must have been written by this call.
+        scratches = [[np.full((lat.n_vertices + 1, 4), np.nan, np.float32) for _ in range(2)] for lat in lattices]
+        for _ in range(2):  # the second time into the buffers of the first
+            got = lattice_cpu.splat_blur_many_cpu(lattices, values, pres, scratches, 4)
+            for lat, a, b in zip(lattices, got, want):
+                assert a.shape == (lat.n_vertices + 1, 4)
+                np.testing.assert_array_equal(a, b)
+
+
+def test_side_lattices_hold_two_buffers_as_the_memory_estimate_says():
+    """A side lattice keeps two value buffers even where its values would fit the in-place chain
+    blur: the scratch it is given holds both (crf.memory counts them). A buffer of another
+    shape, left from other values, is made anew."""
+    rng = np.random.default_rng(24)
+    n = 3000
+    big = L.build((rng.random((n, 5)) * 6).astype(np.float32), backend="cpu")
+    small = L.build((rng.random((n, 2)) * 3).astype(np.float32), backend="cpu")
+    values = rng.random((n, 3)).astype(np.float32)
+    assert 4 * 3 * (small.n_vertices + 1) <= crf_config.CHAIN_BLUR_MAX_BYTES
+    scratches = [[np.zeros((big.n_vertices + 1, 2), np.float32)], [np.zeros((small.n_vertices + 1, 4), np.float32)]]
+    out = lattice_cpu.splat_blur_many_cpu([big, small], values, [None, None], scratches)
+    assert len(scratches[1]) == 2 and any(out[1] is buffer for buffer in scratches[1])
+    assert all(buffer.shape == (small.n_vertices + 1, 3) for buffer in scratches[1])
+    assert any(out[0] is buffer for buffer in scratches[0])
+    for lat, got in zip([big, small], out):
+        np.testing.assert_array_equal(got, L.splat_blur_cpu(lat, values))
