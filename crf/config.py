@@ -32,10 +32,10 @@ SERIAL_BLUR = 1 << 18
 #: restart the hardware's stream prefetch less often, more balance unequal cores better.
 BLUR_BLOCKS_PER_THREAD = 4
 
-#: In a mean-field step, a lattice of at most this fraction of the largest one's vertices is
-#: splatted and blurred on one thread while the others splat the largest
-#: (crf.lattice_cpu.splat_blur_many_cpu); 0 gives every lattice its own parallel stages.
-SIDE_LATTICE_FRACTION = 0.25
+#: In a mean-field step, a lattice whose splat and blur are at most one thread's share of the
+#: work is splatted and blurred on one thread while the others splat the largest lattice
+#: (crf.lattice_cpu.side_lattices); False gives every lattice its own parallel stages.
+SIDE_LATTICES = True
 
 #: The CPU splat's threads share out this many blocks of vertices of about equal work, a
 #: vertex costing its splat entries plus SPLAT_VERTEX_COST (crf.lattice_cpu.splat_bounds).

@@ -803,17 +803,47 @@ def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None, chann
     return _blur_cpu(lattice, lat, scratch, reverse)
 
 
+def splat_work(n_points, d, n_vertices):
+    """A splat's work in entry reads: every entry, and ``SPLAT_VERTEX_COST`` a vertex (as
+    :func:`splat_bounds` weighs them)."""
+    return n_points * (d + 1) + config.SPLAT_VERTEX_COST * n_vertices
+
+
+def side_lattices(shapes, n_threads):
+    """Which lattices :func:`splat_blur_many_cpu` splats and blurs on one thread each.
+
+    ``shapes``: every lattice's ``(N, d, M)``. The main lattice is the one with the most splat
+    work (:func:`splat_work`); another is a side task where its splat and blur on one thread
+    (a blur pass counted as one read a vertex) are at most one thread's share of the main
+    splat and itself together, so that no thread waits on it. With ``config.SIDE_LATTICES``
+    off, none is.
+
+    Returns
+    -------
+    (int, list of int): the main lattice's index and the side lattices' indices.
+    """
+    main = max(range(len(shapes)), key=lambda i: splat_work(*shapes[i]))
+    if not config.SIDE_LATTICES:
+        return main, []
+    shared = splat_work(*shapes[main])
+    side = []
+    for i, (n, d, m) in enumerate(shapes):
+        work = splat_work(n, d, m) + (d + 1) * m
+        if i != main and work * n_threads <= shared + work:
+            side.append(i)
+    return main, side
+
+
 def splat_blur_many_cpu(lattices, values, pres, scratches, channels=None):
     """:func:`splat_blur_cpu` of the same values on several lattices (the mean field's kernels).
 
-    A lattice of at most ``config.SIDE_LATTICE_FRACTION`` of the largest one's vertices is
-    splatted and blurred whole on one thread while the other threads splat the largest
-    (:func:`_splat_side_kernel`): the Gaussian kernel's lattice (24,540 vertices against the
-    bilateral one's 180,447 at 500x375) would otherwise take four parallel regions of its own,
-    each a wake-up and a barrier for 0.1-1.3 ms of work. Both splats and blurs at 500x375,
-    21 labels, 2 threads: 13.8 -> 13.1 ms (1000x750: 48.0 -> 46.0 ms); whole mean-field steps
-    0.1-0.4 ms faster (about 22.5 ms; medians of 101, six processes). The same values, bit
-    for bit.
+    A small lattice (:func:`side_lattices`) is splatted and blurred whole on one thread while
+    the other threads splat the largest (:func:`_splat_side_kernel`): the Gaussian kernel's
+    lattice (24,540 vertices against the bilateral one's 180,447 at 500x375) would otherwise
+    take four parallel regions of its own, each a wake-up and a barrier for 0.1-1.3 ms of
+    work. Both splats and blurs at 500x375, 21 labels, 2 threads: 13.8 -> 13.1 ms (1000x750:
+    48.0 -> 46.0 ms); whole mean-field steps 0.1-0.4 ms faster (about 22.5 ms; medians of 101,
+    six processes). The same values, bit for bit.
 
     Parameters
     ----------
@@ -830,18 +860,16 @@ def splat_blur_many_cpu(lattices, values, pres, scratches, channels=None):
     list of ndarray of shape (M_i+1, C'), float32: every lattice's blurred values, in order.
     """
     c = _channels(values, channels)
-    sizes = [lattice.n_vertices for lattice in lattices]
-    main = int(np.argmax(sizes))
-    side = [i for i in range(len(lattices)) if i != main and sizes[i] <= config.SIDE_LATTICE_FRACTION * sizes[main]]
+    main, side = side_lattices([(lat.n_points, lat.d, lat.n_vertices) for lat in lattices], numba.get_num_threads())
     if not side:
         return [splat_blur_cpu(lattice, values, pre, False, scratch, channels)
                 for lattice, pre, scratch in zip(lattices, pres, scratches)]
-    ahead = prefetch_distance(values, config.AHEAD_VERTICES)
-    buffers = {i: _buffers(scratches[i], sizes[i], c, 1 if i == main else 2) for i in [main] + side}
+    buffers = {i: _buffers(scratches[i], lattices[i].n_vertices, c, 1 if i == main else 2) for i in [main] + side}
     pick = lambda name: tuple(getattr(lattices[i], name) for i in side)  # noqa: E731
     lattice, pre = lattices[main], pres[main]
     _splat_side_kernel(values, _NO_SCALE if pre is None else pre, lattice.starts, lattice.splat_point,
-                       lattice.splat_weight, buffers[main][0], ahead, lattice.splat_bounds(), *dynamic.schedule(),
+                       lattice.splat_weight, buffers[main][0], prefetch_distance(values, config.AHEAD_VERTICES),
+                       lattice.splat_bounds(), *dynamic.schedule(),
                        tuple(_NO_SCALE if pres[i] is None else pres[i] for i in side), pick("starts"),
                        pick("splat_point"), pick("splat_weight"), pick("n1"), pick("n2"),
                        tuple(buffers[i][0] for i in side), tuple(buffers[i][1] for i in side),

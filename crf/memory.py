@@ -43,8 +43,11 @@ model shares its smoothness lattice with the cache, so the two do not add up whi
 """
 import math
 
+import numba
+
 from crf import config, reduced
 from crf.densecrf import filters_complement
+from crf.lattice_cpu import side_lattices
 
 #: Assumed vertices per pixel of the bilateral lattice (see the module docstring).
 BILATERAL_VERTICES_PER_PIXEL = 1.2
@@ -61,7 +64,7 @@ def lattice_bytes(n_points, d, n_vertices, n_labels, side=False):
         N, the feature dimension, M and L.
     side : bool
         The mean field splats and blurs this lattice on one thread beside a larger one
-        (:func:`crf.lattice_cpu.splat_blur_many_cpu`), with two buffers at any size.
+        (:func:`crf.lattice_cpu.side_lattices`), with two buffers at any size.
 
     Returns
     -------
@@ -103,12 +106,12 @@ def estimate_bytes(height, width, n_labels, theta_gamma=3.0, bilateral_vertices=
         bilateral_vertices = math.ceil(BILATERAL_VERTICES_PER_PIXEL * n)
     if gaussian_vertices is None:  # at most d+1 = 3 a pixel, each corner of each point its own vertex
         gaussian_vertices = min(3 * n, math.ceil(GAUSSIAN_VERTICES_PER_PIXEL * n / theta_gamma ** 2))
-    side = config.SIDE_LATTICE_FRACTION * max(bilateral_vertices, gaussian_vertices)
-    return (8 * n * n_labels
-            + lattice_bytes(n, 5, bilateral_vertices, n_labels, bilateral_vertices < gaussian_vertices
-                            and bilateral_vertices <= side)
-            + lattice_bytes(n, 2, gaussian_vertices, n_labels, gaussian_vertices <= bilateral_vertices
-                            and gaussian_vertices <= side))
+    # The threads of a mean-field step: one below SERIAL_WORK values of Q (crf.lattice_cpu.threads_for).
+    channels = n_labels - 1 if filters_complement(n_labels) else n_labels
+    threads = numba.get_num_threads() if n * channels >= config.SERIAL_WORK else 1
+    _, side = side_lattices([(n, 5, bilateral_vertices), (n, 2, gaussian_vertices)], threads)
+    return (8 * n * n_labels + lattice_bytes(n, 5, bilateral_vertices, n_labels, 0 in side)
+            + lattice_bytes(n, 2, gaussian_vertices, n_labels, 1 in side))
 
 
 def estimate_reduced_bytes(height, width, n_labels, max_side=None, theta_gamma=3.0):

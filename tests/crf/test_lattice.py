@@ -405,34 +405,55 @@ def test_splat_blocks_change_no_result(monkeypatch, blocks, vertex_cost):
     np.testing.assert_array_equal(L.splat_blur_cpu(lat, v), reference)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
-def test_side_lattices_change_no_result(monkeypatch, fraction):
-    """The mean field's splat of several lattices: one of at most SIDE_LATTICE_FRACTION of the
-    largest one's vertices is splatted and blurred on one thread beside the largest one's splat.
-    With none, one or both smaller lattices so (three and four axes: the result in either
-    buffer), a scaling by ``pre``, fewer channels than the values have, 1, 2 or 5 workers and
-    buffers that held NaN, then reused: each lattice's own ``splat_blur_cpu``, bit for bit."""
+@pytest.mark.parametrize("threads", [1, 2, 3, 4, 8])
+def test_side_lattices_are_those_no_thread_waits_on(threads):
+    """A lattice is a side task where its splat and blur fit one thread's share of the main splat
+    and itself; the main lattice is the one with the most splat work, wherever it is listed."""
+    bilateral, gaussian = (187500, 5, 180447), (187500, 2, 24540)  # 500x375 (bench/crf.py)
+    work = {s: lattice_cpu.splat_work(*s) for s in (bilateral, gaussian)}
+    side_work = work[gaussian] + 3 * gaussian[2]
+    fits = side_work * threads <= work[bilateral] + side_work
+    assert fits == (threads <= 3)
+    assert lattice_cpu.side_lattices([bilateral, gaussian], threads) == (0, [1] if fits else [])
+    assert lattice_cpu.side_lattices([gaussian, bilateral, gaussian], threads) == (1, [0, 2] if fits else [])
+    assert lattice_cpu.side_lattices([bilateral, bilateral], threads) == (0, [1] if threads == 1 else [])
+    # more vertices, less splat work: not the main lattice
+    assert lattice_cpu.side_lattices([(1000, 5, 500), (1000, 2, 900)], 1) == (0, [1])
+
+
+@pytest.mark.parametrize("side", [False, True])
+def test_side_lattices_change_no_result(monkeypatch, side):
+    """The mean field's splat of several lattices, with and without side tasks (one or both
+    smaller lattices splatted and blurred on one thread; three and four axes: the result in
+    either buffer), a scaling by ``pre``, fewer channels than the values have, 1, 2 or 5
+    workers and buffers that held NaN, then reused: each lattice's own ``splat_blur_cpu``,
+    bit for bit."""
     rng = np.random.default_rng(23)
     n = 3000
     big = L.build((rng.random((n, 5)) * 6).astype(np.float32), backend="cpu")
     small = L.build((rng.random((n, 2)) * 3).astype(np.float32), backend="cpu")  # three axes
     mid = L.build((rng.random((n, 3)) * 20).astype(np.float32), backend="cpu")  # four axes
-    assert small.n_vertices <= 0.25 * big.n_vertices < mid.n_vertices <= big.n_vertices
     lattices = [small, big, mid]
+    shapes = [(lat.n_points, lat.d, lat.n_vertices) for lat in lattices]
+    monkeypatch.setattr(crf_config, "SIDE_LATTICES", side)
+    assert lattice_cpu.side_lattices(shapes, 1) == (1, [0, 2] if side else [])
+    assert lattice_cpu.side_lattices(shapes, 2) == (1, [0] if side else [])
     values = rng.random((n, 5)).astype(np.float32)
     pres = [(rng.random(n) + 0.5).astype(np.float32), None, (rng.random(n) + 0.5).astype(np.float32)]
     want = [L.splat_blur_cpu(lat, values, pre, False, None, 4) for lat, pre in zip(lattices, pres)]
-    monkeypatch.setattr(crf_config, "SIDE_LATTICE_FRACTION", fraction)
-    for n_workers in (1, 2, 5):
-        monkeypatch.setattr(lattice_cpu.dynamic, "schedule",
-                            lambda: (np.zeros((n_workers, 16), np.int64), n_workers))
-        # Buffers of NaN: every value read must have been written by this call.
-        scratches = [[np.full((lat.n_vertices + 1, 4), np.nan, np.float32) for _ in range(2)] for lat in lattices]
-        for _ in range(2):  # the second time into the buffers of the first
-            got = lattice_cpu.splat_blur_many_cpu(lattices, values, pres, scratches, 4)
-            for lat, a, b in zip(lattices, got, want):
-                assert a.shape == (lat.n_vertices + 1, 4)
-                np.testing.assert_array_equal(a, b)
+    for threads in (1, 2):
+        for n_workers in (1, 2, 5):
+            monkeypatch.setattr(lattice_cpu.numba, "get_num_threads", lambda: threads)
+            monkeypatch.setattr(lattice_cpu.dynamic, "schedule",
+                                lambda: (np.zeros((n_workers, 16), np.int64), n_workers))
+            # Buffers of NaN: every value read must have been written by this call.
+            scratches = [[np.full((lat.n_vertices + 1, 4), np.nan, np.float32) for _ in range(2)]
+                         for lat in lattices]
+            for _ in range(2):  # the second time into the buffers of the first
+                got = lattice_cpu.splat_blur_many_cpu(lattices, values, pres, scratches, 4)
+                for lat, a, b in zip(lattices, got, want):
+                    assert a.shape == (lat.n_vertices + 1, 4)
+                    np.testing.assert_array_equal(a, b)
 
 
 def test_side_lattices_hold_two_buffers_as_the_memory_estimate_says():

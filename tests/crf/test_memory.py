@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 import crf
+from crf import config as crf_config
 from crf import memory
 from crf.synthetic import photo, smooth_logits
 
@@ -33,6 +34,23 @@ def test_the_estimate_counts_every_array_when_the_vertices_are_known(height, wid
     q = model.inference(2)
     m_bilateral, m_gaussian = (k.lattice.n_vertices for k in model.kernels)
     assert memory.estimate_bytes(height, width, n_labels, 3, m_bilateral, m_gaussian) == _held_bytes(model, q)
+
+
+def test_the_estimate_follows_the_threads_of_a_mean_field_step(monkeypatch):
+    """With many threads the Gaussian lattice has its own parallel stages (one buffer where its
+    values fit the in-place blur); a step of fewer than SERIAL_WORK values of Q runs on one
+    thread, where it is splatted and blurred beside the bilateral splat (two buffers)."""
+    monkeypatch.setattr(memory.numba, "get_num_threads", lambda: 64)
+
+    def expected(height, width, n_labels, m_bilateral, m_gaussian, side):
+        n = height * width
+        return (8 * n * n_labels + memory.lattice_bytes(n, 5, m_bilateral, n_labels)
+                + memory.lattice_bytes(n, 2, m_gaussian, n_labels, side))
+
+    assert 24 * 32 * 4 < crf_config.SERIAL_WORK <= 120 * 160 * 20
+    assert memory.estimate_bytes(24, 32, 4, 3, 3806, 123) == expected(24, 32, 4, 3806, 123, True)
+    assert memory.estimate_bytes(120, 160, 21, 3, 23000, 2560) == expected(120, 160, 21, 23000, 2560, False)
+    assert expected(120, 160, 21, 23000, 2560, False) < expected(120, 160, 21, 23000, 2560, True)
 
 
 def test_the_default_vertex_counts_hold_on_a_photograph():
