@@ -759,6 +759,7 @@ def _buffers(scratch, m, c, count):
 
 
 def _channels(values, channels):
+    """How many of the (N, C) values' channels to filter: ``channels``, or all C for None."""
     c = values.shape[1] if channels is None else int(channels)
     if not 0 < c <= values.shape[1]:
         raise ValueError(f"channels must be 1 to {values.shape[1]}, got {channels!r}")
@@ -865,13 +866,14 @@ def splat_blur_many_cpu(lattices, values, pres, scratches, channels=None):
         return [splat_blur_cpu(lattice, values, pre, False, scratch, channels)
                 for lattice, pre, scratch in zip(lattices, pres, scratches)]
     buffers = {i: _buffers(scratches[i], lattices[i].n_vertices, c, 1 if i == main else 2) for i in [main] + side}
-    pick = lambda name: tuple(getattr(lattices[i], name) for i in side)  # noqa: E731
+    # the side lattices' arrays, one tuple per argument of the kernel
+    side_arrays = [tuple(getattr(lattices[i], name) for i in side)
+                   for name in ("starts", "splat_point", "splat_weight", "n1", "n2")]
     lattice, pre = lattices[main], pres[main]
     _splat_side_kernel(values, _NO_SCALE if pre is None else pre, lattice.starts, lattice.splat_point,
                        lattice.splat_weight, buffers[main][0], prefetch_distance(values, config.AHEAD_VERTICES),
                        lattice.splat_bounds(), *dynamic.schedule(),
-                       tuple(_NO_SCALE if pres[i] is None else pres[i] for i in side), pick("starts"),
-                       pick("splat_point"), pick("splat_weight"), pick("n1"), pick("n2"),
+                       tuple(_NO_SCALE if pres[i] is None else pres[i] for i in side), *side_arrays,
                        tuple(buffers[i][0] for i in side), tuple(buffers[i][1] for i in side),
                        dynamic.task_counter())
     out = [None] * len(lattices)
