@@ -562,8 +562,6 @@ def _splat_blur_serial(values, pre, starts, points, point_weights, n1, n2, lat, 
     """A whole splat into ``lat`` and the two-buffer blur of every axis in order, on the
     calling thread: the result is in ``tmp`` after an odd number of axes, else in ``lat``."""
     m = starts.shape[0] - 1
-    c = lat.shape[1]
-    half = np.float32(0.5)
     _splat_vertices(values, pre, starts, points, point_weights, lat, ahead, 0, m)
     _clear_row(lat, m)
     _clear_row(tmp, m)
@@ -571,9 +569,7 @@ def _splat_blur_serial(values, pre, starts, points, point_weights, n1, n2, lat, 
     for j in range(n1.shape[0]):
         row1, row2 = n1[j], n2[j]
         for v in range(m):
-            a, b = row1[v], row2[v]
-            for ch in range(c):
-                dst[v, ch] = src[v, ch] + half * (src[a, ch] + src[b, ch])
+            _blur_vertex(src, dst, v, row1[v], row2[v])
         src, dst = dst, src
 
 
@@ -658,6 +654,15 @@ def _blur_kernel(lat, order, bounds):
                     row[ch] = row[ch] + half * (prev[ch] + np.float32(0.0))
 
 
+@njit(inline="always")
+def _blur_vertex(src, dst, v, a, b):
+    """One vertex of a two-buffer blur pass: ``dst[v] = src[v] + 0.5 (src[a] + src[b])``, its n1 and n2
+    neighbours a and b (row M, zero, where there is none)."""
+    half = np.float32(0.5)
+    for ch in range(src.shape[1]):
+        dst[v, ch] = src[v, ch] + half * (src[a, ch] + src[b, ch])
+
+
 @njit(parallel=True, cache=True)
 def _blur_two_buffer_kernel(src, n1, n2, dst, ahead, size, counters, n_workers):
     """One axis: ``dst = src + 0.5 (src[n1] + src[n2])``; row M (absent neighbour) stays 0.
@@ -667,8 +672,6 @@ def _blur_two_buffer_kernel(src, n1, n2, dst, ahead, size, counters, n_workers):
     v + ``ahead`` are prefetched (0: none).
     """
     m = n1.shape[0]
-    c = src.shape[1]
-    half = np.float32(0.5)
     ahead, last = np.uint64(ahead), np.uint64(m)  # unsigned, as the blocks (no float64 mixing)
     n_blocks = (last + np.uint64(size - 1)) // np.uint64(size)
     for worker in prange(n_workers):
@@ -681,12 +684,8 @@ def _blur_two_buffer_kernel(src, n1, n2, dst, ahead, size, counters, n_workers):
                 if ahead > 0 and v + ahead < last:
                     prefetch_row(src, n1[v + ahead])
                     prefetch_row(src, n2[v + ahead])
-                a = n1[v]
-                b = n2[v]
-                for ch in range(c):
-                    dst[v, ch] = src[v, ch] + half * (src[a, ch] + src[b, ch])
-    for ch in range(c):
-        dst[m, ch] = 0
+                _blur_vertex(src, dst, v, n1[v], n2[v])
+    _clear_row(dst, m)
 
 
 @njit(inline="always")
