@@ -223,6 +223,7 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, com
     """Points ``p0`` to ``p1 - 1`` of :func:`_slice_messages_kernel` (uint64), with its scratch arrays."""
     n_labels = u.shape[1]
     n_kernels = len(lats)
+    point = sliced[0]  # (L,): the point's slice, written by slice_point as row 0 of sliced (1, L)
     for p in range(p0, p1):
         for lab in range(n_labels):
             energy[p - p0, lab] = -u[p, lab]
@@ -233,20 +234,20 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, com
             if ahead > 0 and p + ahead < last:  # ask for the rows of a point a few ahead (crf.prefetch)
                 for k in range(d1):
                     prefetch_row(lat, off[p + ahead, k])
-            slice_point(lat, off, wt, alphas[m], p, sliced)
+            slice_point(lat, off, wt, alphas[m], p, sliced, 0)
             if lat.shape[1] < n_labels:  # the last label: K pre minus the others (Q sums to 1)
-                sliced[n_labels - 1] = comps[m][p] - _row_sum(sliced, n_labels - 1)
+                point[n_labels - 1] = comps[m][p] - _row_sum(point, n_labels - 1)
             s = post[p] if post.shape[0] > 0 else np.float32(1.0)
             row = energy[p - p0]
             if mu.shape[0] == 0:  # Potts or diagonal: one coefficient per label
                 for lab in range(n_labels):
-                    row[lab] += (s * coef[lab]) * sliced[lab]
+                    row[lab] += (s * coef[lab]) * point[lab]
             else:
                 sc = s * coef[0]
                 for lab in range(n_labels):
                     acc = np.float32(0.0)
                     for k in range(n_labels):
-                        acc += sliced[k] * mu[k, lab]
+                        acc += point[k] * mu[k, lab]
                     row[lab] -= sc * acc
     for p in range(p0, p1):
         for lab in range(n_labels):
@@ -274,7 +275,7 @@ def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, co
     n_blocks = (last + np.uint64(_BLOCK - 1)) // np.uint64(_BLOCK)
     for worker in prange(n_workers):
         energy = np.empty((_BLOCK, n_labels), np.float32)  # a block's energies, points first
-        sliced = np.empty(n_labels, np.float32)
+        sliced = np.empty((1, n_labels), np.float32)  # one point's slice
         block = np.empty((n_labels, _BLOCK), np.float32)  # the same, label-major, for the softmax
         top, total = np.empty(_BLOCK, np.float32), np.empty(_BLOCK, np.float32)
         bits = np.empty(_BLOCK, np.int32)

@@ -1,0 +1,161 @@
+"""Row arithmetic in explicit vectors, for the lattice's Numba CPU kernels.
+
+The splat, blur and slice combine rows of C float32 channels (C = the labels, 21 for
+VOC, 20 where the mean field derives the last one). LLVM vectorises such a loop
+with a vector width and an unroll factor fitted to long loops: its main loop takes
+64 channels at a time, so a row of 20 runs through an 8-wide epilogue twice and a
+scalar one four times, after run-time checks that the rows do not overlap. These
+functions emit the vector instructions themselves (LLVM IR ``<16 x float>``, then
+8, 4, 2 and 1 lanes for the rest): a row of 20 is one 16-lane and one 4-lane
+operation, with no loop and no overlap checks. LLVM lowers the vectors to what the
+processor has (one AVX-512 register, two AVX2 ones, four NEON ones).
+
+Every lane does what the scalar loop does to its channel, the same operations in
+the same order (a product, then a sum; never fused into one FMA), so the results
+are bit for bit those of the loops they replace (``tests/crf/test_simd.py``).
+The splat, blur and slice with these rows, whole mean-field steps at 500x375 with 21
+labels (medians of 61-101, alternated with the loops in one process): 22.0-22.5 ->
+19.9-20.5 ms on 2 threads, 43.3-45.6 -> 39.0-41.1 ms on one; 1000x750: 91.5 -> 84.0 ms
+(``bench/RESULTS.md`` (16)). The mean field's per-label loops (messages, softmax) gained
+nothing from them and keep LLVM's vectors.
+
+Rows are given as ``(array, row)`` of a C-contiguous 2-D float32 array; the
+functions read and write the first ``c`` channels of each row and check no
+bounds (as the kernels' loops, which Numba compiles without bounds checks).
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_F32 = ir.FloatType()
+_WIDTHS = (8, 4, 2, 1)  # the chunks after the 16-lane ones: c % 16 = 8a + 4b + 2c + d
+
+
+def _vector_type(lanes):
+    return ir.VectorType(_F32, lanes) if lanes > 1 else _F32
+
+
+def _splat(builder, scalar, lanes):
+    """``scalar`` (float) in every lane of a vector."""
+    if lanes == 1:
+        return scalar
+    vector = _vector_type(lanes)
+    first = builder.insert_element(ir.Constant(vector, None), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, ir.Constant(vector, None),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+
+def _load(builder, row, offset, lanes):
+    """``lanes`` floats from ``row + offset`` (any alignment)."""
+    address = builder.bitcast(builder.gep(row, [offset]), _vector_type(lanes).as_pointer())
+    return builder.load(address, align=4)
+
+
+def _store(builder, value, row, offset, lanes):
+    address = builder.bitcast(builder.gep(row, [offset]), _vector_type(lanes).as_pointer())
+    builder.store(value, address, align=4)
+
+
+def _row_pointer(context, builder, array_type, array_value, row, row_type):
+    """Pointer to element 0 of ``array[row]``, a C-contiguous 2-D array."""
+    array = context.make_array(array_type)(context, builder, array_value)
+    index = context.cast(builder, row, row_type, types.intp)
+    zero = context.get_constant(types.intp, 0)
+    return cgutils.get_item_pointer(context, builder, array_type, array, [index, zero],
+                                    wraparound=False, boundscheck=False)
+
+
+def _over_channels(builder, count, chunk):
+    """Call ``chunk(offset, lanes)`` over channels 0..count-1: 16 lanes at a time, then 8, 4, 2, 1."""
+    count_type = count.type
+    full = builder.udiv(count, ir.Constant(count_type, 16))
+    with cgutils.for_range(builder, full) as loop:
+        chunk(builder.mul(loop.index, ir.Constant(count_type, 16)), 16)
+    offset = builder.mul(full, ir.Constant(count_type, 16))
+    for lanes in _WIDTHS:
+        present = builder.and_(count, ir.Constant(count_type, lanes))
+        with builder.if_then(builder.icmp_unsigned("!=", present, ir.Constant(count_type, 0))):
+            chunk(offset, lanes)
+        offset = builder.add(offset, present)
+
+
+def _is_matrix(array):
+    return isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" \
+        and array.dtype == types.float32
+
+
+def _weighted_sum(accumulate, out, out_row, src, rows, weights, c):
+    """The signature and codegen of :func:`weighted_sum` and :func:`add_weighted_sum` (None: not these types)."""
+    if not (_is_matrix(out) and _is_matrix(src) and isinstance(rows, types.UniTuple)
+            and isinstance(weights, types.UniTuple) and rows.count == weights.count
+            and isinstance(rows.dtype, types.Integer) and weights.dtype == types.float32
+            and isinstance(out_row, types.Integer) and isinstance(c, types.Integer)):
+        return None
+    n_rows = rows.count
+
+    def codegen(context, builder, signature, args):
+        out_type, row_type, src_type, rows_type, _, c_type = signature.args
+        target = _row_pointer(context, builder, out_type, args[0], args[1], row_type)
+        sources = [_row_pointer(context, builder, src_type, args[2], r, rows_type.dtype)
+                   for r in cgutils.unpack_tuple(builder, args[3], n_rows)]
+        scales = cgutils.unpack_tuple(builder, args[4], n_rows)
+        count = context.cast(builder, args[5], c_type, types.intp)
+
+        def chunk(offset, lanes):
+            total = _load(builder, target, offset, lanes) if accumulate else None
+            for source, scale in zip(sources, scales):
+                term = builder.fmul(_splat(builder, scale, lanes), _load(builder, source, offset, lanes))
+                total = term if total is None else builder.fadd(total, term)
+            _store(builder, total, target, offset, lanes)
+
+        _over_channels(builder, count, chunk)
+        return context.get_dummy_value()
+
+    return types.void(out, out_row, src, rows, weights, c), codegen
+
+
+@intrinsic
+def weighted_sum(typingctx, out, out_row, src, rows, weights, c):
+    """``out[out_row, :c] = w[0] * src[rows[0], :c] + w[1] * src[rows[1], :c] + ...``
+
+    Summed left to right, each product rounded before it is added, as the scalar loop
+    ``out[i] = w0 * a[i] + w1 * b[i] + ...``. ``rows``: a tuple of K integers, ``weights``
+    (w): a tuple of K float32; ``out`` and ``src``: (N, C) float32, C-contiguous.
+    """
+    return _weighted_sum(False, out, out_row, src, rows, weights, c)
+
+
+@intrinsic
+def add_weighted_sum(typingctx, out, out_row, src, rows, weights, c):
+    """``out[out_row, :c] = out[out_row, :c] + w[0] * src[rows[0], :c] + ...``, left to right."""
+    return _weighted_sum(True, out, out_row, src, rows, weights, c)
+
+
+@intrinsic
+def blur_row(typingctx, src, dst, v, a, b, c):
+    """``dst[v, :c] = src[v, :c] + 0.5 (src[a, :c] + src[b, :c])``: one vertex of a blur pass.
+
+    In that order: the neighbours' sum, halved, added to the vertex's own value.
+    """
+    if not (_is_matrix(src) and _is_matrix(dst) and all(isinstance(x, types.Integer) for x in (v, a, b, c))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_type, dst_type, v_type, a_type, b_type, c_type = signature.args
+        own = _row_pointer(context, builder, src_type, args[0], args[2], v_type)
+        first = _row_pointer(context, builder, src_type, args[0], args[3], a_type)
+        second = _row_pointer(context, builder, src_type, args[0], args[4], b_type)
+        target = _row_pointer(context, builder, dst_type, args[1], args[2], v_type)
+        count = context.cast(builder, args[5], c_type, types.intp)
+
+        def chunk(offset, lanes):
+            pair = builder.fadd(_load(builder, first, offset, lanes), _load(builder, second, offset, lanes))
+            halved = builder.fmul(_splat(builder, ir.Constant(_F32, 0.5), lanes), pair)
+            _store(builder, builder.fadd(_load(builder, own, offset, lanes), halved), target, offset, lanes)
+
+        _over_channels(builder, count, chunk)
+        return context.get_dummy_value()
+
+    return types.void(src, dst, v, a, b, c), codegen
+
