@@ -43,6 +43,7 @@ from crf import dynamic
 from crf.dynamic import next_block, span
 from crf.lattice_cpu import prefetch_distance, slice_point
 from crf.prefetch import prefetch_row
+from crf.simd import transpose_tile
 
 KIND_POTTS, KIND_DIAGONAL, KIND_MATRIX = 0, 1, 2
 _BLOCK = 256  # points per parallel work item (scratch rows per item)
@@ -59,6 +60,22 @@ _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.flo
 
 
 @njit(inline="always")
+def _transpose(src, dst, dst_row, rows, cols):
+    """``dst[dst_row + j, i] = src[i, j]`` for i < ``rows``, j < ``cols``: tiles of 16 x 16 in
+    vector registers (:func:`crf.simd.transpose_tile`), the edges value by value."""
+    full_rows, full_cols = rows - rows % 16, cols - cols % 16
+    for r in range(0, full_rows, 16):
+        for c in range(0, full_cols, 16):
+            transpose_tile(src, r, c, dst, dst_row + c, r)
+        for c in range(full_cols, cols):
+            for i in range(r, r + 16):
+                dst[dst_row + c, i] = src[i, c]
+    for i in range(full_rows, rows):
+        for c in range(cols):
+            dst[dst_row + c, i] = src[i, c]
+
+
+@njit(inline="always")
 def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
     """``out[p0 + i] = softmax(block[:, i])`` for the columns i < count of ``block`` (L, B);
     with ``labels_major``, ``out[:, p0 + i]`` instead (``out`` (L, N) rather than (N, L)).
@@ -67,8 +84,9 @@ def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
     The block holds B points label-major, so that every loop below runs over the
     points of one label: LLVM vectorises those loops (no reduction across a
     vector), while each point still takes its max, exp sum and division label by
-    label, in the same order as a loop over one point's labels. ``top``,
-    ``total`` (B,) float32 and ``bits`` (B,) int32 are scratch.
+    label, in the same order as a loop over one point's labels. A points-first
+    ``out`` gets the block's columns in tiles (:func:`_transpose`). ``block`` is
+    overwritten; ``top``, ``total`` (B,) float32 and ``bits`` (B,) int32 are scratch.
     """
     n_labels = block.shape[0]
     scale = bits.view(np.float32)
@@ -100,9 +118,10 @@ def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
             for i in range(count):
                 out[lab, p0 + i] = block[lab, i] * total[i]
     else:  # every label, or all but the last into a narrow Q (crf.densecrf.HostRunner.start)
-        for i in range(count):
-            for lab in range(out.shape[1]):
-                out[p0 + i, lab] = block[lab, i] * total[i]
+        for lab in range(out.shape[1]):
+            for i in range(count):
+                block[lab, i] = block[lab, i] * total[i]
+        _transpose(block, out, p0, out.shape[1], count)
 
 
 def add_message_numpy(energy, qf, w, kind, mu):
@@ -249,9 +268,7 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, com
                     for k in range(n_labels):
                         acc += point[k] * mu[k, lab]
                     row[lab] -= sc * acc
-    for p in range(p0, p1):
-        for lab in range(n_labels):
-            block[lab, p - p0] = energy[p - p0, lab]
+    _transpose(energy, block, 0, p1 - p0, n_labels)
     _softmax_block(block, p1 - p0, q_out, p0, top, total, bits, labels_major)
 
 

@@ -1,4 +1,4 @@
-"""Row arithmetic in explicit vectors, for the lattice's Numba CPU kernels.
+"""Row arithmetic and tile transposes in explicit vectors, for the CRF's Numba CPU kernels.
 
 The splat, blur and slice combine rows of C float32 channels (C = the labels, 21 for
 VOC, 20 where the mean field derives the last one). LLVM vectorises such a loop
@@ -16,8 +16,10 @@ are bit for bit those of the loops they replace (``tests/crf/test_simd.py``).
 The splat, blur and slice with these rows, whole mean-field steps at 500x375 with 21
 labels (medians of 61-101, alternated with the loops in one process): 22.0-22.5 ->
 19.9-20.5 ms on 2 threads, 43.3-45.6 -> 39.0-41.1 ms on one; 1000x750: 91.5 -> 84.0 ms
-(``bench/RESULTS.md`` (16)). The mean field's per-label loops (messages, softmax) gained
-nothing from them and keep LLVM's vectors.
+(``bench/RESULTS.md`` (16)). The mean field's fused pass moves its energies between
+points-first rows and label-major blocks as 16 x 16 tiles in vector registers
+(:func:`transpose_tile`): 20.8-21.1 -> 20.3 ms a step, 40.8 -> 39.4 ms on one thread. Its
+per-label message loop gained nothing from vector rows and keeps LLVM's vectors.
 
 Rows are given as ``(array, row)`` of a C-contiguous 2-D float32 array; the
 functions read and write the first ``c`` channels of each row and check no
@@ -159,3 +161,49 @@ def blur_row(typingctx, src, dst, v, a, b, c):
 
     return types.void(src, dst, v, a, b, c), codegen
 
+
+
+def _transpose_stage(builder, rows, bit):
+    """Swap bit ``bit`` of the row number with the same bit of the lane number in 16 vectors of 16."""
+    lanes = range(16)
+    low = ir.Constant(ir.VectorType(ir.IntType(32), 16), [j if not j & bit else 16 + j - bit for j in lanes])
+    high = ir.Constant(ir.VectorType(ir.IntType(32), 16), [j + bit if not j & bit else 16 + j for j in lanes])
+    out = list(rows)
+    for i in range(16):
+        if not i & bit:
+            a, b = rows[i], rows[i | bit]
+            out[i], out[i | bit] = builder.shuffle_vector(a, b, low), builder.shuffle_vector(a, b, high)
+    return out
+
+
+@intrinsic
+def transpose_tile(typingctx, src, src_row, src_col, dst, dst_row, dst_col):
+    """``dst[dst_row + j, dst_col + i] = src[src_row + i, src_col + j]`` for i, j < 16: a 16 x 16 tile.
+
+    Sixteen 16-lane loads, four rounds of 16 lane shuffles (each swaps one bit of the row
+    number with the same bit of the lane number), sixteen 16-lane stores, instead of 256
+    scalar loads and stores. The values are moved, not computed: any bits go through.
+    Both arrays: C-contiguous 2-D float32 holding the whole tile.
+    """
+    if not (_is_matrix(src) and _is_matrix(dst)
+            and all(isinstance(x, types.Integer) for x in (src_row, src_col, dst_row, dst_col))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_type, src_row_type, src_col_type, dst_type, dst_row_type, dst_col_type = signature.args
+        to_intp = lambda value, kind: context.cast(builder, value, kind, types.intp)  # noqa: E731
+        src_col_index, dst_col_index = to_intp(args[2], src_col_type), to_intp(args[5], dst_col_type)
+        rows = []
+        for i in range(16):
+            row = builder.add(to_intp(args[1], src_row_type), context.get_constant(types.intp, i))
+            start = _row_pointer(context, builder, src_type, args[0], row, types.intp)
+            rows.append(_load(builder, start, src_col_index, 16))
+        for bit in (1, 2, 4, 8):
+            rows = _transpose_stage(builder, rows, bit)
+        for j in range(16):
+            row = builder.add(to_intp(args[4], dst_row_type), context.get_constant(types.intp, j))
+            start = _row_pointer(context, builder, dst_type, args[3], row, types.intp)
+            _store(builder, rows[j], start, dst_col_index, 16)
+        return context.get_dummy_value()
+
+    return types.void(src, src_row, src_col, dst, dst_row, dst_col), codegen

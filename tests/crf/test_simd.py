@@ -1,10 +1,11 @@
-"""The explicit vector rows of crf.simd against the scalar loops they replace, bit for bit."""
+"""The explicit vector rows and tiles of crf.simd against the scalar loops they replace, bit for bit."""
 import numpy as np
 import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from crf.simd import add_weighted_sum, blur_row, weighted_sum
+from crf import meanfield
+from crf.simd import add_weighted_sum, blur_row, transpose_tile, weighted_sum
 
 # Every tail the chunks of 16, 8, 4, 2 and 1 lanes can leave, and rows longer than one chunk.
 CHANNELS = list(range(0, 34)) + [47, 64, 85]
@@ -121,3 +122,31 @@ def test_other_types_are_refused():
               False)
     with pytest.raises(TypingError):
         _blur(np.zeros((2, 4), np.float64), np.zeros((2, 4), np.float64), 0, 1, 1, 4)
+
+
+@njit
+def _tile(src, src_row, src_col, dst, dst_row, dst_col):
+    transpose_tile(src, src_row, src_col, dst, dst_row, dst_col)
+
+
+def test_transpose_tile_moves_every_bit():
+    rng = np.random.default_rng(3)
+    src = _values(rng, (40, 37))
+    for src_row, src_col, dst_row, dst_col in [(0, 0, 0, 0), (3, 5, 7, 11), (24, 21, 14, 34)]:
+        dst = _values(rng, (30, 50))
+        expected = dst.copy()
+        expected[dst_row:dst_row + 16, dst_col:dst_col + 16] = src[src_row:src_row + 16, src_col:src_col + 16].T
+        _tile(src, src_row, src_col, dst, dst_row, dst_col)
+        np.testing.assert_array_equal(dst.view(np.int32), expected.view(np.int32))  # NaN payloads too
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (15, 21), (16, 16), (16, 21), (21, 256), (256, 21), (250, 20),
+                                        (37, 45)])
+def test_mean_field_transpose_with_its_edges(rows, cols):
+    rng = np.random.default_rng(rows * cols)
+    src = rng.random((rows + 2, cols + 3)).astype(np.float32)
+    dst = rng.random((cols + 9, rows + 4)).astype(np.float32)
+    expected = dst.copy()
+    expected[5:5 + cols, :rows] = src[:rows, :cols].T
+    meanfield._transpose(src, dst, 5, rows, cols)
+    np.testing.assert_array_equal(dst, expected)
