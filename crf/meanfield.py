@@ -60,19 +60,19 @@ _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.flo
 
 
 @njit(inline="always")
-def _transpose(src, dst, dst_row, rows, cols):
-    """``dst[dst_row + j, i] = src[i, j]`` for i < ``rows``, j < ``cols``: tiles of 16 x 16 in
-    vector registers (:func:`crf.simd.transpose_tile`), the edges value by value."""
+def _transpose(src, src_row, dst, dst_row, rows, cols):
+    """``dst[dst_row + j, i] = src[src_row + i, j]`` for i < ``rows``, j < ``cols``: tiles of
+    16 x 16 in vector registers (:func:`crf.simd.transpose_tile`), the edges value by value."""
     full_rows, full_cols = rows - rows % 16, cols - cols % 16
     for r in range(0, full_rows, 16):
         for c in range(0, full_cols, 16):
-            transpose_tile(src, r, c, dst, dst_row + c, r)
+            transpose_tile(src, src_row + r, c, dst, dst_row + c, r)
         for c in range(full_cols, cols):
             for i in range(r, r + 16):
-                dst[dst_row + c, i] = src[i, c]
+                dst[dst_row + c, i] = src[src_row + i, c]
     for i in range(full_rows, rows):
         for c in range(cols):
-            dst[dst_row + c, i] = src[i, c]
+            dst[dst_row + c, i] = src[src_row + i, c]
 
 
 @njit(inline="always")
@@ -121,7 +121,7 @@ def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
         for lab in range(out.shape[1]):
             for i in range(count):
                 block[lab, i] = block[lab, i] * total[i]
-        _transpose(block, out, p0, out.shape[1], count)
+        _transpose(block, 0, out, p0, out.shape[1], count)
 
 
 def add_message_numpy(energy, qf, w, kind, mu):
@@ -161,10 +161,10 @@ def _softmax_kernel(energy, sign, out):
         bits = np.empty(_BLOCK, np.int32)
         p0 = b * _BLOCK
         count = min(n, p0 + _BLOCK) - p0
-        for i in range(count):
-            row = energy[p0 + i]
-            for lab in range(n_labels):
-                block[lab, i] = sign * row[lab]
+        _transpose(energy, p0, block, 0, count, n_labels)
+        for lab in range(n_labels):
+            for i in range(count):
+                block[lab, i] = sign * block[lab, i]
         _softmax_block(block, count, out, p0, top, total, bits, False)
 
 
@@ -268,7 +268,7 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, com
                     for k in range(n_labels):
                         acc += point[k] * mu[k, lab]
                     row[lab] -= sc * acc
-    _transpose(energy, block, 0, p1 - p0, n_labels)
+    _transpose(energy, 0, block, 0, p1 - p0, n_labels)
     _softmax_block(block, p1 - p0, q_out, p0, top, total, bits, labels_major)
 
 

@@ -147,6 +147,6 @@ def test_mean_field_transpose_with_its_edges(rows, cols):
     src = rng.random((rows + 2, cols + 3)).astype(np.float32)
     dst = rng.random((cols + 9, rows + 4)).astype(np.float32)
     expected = dst.copy()
-    expected[5:5 + cols, :rows] = src[:rows, :cols].T
-    meanfield._transpose(src, dst, 5, rows, cols)
+    expected[5:5 + cols, :rows] = src[2:2 + rows, :cols].T
+    meanfield._transpose(src, 2, dst, 5, rows, cols)
     np.testing.assert_array_equal(dst, expected)
