@@ -26,7 +26,8 @@ the points instead of four per kernel; given lattices of L - 1 labels, it
 derives the last label's slice from the others' (see
 :meth:`crf.densecrf.HostRunner.step`). :func:`softmax_cpu` gives the
 initial ``softmax(-U)``. Their exp is a vectorisable polynomial accurate to
-about one float32 ulp (see ``_softmax_block``).
+about one float32 ulp (see ``_softmax_block``). The rows of labels are combined
+and moved by the explicit vector operations of :mod:`crf.simd`.
 
 References
 ----------
@@ -43,7 +44,7 @@ from crf import dynamic
 from crf.dynamic import next_block, span
 from crf.lattice_cpu import prefetch_distance, slice_point
 from crf.prefetch import prefetch_row
-from crf.simd import transpose_tile
+from crf.simd import add_sliced_message, row_sum, transpose_tile
 
 KIND_POTTS, KIND_DIAGONAL, KIND_MATRIX = 0, 1, 2
 _BLOCK = 256  # points per parallel work item (scratch rows per item)
@@ -222,18 +223,24 @@ def scale_rows(values, scale, out, backend):
     return out
 
 
-# The one use of fastmath in the CRF: "reassoc" lets LLVM add the row in vector lanes. In
-# sequence, or in four or eight interleaved partial sums (which LLVM did not vectorise), the
-# fused pass took 0.75-1.6 ms longer at 500x375 with 21 labels, against 0.3 ms with it; the sum
-# differs from the sequential one by rounding only (a few float32 ulps of K 1; bench/RESULTS.md
-# (13), tests/crf/test_densecrf.py).
-@njit(fastmath={"reassoc"}, cache=True)
-def _row_sum(row, n):
-    """``sum(row[:n])``, float32, in whatever order LLVM vectorises."""
-    total = np.float32(0.0)
-    for i in range(n):
-        total += row[i]
-    return total
+@njit(inline="always")
+def _add_message(energy, row, lat, offsets, weights, alpha, p, coef, s, comp):
+    """Point p's Potts or diagonal message into ``energy[row]`` for d + 1 = 6 or 3 (the bilateral
+    and Gaussian kernels): :func:`crf.simd.add_sliced_message`, the slice kept in registers.
+
+    The same slice as :func:`crf.lattice_cpu.slice_point`, the same complement and message as
+    the loops of :func:`_slice_messages_block`; it saves their store and reload of the slice:
+    the fused pass 7.4 -> 6.9 ms, a step 18.6-20.3 -> 18.0-19.5 ms (500x375, 21 labels, 2 threads).
+    """
+    c = lat.shape[1]
+    if offsets.shape[1] == 6:
+        add_sliced_message(energy, row, lat, (offsets[p, 0], offsets[p, 1], offsets[p, 2],
+                                              offsets[p, 3], offsets[p, 4], offsets[p, 5]),
+                           (weights[p, 0] * alpha, weights[p, 1] * alpha, weights[p, 2] * alpha,
+                            weights[p, 3] * alpha, weights[p, 4] * alpha, weights[p, 5] * alpha), c, coef, s, comp)
+    else:
+        add_sliced_message(energy, row, lat, (offsets[p, 0], offsets[p, 1], offsets[p, 2]),
+                           (weights[p, 0] * alpha, weights[p, 1] * alpha, weights[p, 2] * alpha), c, coef, s, comp)
 
 
 @njit(inline="always")
@@ -249,20 +256,25 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, com
     for m in range(n_kernels):
         lat, off, wt, post, coef, mu = lats[m], offsets[m], weights[m], posts[m], coefs[m], mus[m]
         ahead, d1 = np.uint64(aheads[m]), off.shape[1]
+        in_registers = mu.shape[0] == 0 and (d1 == 6 or d1 == 3)  # see _add_message
         for p in range(p0, p1):
             if ahead > 0 and p + ahead < last:  # ask for the rows of a point a few ahead (crf.prefetch)
                 for k in range(d1):
                     prefetch_row(lat, off[p + ahead, k])
+            s = post[p] if post.shape[0] > 0 else np.float32(1.0)
+            comp = comps[m][p] if lat.shape[1] < n_labels else np.float32(0.0)
+            if in_registers:
+                _add_message(energy, p - p0, lat, off, wt, alphas[m], p, coef, s, comp)
+                continue
             slice_point(lat, off, wt, alphas[m], p, sliced, 0)
             if lat.shape[1] < n_labels:  # the last label: K pre minus the others (Q sums to 1)
-                point[n_labels - 1] = comps[m][p] - _row_sum(point, n_labels - 1)
-            s = post[p] if post.shape[0] > 0 else np.float32(1.0)
+                point[n_labels - 1] = comp - row_sum(sliced, 0, n_labels - 1)
             row = energy[p - p0]
             if mu.shape[0] == 0:  # Potts or diagonal: one coefficient per label
                 for lab in range(n_labels):
-                    row[lab] += (s * coef[lab]) * point[lab]
+                    row[lab] += (s * coef[0, lab]) * point[lab]
             else:
-                sc = s * coef[0]
+                sc = s * coef[0, 0]
                 for lab in range(n_labels):
                     acc = np.float32(0.0)
                     for k in range(n_labels):
@@ -277,11 +289,12 @@ def _slice_messages_kernel(lats, offsets, weights, alphas, posts, coefs, mus, co
                            aheads, counters, n_workers):
     """Per block of points: slice every kernel's lattice, add its message to -U, softmax.
 
-    Kernel m adds ``post[p] * coefs[m][l] * slice_m(p, l)`` to the energy of label l when
-    ``mus[m]`` is empty (Potts and diagonal penalties: ``coefs`` holds the weight, the sign and
-    the penalty), else ``-post[p] * coefs[m][0] * (slice_m(p) @ mus[m])``; ``slice_m`` is
-    :func:`crf.lattice_cpu.slice_point` with the lattice's ``alphas[m]``. A lattice of L - 1
-    channels holds all labels but the last, whose slice is ``comps[m][p]`` minus the others'.
+    Kernel m adds ``post[p] * coefs[m][0, l] * slice_m(p, l)`` to the energy of label l when
+    ``mus[m]`` is empty (Potts and diagonal penalties: ``coefs`` (1, L) holds the weight, the
+    sign and the penalty), else ``-post[p] * coefs[m][0, 0] * (slice_m(p) @ mus[m])``;
+    ``slice_m`` is :func:`crf.lattice_cpu.slice_point` with the lattice's ``alphas[m]``. A
+    lattice of L - 1 channels holds all labels but the last, whose slice is ``comps[m][p]``
+    minus the others' (summed as :func:`crf.simd.row_sum` sums).
     The loop over kernels is outside the loop over a block's points, so that each kernel's
     arrays are picked once per block. The lattice rows of point p + ``aheads[m]`` are
     prefetched for kernel m (0: none). A thread that is done with its blocks takes over those
@@ -309,18 +322,18 @@ _NO_SCALE = np.empty(0, np.float32)
 
 
 def _message_coefficients(kernel, n_labels):
-    """``(coefs (L,), mu)`` of one kernel for :func:`_slice_messages_kernel`.
+    """``(coefs (1, L), mu)`` of one kernel for :func:`_slice_messages_kernel`.
 
     Potts ``s (1 - I)``: ``+ w s`` for every label (the per-point constant dropped, see the
-    module docstring); diagonal ``diag(v)``: ``- w v``; a matrix: ``coefs[0] = w`` and the
+    module docstring); diagonal ``diag(v)``: ``- w v``; a matrix: ``coefs[0, 0] = w`` and the
     matrix itself.
     """
     scale = np.float32(kernel.w)
     if kernel.kind == KIND_POTTS:
-        return np.full(n_labels, scale * kernel.mu[0], np.float32), _NO_MATRIX
+        return np.full((1, n_labels), scale * kernel.mu[0], np.float32), _NO_MATRIX
     if kernel.kind == KIND_DIAGONAL:
-        return (-scale * kernel.mu).astype(np.float32), _NO_MATRIX
-    return np.full(n_labels, scale, np.float32), np.ascontiguousarray(kernel.mu, np.float32)
+        return (-scale * kernel.mu).astype(np.float32).reshape(1, n_labels), _NO_MATRIX
+    return np.full((1, n_labels), scale, np.float32), np.ascontiguousarray(kernel.mu, np.float32)
 
 
 _NO_MATRIX = np.empty((0, 0), np.float32)

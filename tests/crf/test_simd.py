@@ -5,7 +5,7 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from crf import meanfield
-from crf.simd import add_weighted_sum, blur_row, transpose_tile, weighted_sum
+from crf.simd import add_sliced_message, add_weighted_sum, blur_row, row_sum, transpose_tile, weighted_sum
 
 # Every tail the chunks of 16, 8, 4, 2 and 1 lanes can leave, and rows longer than one chunk.
 CHANNELS = list(range(0, 34)) + [47, 64, 85]
@@ -150,3 +150,66 @@ def test_mean_field_transpose_with_its_edges(rows, cols):
     expected[5:5 + cols, :rows] = src[2:2 + rows, :cols].T
     meanfield._transpose(src, 2, dst, 5, rows, cols)
     np.testing.assert_array_equal(dst, expected)
+
+
+def _sum_by_halves(x):
+    """The reference of crf.simd.row_sum's order: chunks of 16, 8, 4, 2, 1 lanes in channel order,
+    each chunk's lanes summed by halves, the chunk sums added to a running total from 0."""
+    total, offset = np.float32(0.0), 0
+    for lanes in [16] * (len(x) // 16) + [w for w in (8, 4, 2, 1) if len(x) % 16 & w]:
+        part = x[offset:offset + lanes].astype(np.float32)
+        while len(part) > 1:
+            part = part[:len(part) // 2] + part[len(part) // 2:]
+        total = np.float32(total + part[0])
+        offset += lanes
+    return total
+
+
+@njit
+def _row_sum(src, row, c):
+    return row_sum(src, row, c)
+
+
+def test_row_sum_sums_by_halves_in_a_fixed_order():
+    rng = np.random.default_rng(11)
+    for c in CHANNELS:
+        src = (rng.standard_normal((3, c + 2)) * 10.0 ** rng.integers(-8, 8, (3, c + 2))).astype(np.float32)
+        got = _row_sum(src, 1, c)
+        assert np.float32(got).view(np.int32) == _sum_by_halves(src[1, :c]).view(np.int32), c
+    # the order matters: a sequential sum of these differs
+    x = np.array([1e8, 1.0, -1e8, 1.0] + [0.0] * 12, np.float32)[None]
+    assert _row_sum(x, 0, 16) != np.float32(((x[0, 0] + x[0, 1]) + x[0, 2]) + x[0, 3])
+
+
+@njit
+def _message(energy, row, lat, rows, weights, c, coefs, s, comp):
+    if len(rows) == 6:
+        add_sliced_message(energy, row, lat, (rows[0], rows[1], rows[2], rows[3], rows[4], rows[5]),
+                           (weights[0], weights[1], weights[2], weights[3], weights[4], weights[5]), c, coefs, s, comp)
+    else:
+        add_sliced_message(energy, row, lat, (rows[0], rows[1], rows[2]), (weights[0], weights[1], weights[2]),
+                           c, coefs, s, comp)
+
+
+@pytest.mark.parametrize("k", [3, 6])
+@pytest.mark.parametrize("derive_last", [False, True])
+def test_sliced_message_is_the_slice_and_the_message_loops(k, derive_last):
+    rng = np.random.default_rng(20 + k + derive_last)
+    for c in [1, 2, 3, 4, 5, 15, 16, 17, 20, 21, 31, 40]:
+        n_labels = c + 1 if derive_last else c
+        lat = rng.standard_normal((7, c)).astype(np.float32)
+        rows = rng.integers(0, 7, k)
+        weights = rng.random(k).astype(np.float32)
+        coefs = rng.standard_normal((1, n_labels)).astype(np.float32)
+        s, comp = np.float32(rng.random() + 0.5), np.float32(rng.random() * 3)
+        energy = rng.standard_normal((3, n_labels + 2)).astype(np.float32)[:, :n_labels].copy()
+        expected = energy.copy()
+        sliced = np.zeros((1, c), np.float32)
+        _weighted_sum_scalar(sliced, 0, lat, rows, weights, c, False)
+        x = list(sliced[0])
+        if derive_last:
+            x.append(np.float32(comp - _sum_by_halves(sliced[0])))
+        for lab in range(n_labels):
+            expected[2, lab] = np.float32(expected[2, lab] + np.float32(s * coefs[0, lab]) * x[lab])
+        _message(energy, 2, lat, rows, weights, c, coefs, s, comp)
+        _same_bits(energy, expected)
