@@ -464,6 +464,25 @@ def _entry_weight(point_weights, pre, points, e):
     return w * pre[points[e]] if pre.shape[0] > 0 else w
 
 
+@njit(inline="always")
+def _four(point_weights, pre, points, e):
+    """Splat entries e to e+3: their points and weights, as two tuples."""
+    return ((points[e], points[e + 1], points[e + 2], points[e + 3]),
+            (_entry_weight(point_weights, pre, points, e), _entry_weight(point_weights, pre, points, e + 1),
+             _entry_weight(point_weights, pre, points, e + 2), _entry_weight(point_weights, pre, points, e + 3)))
+
+
+@njit(inline="always")
+def _two(point_weights, pre, points, e):
+    return ((points[e], points[e + 1]),
+            (_entry_weight(point_weights, pre, points, e), _entry_weight(point_weights, pre, points, e + 1)))
+
+
+@njit(inline="always")
+def _one(point_weights, pre, points, e):
+    return (points[e],), (_entry_weight(point_weights, pre, points, e),)
+
+
 def splat_bounds(starts, n_blocks, vertex_cost):
     """Cut the vertices into ``n_blocks`` runs of about equal splat work, for :func:`_splat_kernel`.
 
@@ -484,7 +503,7 @@ def splat_bounds(starts, n_blocks, vertex_cost):
 
 @njit(inline="always")
 def _clear_row(lat, row):
-    """``lat[row, :] = 0``: a vertex's row before its splat, and row M, the blur's absent neighbour."""
+    """``lat[row, :] = 0``: row M, the blur's absent neighbour (and a vertex without entries)."""
     for ch in range(lat.shape[1]):
         lat[row, ch] = 0
 
@@ -498,22 +517,29 @@ def _splat_vertices(values, pre, starts, points, point_weights, lat, ahead, lo, 
         if ahead > 0 and v + ahead < m:
             for e in range(starts[v + ahead], starts[v + ahead + 1]):
                 prefetch_row(values, points[e])
-        _clear_row(lat, v)
         e, stop = starts[v], starts[v + 1]
+        # The first entries set the row, the others add to it, four at a time, then two, then
+        # one: the values of a row cleared first (0 + x is x, but for the sign of a zero) without
+        # the clearing (a step at 500x375: 0.4 ms less).
+        if e + 4 <= stop:
+            weighted_sum(lat, v, values, *_four(point_weights, pre, points, e), c)
+            e += 4
+        elif e + 2 <= stop:
+            weighted_sum(lat, v, values, *_two(point_weights, pre, points, e), c)
+            e += 2
+        elif e < stop:
+            weighted_sum(lat, v, values, *_one(point_weights, pre, points, e), c)
+            e += 1
+        else:
+            _clear_row(lat, v)
         while e + 4 <= stop:
-            add_weighted_sum(lat, v, values, (points[e], points[e + 1], points[e + 2], points[e + 3]),
-                             (_entry_weight(point_weights, pre, points, e),
-                              _entry_weight(point_weights, pre, points, e + 1),
-                              _entry_weight(point_weights, pre, points, e + 2),
-                              _entry_weight(point_weights, pre, points, e + 3)), c)
+            add_weighted_sum(lat, v, values, *_four(point_weights, pre, points, e), c)
             e += 4
         if e + 2 <= stop:
-            add_weighted_sum(lat, v, values, (points[e], points[e + 1]),
-                             (_entry_weight(point_weights, pre, points, e),
-                              _entry_weight(point_weights, pre, points, e + 1)), c)
+            add_weighted_sum(lat, v, values, *_two(point_weights, pre, points, e), c)
             e += 2
         if e < stop:
-            add_weighted_sum(lat, v, values, (points[e],), (_entry_weight(point_weights, pre, points, e),), c)
+            add_weighted_sum(lat, v, values, *_one(point_weights, pre, points, e), c)
 
 
 @njit(inline="always")
