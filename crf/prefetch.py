@@ -13,15 +13,18 @@ only a hint (LLVM's ``llvm.prefetch``: read, keep in every cache level): it neve
 faults, even past the array's end, and changes no result.
 
 Numba's on-disk cache (``cache=True``) checks only the source file of the cached
-kernel itself: after editing this module (or ``crf/lattice_cpu.py``, whose
-``slice_point`` the mean-field kernel inlines, or ``crf/packed_keys.py``, whose
-``table_size`` the general hash calls), clear ``crf/__pycache__`` (an installed
-upgrade rewrites them all).
+kernel itself: after editing this module (or ``crf/simd.py``, whose vector rows
+the filter kernels inline, ``crf/lattice_cpu.py``, whose ``slice_point`` the
+mean-field kernel inlines, or ``crf/packed_keys.py``, whose ``table_size`` the
+general hash calls), clear ``crf/__pycache__`` (an installed upgrade rewrites
+them all).
 """
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from crf.simd import row_pointer
 
 _LINE = 64  # bytes in a cache line (x86-64 and most ARM64 cores)
 
@@ -76,16 +79,11 @@ def _prefetch_row_lines(typingctx, array, row):
 
     def codegen(context, builder, signature, args):
         array_type, row_type = signature.args
-        ary = context.make_array(array_type)(context, builder, args[0])
-        row_index = context.cast(builder, args[1], row_type, types.intp)
-        zero = context.get_constant(types.intp, 0)
-        start = cgutils.get_item_pointer(context, builder, array_type, ary, [row_index, zero],
-                                         wraparound=False, boundscheck=False)
-        i8p = ir.IntType(8).as_pointer()
-        first = builder.bitcast(start, i8p)
-        row_bytes = builder.mul(cgutils.unpack_tuple(builder, ary.shape, 2)[1],
-                                context.get_constant(types.intp, context.get_abi_sizeof(
-                                    context.get_data_type(array_type.dtype))))
+        first = builder.bitcast(row_pointer(context, builder, array_type, args[0], args[1], row_type),
+                                ir.IntType(8).as_pointer())
+        columns = cgutils.unpack_tuple(builder, context.make_array(array_type)(context, builder, args[0]).shape, 2)[1]
+        item_bytes = context.get_abi_sizeof(context.get_data_type(array_type.dtype))
+        row_bytes = builder.mul(columns, context.get_constant(types.intp, item_bytes))
         one, line = context.get_constant(types.intp, 1), context.get_constant(types.intp, _LINE)
         last = builder.sub(row_bytes, one)
         _prefetch(builder, first)

@@ -60,7 +60,8 @@ def _same_bits(a, b):
     """Equal bit for bit (zeros by their sign too), where any NaN equals any NaN: which operand's NaN
     a sum of two NaNs passes on is the processor's choice, not the code's."""
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
-    np.testing.assert_array_equal(np.where(np.isnan(a), 0, a).view(np.int32), np.where(np.isnan(b), 0, b).view(np.int32))
+    np.testing.assert_array_equal(np.where(np.isnan(a), 0, a).view(np.int32),
+                                  np.where(np.isnan(b), 0, b).view(np.int32))
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
