@@ -808,6 +808,8 @@ def splat_blur_cpu(lattice, values, pre=None, reverse=False, scratch=None, chann
     here on first use), or None. ``channels``: filter only the first ``channels`` of the
     C channels (the mean field's complement label, :mod:`crf.densecrf`); None: all of them.
     """
+    values = np.ascontiguousarray(values, dtype=np.float32)  # the vector rows combine float32 rows
+    pre = None if pre is None else np.ascontiguousarray(pre, dtype=np.float32)
     c = _channels(values, channels)
     scratch = [] if scratch is None else scratch
     lat = _buffers(scratch, lattice.n_vertices, c, 1)[0]
@@ -873,6 +875,8 @@ def splat_blur_many_cpu(lattices, values, pres, scratches, channels=None):
     -------
     list of ndarray of shape (M_i+1, C'), float32: every lattice's blurred values, in order.
     """
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    pres = [None if pre is None else np.ascontiguousarray(pre, dtype=np.float32) for pre in pres]
     c = _channels(values, channels)
     main, side = side_lattices([(lat.n_points, lat.d, lat.n_vertices) for lat in lattices], numba.get_num_threads())
     if not side:

@@ -170,8 +170,10 @@ def _softmax_kernel(energy, sign, out):
 
 
 def softmax_cpu(energy, out, negate=False):
-    """Numba version of :func:`softmax_numpy`; ``negate``: of ``-energy`` (no negated copy made)."""
-    _softmax_kernel(energy, np.float32(-1.0 if negate else 1.0), out)
+    """Numba version of :func:`softmax_numpy`; ``negate``: of ``-energy`` (no negated copy made).
+
+    ``out``: C-contiguous (N, L) float32 (its tiles are stored as rows of 16 values)."""
+    _softmax_kernel(np.ascontiguousarray(energy, dtype=np.float32), np.float32(-1.0 if negate else 1.0), out)
 
 
 _TILE = 32  # the transpose's tiles: 32 x 32 values, rows of 128 bytes on both sides

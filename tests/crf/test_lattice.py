@@ -473,3 +473,23 @@ def test_side_lattices_hold_two_buffers_as_the_memory_estimate_says():
     assert any(out[0] is buffer for buffer in scratches[0])
     for lat, got in zip([big, small], out):
         np.testing.assert_array_equal(got, L.splat_blur_cpu(lat, values))
+
+
+def test_filter_kernels_take_values_of_any_layout_and_real_dtype():
+    # the vector rows (crf.simd) combine C-contiguous float32 rows: other values are converted first
+    rng = np.random.default_rng(5)
+    f = (rng.random((300, 5)) * 4).astype(np.float32)
+    lat = L.build(f, backend="cpu")
+    wide = rng.random((300, 8))  # float64
+    pre = rng.random(300) + 0.5  # float64
+    expected = lattice_cpu.splat_blur_cpu(lat, np.ascontiguousarray(wide[:, ::2], np.float32),
+                                          pre.astype(np.float32)).copy()
+    got = lattice_cpu.splat_blur_cpu(lat, wide[:, ::2], pre)
+    np.testing.assert_array_equal(got, expected)
+    small = L.build(f[:, :2], backend="cpu")  # a side lattice beside lat (splat_blur_many_cpu's own path)
+    assert lattice_cpu.side_lattices([(300, 5, lat.n_vertices), (300, 2, small.n_vertices)], 2) == (0, [1])
+    expected_small = lattice_cpu.splat_blur_cpu(small, np.ascontiguousarray(wide[:, ::2], np.float32),
+                                                pre.astype(np.float32)).copy()
+    many = lattice_cpu.splat_blur_many_cpu([lat, small], wide[:, ::2], [pre, pre], [[], []])
+    np.testing.assert_array_equal(many[0], expected)
+    np.testing.assert_array_equal(many[1], expected_small)
