@@ -2,9 +2,10 @@
 
 The splat, blur and slice combine rows of C float32 channels (C = the labels, 21 for
 VOC, 20 where the mean field derives the last one). LLVM vectorises such a loop
-with a vector width and an unroll factor fitted to long loops: its main loop takes
-64 channels at a time, so a row of 20 runs through an 8-wide epilogue twice and a
-scalar one four times, after run-time checks that the rows do not overlap. These
+with a vector width and an unroll factor fitted to long loops: for Zen 4 (LLVM 22)
+its main loop takes 64 channels at a time, so a row of 20 runs through an 8-wide
+epilogue twice and a scalar one four times, after run-time checks that the rows do
+not overlap. These
 functions emit the vector instructions themselves (LLVM IR ``<16 x float>``, then
 8, 4, 2 and 1 lanes for the rest): a row of 20 is one 16-lane and one 4-lane
 operation, with no loop and no overlap checks. LLVM lowers the vectors to what the
@@ -35,7 +36,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _F32 = ir.FloatType()
-_WIDTHS = (8, 4, 2, 1)  # the chunks after the 16-lane ones: c % 16 = 8a + 4b + 2c + d
+_WIDTHS = (8, 4, 2, 1)  # the chunks after the 16-lane ones: the binary digits of the rest
 
 
 def _vector_type(lanes):
