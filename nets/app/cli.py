@@ -477,7 +477,7 @@ def cmd_demo(args):
     # Said first, on standard error: the first run in a new environment is silent while Numba
     # compiles the kernels (37 s of its 38 on 2 cores; a later run takes about 1 s in all).
     print("deeplab demo: both demo nets on their held-out images, without and with the CRF; the first "
-          "run in a new environment compiles the kernels first (about 40 s on 2 cores), later runs load "
+          "run in a new environment compiles the kernels first (about 50 s on 2 cores), later runs load "
           "them from Numba's cache", file=sys.stderr, flush=True)
     try:
         result = run_demo(args.output, backend=args.backend)
