@@ -61,19 +61,19 @@ _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.flo
 
 
 @njit(inline="always")
-def _transpose(src, src_row, dst, dst_row, rows, cols):
-    """``dst[dst_row + j, i] = src[src_row + i, j]`` for i < ``rows``, j < ``cols``: tiles of
-    16 x 16 in vector registers (:func:`crf.simd.transpose_tile`), the edges value by value."""
+def _transpose(src, src_row, src_col, dst, dst_row, dst_col, rows, cols):
+    """``dst[dst_row + j, dst_col + i] = src[src_row + i, src_col + j]`` for i < ``rows``, j < ``cols``:
+    tiles of 16 x 16 in vector registers (:func:`crf.simd.transpose_tile`), the edges value by value."""
     full_rows, full_cols = rows - rows % 16, cols - cols % 16
     for r in range(0, full_rows, 16):
         for c in range(0, full_cols, 16):
-            transpose_tile(src, src_row + r, c, dst, dst_row + c, r)
+            transpose_tile(src, src_row + r, src_col + c, dst, dst_row + c, dst_col + r)
         for c in range(full_cols, cols):
             for i in range(r, r + 16):
-                dst[dst_row + c, i] = src[src_row + i, c]
+                dst[dst_row + c, dst_col + i] = src[src_row + i, src_col + c]
     for i in range(full_rows, rows):
         for c in range(cols):
-            dst[dst_row + c, i] = src[src_row + i, c]
+            dst[dst_row + c, dst_col + i] = src[src_row + i, src_col + c]
 
 
 @njit(inline="always")
@@ -122,7 +122,7 @@ def _softmax_block(block, count, out, p0, top, total, bits, labels_major):
         for lab in range(out.shape[1]):
             for i in range(count):
                 block[lab, i] = block[lab, i] * total[i]
-        _transpose(block, 0, out, p0, out.shape[1], count)
+        _transpose(block, 0, 0, out, p0, 0, out.shape[1], count)
 
 
 def add_message_numpy(energy, qf, w, kind, mu):
@@ -162,7 +162,7 @@ def _softmax_kernel(energy, sign, out):
         bits = np.empty(_BLOCK, np.int32)
         p0 = b * _BLOCK
         count = min(n, p0 + _BLOCK) - p0
-        _transpose(energy, p0, block, 0, count, n_labels)
+        _transpose(energy, p0, 0, block, 0, 0, count, n_labels)
         for lab in range(n_labels):
             for i in range(count):
                 block[lab, i] = sign * block[lab, i]
@@ -185,11 +185,7 @@ def _transpose_kernel(src, dst):
     tiles_i, tiles_j = (rows + _TILE - 1) // _TILE, (cols + _TILE - 1) // _TILE
     for t in prange(tiles_i * tiles_j):  # (N, L) has tiles along the rows, (L, N) along the columns
         i0, j0 = (t // tiles_j) * _TILE, (t % tiles_j) * _TILE
-        i1 = min(rows, i0 + _TILE)
-        for j in range(j0, min(cols, j0 + _TILE)):
-            line = dst[j]
-            for i in range(i0, i1):
-                line[i] = src[i, j]
+        _transpose(src, i0, j0, dst, j0, i0, min(rows, i0 + _TILE) - i0, min(cols, j0 + _TILE) - j0)
 
 
 def transpose(src, out=None):
@@ -197,7 +193,8 @@ def transpose(src, out=None):
 
     The layout change between the API's labels-first (L, H, W) and mean field's points-first
     (N, L): tiles of 32 x 32 values (each read and written a cache line at a time) in parallel,
-    so that the pages of a new array are also faulted in by every thread.
+    so that the pages of a new array are also faulted in by every thread, each moved as the
+    fused pass moves its blocks (:func:`_transpose`). ``out``: C-contiguous float32.
     At 1000x750 with 21 labels it took 52 ms as NumPy's ``ascontiguousarray(q.T)``.
     """
     src = np.ascontiguousarray(src, dtype=np.float32)
@@ -282,7 +279,7 @@ def _slice_messages_block(lats, offsets, weights, alphas, posts, coefs, mus, com
                     for k in range(n_labels):
                         acc += point[k] * mu[k, lab]
                     row[lab] -= sc * acc
-    _transpose(energy, 0, block, 0, p1 - p0, n_labels)
+    _transpose(energy, 0, 0, block, 0, 0, p1 - p0, n_labels)
     _softmax_block(block, p1 - p0, q_out, p0, top, total, bits, labels_major)
 
 

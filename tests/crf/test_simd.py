@@ -145,11 +145,11 @@ def test_transpose_tile_moves_every_bit():
                                         (37, 45)])
 def test_mean_field_transpose_with_its_edges(rows, cols):
     rng = np.random.default_rng(rows * cols)
-    src = rng.random((rows + 2, cols + 3)).astype(np.float32)
-    dst = rng.random((cols + 9, rows + 4)).astype(np.float32)
+    src = rng.random((rows + 2, cols + 3)).astype(np.float32)  # the block starts at row 2, column 1
+    dst = rng.random((cols + 9, rows + 4)).astype(np.float32)  # ... and lands at row 5, column 3
     expected = dst.copy()
-    expected[5:5 + cols, :rows] = src[2:2 + rows, :cols].T
-    meanfield._transpose(src, 2, dst, 5, rows, cols)
+    expected[5:5 + cols, 3:3 + rows] = src[2:2 + rows, 1:1 + cols].T
+    meanfield._transpose(src, 2, 1, dst, 5, 3, rows, cols)
     np.testing.assert_array_equal(dst, expected)
 
 
