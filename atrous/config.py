@@ -56,6 +56,11 @@ WINOGRAD_MAX_THREADS = 4
 #: 0.87x; its error is about 10x F(2x2, 3x3)'s (1e-5 of a layer's range): (2,) keeps to F(2x2, 3x3).
 WINOGRAD_TILES = (2, 4)
 
+#: Bytes of Winograd's transformed inputs (column panels of one plane, :mod:`atrous.gemm`) that one
+#: thread's task of the batched products keeps in cache while every row panel of the filters
+#: passes over them: about a Zen 4 or Skylake core's L2 share.
+PANEL_CHUNK_BYTES = 256 * 2**10
+
 # ---------------------------------------------------------------- CUDA (atrous.cuda)
 
 #: Which convolution kernel ``atrous.cuda.conv2d`` launches: ``"gemm"``, the double-buffered

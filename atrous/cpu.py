@@ -1,10 +1,11 @@
-"""Atrous convolution on the CPU: Numba kernels for the dilated indexing, BLAS for the products.
+"""Atrous convolution on the CPU: Numba kernels for the dilated indexing, BLAS for the large products.
 
-Like Caffe, the matrix products go to BLAS through NumPy (``np.matmul``); every
+Like Caffe, the large matrix products go to BLAS through NumPy (``np.matmul``); every
 index computation -- which input pixel a dilated tap reads, which rows fall in
 the zero padding -- is written by hand in ``@njit(parallel=True, cache=True)``
 kernels. No BLAS call runs inside a ``prange`` loop: NumPy's BLAS and Numba's
-threads take turns.
+threads take turns. Winograd's batches of small products run in a Numba kernel of
+their own (:mod:`atrous.gemm`), where BLAS was slow.
 
 Five strategies, chosen per layer by :func:`choose_strategy`:
 
@@ -71,7 +72,7 @@ from numba import njit, prange
 
 from atrous import config
 from atrous.epilogue import epilogue_cpu
-from atrous.winograd import choose_tile, conv_winograd, filter_transform, winograd_coverage
+from atrous.winograd import choose_tile, conv_winograd, packed_filters, winograd_coverage
 
 @njit(parallel=True, cache=True)
 def parallel_probe(x):
@@ -365,9 +366,9 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, resid
     bias_added = True  # every strategy but the products below writes bias + sums
     if strategy == "winograd":
         m = choose_tile((h_out, w_out), dilation)  # F(2x2, 3x3) or F(4x4, 3x3)
-        u = _derived(cache, weight, ("winograd", m), lambda w: filter_transform(w, m))
+        filters = _derived(cache, weight, ("winograd", m, groups), lambda w: packed_filters(w, m, groups))
         # The ReLU goes into the output transform unless a residual must be added before it.
-        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups, u, m,
+        conv_winograd(x, weight, bias_or_zero, out, pad, dilation, groups, filters, m,
                       relu_slope if residual is None else None)
         if residual is None:
             relu_slope = None

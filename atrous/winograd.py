@@ -10,15 +10,17 @@ from its (m+2) x (m+2) inputs ``D`` with Winograd's F(m x m, 3x3) (Lavin & Gray,
     Y = A^T [ (G g G^T) * (B^T D B) ] A        (* elementwise, (m+2) x (m+2))
 
 with ``g`` the 3x3 filter. For all tiles and channels at once, the (m+2)^2 elementwise products
-become as many matrix products (C_out x C_in) @ (C_in x tiles), which go to BLAS: for m = 2,
+become as many matrix products (C_out x C_in) @ (C_in x tiles) (:mod:`atrous.gemm`): for m = 2,
 16 products per 4 outputs instead of 36 multiplications (2.25x fewer); for m = 4, 36 per 16
 (4x fewer), on tiles that overhang small phases more (:func:`choose_tile` counts both). The
 transforms (``U = G g G^T`` once per set of weights, :func:`filter_transform`, kept by a
 caller's :class:`atrous.WeightCache`; ``V = B^T D B`` per tile and channel; the output
-``A^T M A``) are Numba kernels. Tiles that overhang a phase's last rows or columns compute
-outputs that are dropped. The transformed tiles and products of a block of tile rows take at
-most about ``atrous.config.TILE_BYTES``, and the buffers of a thread's last call are kept for
-its next one (their page faults cost more than the transforms).
+``A^T M A``) are Numba kernels; the input transform writes ``V`` in the column panels that the
+products read, and the filters are kept in row panels (:func:`packed_filters`). Tiles that
+overhang a phase's last rows or columns compute outputs that are dropped. The transformed
+tiles and products of a block of tile rows take at most about ``atrous.config.TILE_BYTES``,
+and the buffers of a thread's last call are kept for its next one (their page faults cost
+more than the transforms).
 
 Accuracy: against the direct convolution, F(2x2, 3x3) differs by about 1e-6 of the output's
 range and F(4x4, 3x3), whose transforms hold 4, 5, 1/6 and 1/24, by about 1e-5 (tests/atrous);
@@ -37,7 +39,7 @@ import threading
 import numpy as np
 from numba import njit, prange
 
-from atrous import config
+from atrous import config, gemm
 from atrous.epilogue import relu_value
 
 #: F(2, 3)'s transforms (Lavin & Gray, eq. (7)): filter G (4x3), input B^T (4x4), output A^T (2x4).
@@ -120,12 +122,14 @@ def _input_column(plane, y0, y1, y2, y3, inside0, inside1, inside2, inside3, xx,
 
 @njit(parallel=True, cache=True)
 def _input_transform(x, n, c0, rows, cols, v):
-    """v[4r+s, c, t*TJ + q] = (B^T D B)[r, s] for the 4x4 input tile D of tile row t, tile column q.
+    """(B^T D B)[r, s] of the 4x4 input tile D of tile row t, tile column q, for every channel c,
+    into column panels (:func:`atrous.gemm.pack_cols`'s layout): v[4r+s, i // NR, c, i % NR] with
+    tile i = t*TJ + q and NR = ``v.shape[3]``.
 
     ``rows`` (TI, 4) and ``cols`` (TJ, 4) hold the input rows and columns each tile reads
     (outside the image: zero padding). ``e_rs`` below is ``(B^T D)[r, s]``, in registers.
     """
-    c_in, n_ti, n_tj = v.shape[1], rows.shape[0], cols.shape[0]
+    c_in, n_ti, n_tj, cols_per_panel = v.shape[2], rows.shape[0], cols.shape[0], v.shape[3]
     height, width = x.shape[2], x.shape[3]
     for task in prange(c_in * n_ti):
         c = task // n_ti
@@ -140,11 +144,13 @@ def _input_transform(x, n, c0, rows, cols, v):
             e01, e11, e21, e31 = _input_column(plane, y0, y1, y2, y3, in0, in1, in2, in3, cols[q, 1], width)
             e02, e12, e22, e32 = _input_column(plane, y0, y1, y2, y3, in0, in1, in2, in3, cols[q, 2], width)
             e03, e13, e23, e33 = _input_column(plane, y0, y1, y2, y3, in0, in1, in2, in3, cols[q, 3], width)
-            col = t * n_tj + q  # row r of (B^T D) B: (e_r0 - e_r2, e_r1 + e_r2, e_r2 - e_r1, e_r1 - e_r3)
-            v[0, c, col], v[1, c, col], v[2, c, col], v[3, c, col] = e00 - e02, e01 + e02, e02 - e01, e01 - e03
-            v[4, c, col], v[5, c, col], v[6, c, col], v[7, c, col] = e10 - e12, e11 + e12, e12 - e11, e11 - e13
-            v[8, c, col], v[9, c, col], v[10, c, col], v[11, c, col] = e20 - e22, e21 + e22, e22 - e21, e21 - e23
-            v[12, c, col], v[13, c, col], v[14, c, col], v[15, c, col] = e30 - e32, e31 + e32, e32 - e31, e31 - e33
+            panel, lane = divmod(t * n_tj + q, cols_per_panel)  # the tile's panel and column in it
+            tile = v[:, panel, c, lane]  # its 16 values, one per plane
+            # row r of (B^T D) B: (e_r0 - e_r2, e_r1 + e_r2, e_r2 - e_r1, e_r1 - e_r3)
+            tile[0], tile[1], tile[2], tile[3] = e00 - e02, e01 + e02, e02 - e01, e01 - e03
+            tile[4], tile[5], tile[6], tile[7] = e10 - e12, e11 + e12, e12 - e11, e11 - e13
+            tile[8], tile[9], tile[10], tile[11] = e20 - e22, e21 + e22, e22 - e21, e21 - e23
+            tile[12], tile[13], tile[14], tile[15] = e30 - e32, e31 + e32, e32 - e31, e31 - e33
 
 
 @njit(parallel=True, cache=True)
@@ -238,11 +244,12 @@ def _filter_transform43(weight, u):
 
 @njit(parallel=True, cache=True)
 def _input_transform43(x, n, c0, rows, cols, v):
-    """v[6r+s, c, t*TJ + q] = (B^T D B)[r, s] for the 6x6 input tile D of tile row t, tile column q.
+    """(B^T D B)[r, s] of the 6x6 input tile D of tile row t, tile column q into v[6r+s, i // NR, c,
+    i % NR] (i = t*TJ + q, NR = ``v.shape[3]``), as :func:`_input_transform` does for F(2, 3).
 
     Values outside the image are the zero padding, read by select as in :func:`_input_column`.
     """
-    c_in, n_ti, n_tj = v.shape[1], rows.shape[0], cols.shape[0]
+    c_in, n_ti, n_tj, cols_per_panel = v.shape[2], rows.shape[0], cols.shape[0], v.shape[3]
     height, width = x.shape[2], x.shape[3]
     zero = np.float32(0)
     for task in prange(c_in * n_ti):
@@ -267,11 +274,12 @@ def _input_transform43(x, n, c0, rows, cols, v):
                             d[4] if inside and rows_in[4] else zero, d[5] if inside and rows_in[5] else zero)
                 for r in range(6):
                     e[r, s] = col[r]
-            tile = t * n_tj + q
+            panel, lane = divmod(t * n_tj + q, cols_per_panel)
+            tile = v[:, panel, c, lane]  # its 36 values, one per plane
             for r in range(6):
                 row = _bt43(e[r, 0], e[r, 1], e[r, 2], e[r, 3], e[r, 4], e[r, 5])
                 for j in range(6):
-                    v[6 * r + j, c, tile] = row[j]
+                    tile[6 * r + j] = row[j]
 
 
 @njit(parallel=True, cache=True)
@@ -367,25 +375,41 @@ def choose_tile(out_size, dilation):
 _SCRATCH = threading.local()  # per calling thread: the last call's buffers, reused
 
 
-_PLANE_PAD = 16  # floats (one cache line) between the 16 planes of the transformed tiles
+_PLANE_PAD = 16  # floats (one cache line) between the planes of the transformed tiles
 
 
 def _scratch(name, shape):
-    """A float32 array of ``shape`` (planes, C, T) kept between calls of this thread.
+    """A float32 array of ``shape`` (planes, ...) kept between calls of this thread.
 
     Fresh buffers of tens of megabytes cost their page faults at every call (measured: about 30 ms
-    of fc6's 65x65 Winograd); a kept one is already mapped. Its 16 planes lie ``C*T + 16`` floats
-    apart: the transforms write (and read) the 16 planes side by side, and planes a multiple of
-    4 KiB apart (fc6: 512 x 1296 x 4 bytes) fall in the same cache sets and evict each other
-    (fc6's input transform took 16.4 ms, 4.2 ms with the planes shifted, its output 9.7 -> 5.8 ms).
+    of fc6's 65x65 Winograd); a kept one is already mapped. Its 16 or 36 planes lie one plane's
+    size + 16 floats apart: the transforms write (and read) the planes side by side, and planes a
+    multiple of 4 KiB apart (fc6: 512 x 1296 x 4 bytes; every plane of column panels of 32
+    floats) fall in the same cache sets and evict each other (fc6's input transform took 16.4 ms,
+    4.2 ms with the planes shifted, its output 9.7 -> 5.8 ms).
     """
-    planes, rows, cols = shape
-    plane = rows * cols + _PLANE_PAD
+    planes, inner = shape[0], shape[1:]
+    size = int(np.prod(inner))
+    plane = size + _PLANE_PAD
     buffer = getattr(_SCRATCH, name, None)
     if buffer is None or buffer.size < planes * plane:
         buffer = np.empty(planes * plane, np.float32)
         setattr(_SCRATCH, name, buffer)
-    return buffer[:planes * plane].reshape(planes, plane)[:, :rows * cols].reshape(shape)  # strided planes
+    return buffer[:planes * plane].reshape(planes, plane)[:, :size].reshape(shape)  # strided planes
+
+
+def packed_filters(weight, m, groups):
+    """Winograd's filters of every group packed in row panels for :func:`atrous.gemm.batched_products_cpu`.
+
+    Returns
+    -------
+    a : ndarray of shape (groups, (m+2)^2, ceil(C_out/g / PANEL_ROWS), C_in/g, PANEL_ROWS), float32
+        ``a[g]`` is :func:`atrous.gemm.pack_rows` of group g's output channels of
+        :func:`filter_transform`. A net keeps it in its :class:`atrous.WeightCache`.
+    """
+    u = filter_transform(weight, m)  # ((m+2)^2, C_out, C_in/g)
+    c_out_g = weight.shape[0] // groups
+    return np.stack([gemm.pack_rows(u[:, g * c_out_g:(g + 1) * c_out_g]) for g in range(groups)])
 
 
 def winograd_coverage(out_size, pad, dilation):
@@ -395,7 +419,7 @@ def winograd_coverage(out_size, pad, dilation):
     return 4 * count / (h * w)
 
 
-def conv_winograd(x, weight, bias, out, pad, dilation, groups, u=None, m=2, relu_slope=None):
+def conv_winograd(x, weight, bias, out, pad, dilation, groups, filters=None, m=2, relu_slope=None):
     """A dilated 3x3, stride-1 convolution by F(m x m, 3x3) on every phase (module docstring).
 
     Parameters
@@ -407,8 +431,8 @@ def conv_winograd(x, weight, bias, out, pad, dilation, groups, u=None, m=2, relu
         Written completely.
     pad, dilation : tuple of two ints
     groups : int
-    u : ndarray of shape ((m+2)^2, C_out, C_in // groups), float32, optional
-        ``filter_transform(weight, m)``, if the caller keeps it; computed here otherwise.
+    filters : ndarray, optional
+        ``packed_filters(weight, m, groups)``, if the caller keeps it; computed here otherwise.
     m : {2, 4}
         Outputs per tile side: F(2x2, 3x3) or F(4x4, 3x3) (:func:`choose_tile`).
     relu_slope : float, optional
@@ -422,23 +446,26 @@ def conv_winograd(x, weight, bias, out, pad, dilation, groups, u=None, m=2, relu
     h_out, w_out = out.shape[2], out.shape[3]
     rows_in, rows_out = tiles(h_out, pad[0], dilation[0], m)
     cols_in, cols_out = tiles(w_out, pad[1], dilation[1], m)
-    if u is None:
-        u = filter_transform(weight, m)  # ((m+2)^2, C_out, C_in/g): G g G^T of every filter
+    if filters is None:
+        filters = packed_filters(weight, m, groups)  # (groups, (m+2)^2, panels, C_in/g, PANEL_ROWS)
     planes = (m + 2) ** 2
     input_transform, output_transform = (_input_transform, _output_transform) if m == 2 else \
         (_input_transform43, _output_transform43)
     n_tj = cols_in.shape[0]
+    rows_padded = filters.shape[2] * gemm.PANEL_ROWS
     # Tile rows per block: the transformed inputs and products of a block fit in TILE_BYTES.
-    per_row = planes * 4 * n_tj * (c_in_g + c_out_g)
+    per_row = planes * 4 * n_tj * (c_in_g + rows_padded)
     block = max(1, min(rows_in.shape[0], config.TILE_BYTES // per_row))
-    v = _scratch("v", (planes, c_in_g, block * n_tj))  # (planes, C_in/g, tiles)
-    prod = _scratch("m", (planes, c_out_g, block * n_tj))  # (planes, C_out/g, tiles)
+    col_panels = gemm.panels(block * n_tj, gemm.PANEL_COLS)
+    v = _scratch("v", (planes, col_panels, c_in_g, gemm.PANEL_COLS))  # column panels of (planes, C_in/g, tiles)
+    prod = _scratch("m", (planes, rows_padded, col_panels * gemm.PANEL_COLS))  # (planes, C_out/g padded, tiles)
     for n in range(n_img):
         for g in range(groups):
             for t0 in range(0, rows_in.shape[0], block):
                 t1 = min(t0 + block, rows_in.shape[0])
                 count = (t1 - t0) * n_tj
-                v_blk, m_blk = v[:, :, :count], prod[:, :, :count]
+                used = gemm.panels(count, gemm.PANEL_COLS)
+                v_blk = v[:, :used]  # the last panel's columns past the tiles: stale values, products never read
                 input_transform(x, n, g * c_in_g, rows_in[t0:t1], cols_in, v_blk)
-                np.matmul(u[:, g * c_out_g:(g + 1) * c_out_g], v_blk, out=m_blk)  # (m+2)^2 BLAS products
-                output_transform(m_blk, bias, out, n, g * c_out_g, rows_out[t0:t1], cols_out, slope, relu)
+                gemm.batched_products_cpu(filters[g], v_blk, prod)  # (m+2)^2 products
+                output_transform(prod[:, :c_out_g], bias, out, n, g * c_out_g, rows_out[t0:t1], cols_out, slope, relu)

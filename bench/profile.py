@@ -127,6 +127,9 @@ def main(argv=None):
     args = parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(args.threads)
+    # OpenBLAS's threads sleep after a product, as in the deeplab command (atrous/__init__.py): NumPy
+    # is imported below before the package, which would set it too late.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     import numpy as np
 
     from nets.app.environment import benchmark_line

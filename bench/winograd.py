@@ -1,9 +1,14 @@
-"""Winograd against the strategy it replaced, layer by layer, in one run.
+"""Winograd against the strategy it replaced, layer by layer, in one run; its products against BLAS.
 
-For DeepLab's 3x3 layers of 128 channels and more, the convolution through Winograd and with
+For DeepLab's 3x3 layers of 64 channels and more, the convolution through Winograd and with
 Winograd switched off (``atrous.config.WINOGRAD_MIN_CHANNELS`` out of reach), so that the rule's
 next choice ("band" or "im2col") runs; the rule's own choice at ``--threads`` is printed beside
 (``atrous.cpu.choose_strategy``). Calls alternate; median of ``--repeat``.
+
+Then, for the same layers, the (m+2)^2 products of Winograd's tiles (the tile size the rule
+takes, the tiles of one block as ``atrous.winograd.conv_winograd`` cuts them): NumPy's BLAS on
+the stacked matrices (``np.matmul``) against ``atrous.gemm.batched_products_cpu`` on packed
+panels, alternated, with GFLOP/s of the unpadded products.
 
 Usage::
 
@@ -25,6 +30,7 @@ LAYERS = (  # name, (C_in, C_out, side, rate)
     ("VGG conv3 256->256, rate 1", (256, 256, 129, 1)),
     ("VGG conv2 128->128, rate 1", (128, 128, 257, 1)),
     ("ResNet res5 3x3 512->512, rate 4", (512, 512, 41, 4)),
+    ("ResNet res4 3x3 256->256, rate 2", (256, 256, 41, 2)),
     ("VGG conv2_1 64->128, rate 1", (64, 128, 257, 1)),
     ("VGG conv1_2 64->64, rate 1", (64, 64, 513, 1)),
     ("ResNet res2 3x3 64->64, rate 1", (64, 64, 81, 1)),
@@ -65,8 +71,40 @@ def main(argv=None):
         atrous.config.WINOGRAD_MIN_CHANNELS = on
         a, b = statistics.median(times[on]), statistics.median(times[10**9])
         print(f"| {name} | {side}x{side} | {rules[name]} | {a * 1e3:.0f} | {b * 1e3:.0f} | {a / b:.2f} |")
+    products_table(rng, args.repeat)
     print(benchmark_line())
     return 0
+
+
+def products_table(rng, repeat):
+    """BLAS's stacked products against the packed-panel kernel, for every layer's Winograd products."""
+    import atrous.config
+    import numpy as np
+
+    from atrous import gemm, winograd
+    print(f"\n| layer | products | BLAS ms | GFLOP/s | panels ms | GFLOP/s | ratio |\n|---|---|---|---|---|---|---|")
+    for name, (c_in, c_out, side, rate) in LAYERS:
+        m = winograd.choose_tile((side, side), (rate, rate))
+        planes = (m + 2) ** 2
+        rows, cols = winograd.tiles(side, rate, rate, m)[0].shape[0], winograd.tiles(side, rate, rate, m)[0].shape[0]
+        block = max(1, min(rows, atrous.config.TILE_BYTES // (planes * 4 * cols * (c_in + c_out))))
+        t = block * cols  # the tiles of one block
+        u = rng.standard_normal((planes, c_out, c_in)).astype(np.float32)
+        v = rng.standard_normal((planes, c_in, t)).astype(np.float32)
+        out = np.empty((planes, c_out, t), np.float32)
+        a, b = gemm.pack_rows(u), gemm.pack_cols(v)
+        c = np.empty((planes, a.shape[1] * gemm.PANEL_ROWS, b.shape[1] * gemm.PANEL_COLS), np.float32)
+        runs = {"blas": (lambda: np.matmul(u, v, out=out), []), "panels": (lambda: gemm.batched_products_cpu(a, b, c), [])}
+        for rep in range(repeat + 1):
+            for run, times in runs.values():
+                start = time.perf_counter()
+                run()
+                if rep:
+                    times.append(time.perf_counter() - start)
+        blas, ours = (statistics.median(runs[key][1]) for key in ("blas", "panels"))
+        gflop = 2.0 * planes * c_out * c_in * t / 1e9
+        print(f"| {name} | {planes} x ({c_out} x {c_in}) @ ({c_in} x {t}) | {blas * 1e3:.2f} | {gflop / blas:.0f} | "
+              f"{ours * 1e3:.2f} | {gflop / ours:.0f} | {ours / blas:.2f} |")
 
 
 if __name__ == "__main__":

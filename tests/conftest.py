@@ -119,8 +119,8 @@ def winograd_transforms(monkeypatch):
     monkeypatch.setattr(atrous.config, "WINOGRAD_MAX_THREADS", 1 << 16)
     monkeypatch.setattr(atrous.config, "WINOGRAD_TILES", (2,))
     made = []
-    real = atrous.cpu.filter_transform
-    monkeypatch.setattr(atrous.cpu, "filter_transform", lambda w, m: made.append(w.shape) or real(w, m))
+    real = atrous.cpu.packed_filters
+    monkeypatch.setattr(atrous.cpu, "packed_filters", lambda w, m, g: made.append(w.shape) or real(w, m, g))
     return made
 
 
