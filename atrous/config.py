@@ -61,6 +61,19 @@ WINOGRAD_TILES = (2, 4)
 #: passes over them: about a Zen 4 or Skylake core's L2 share.
 PANEL_CHUNK_BYTES = 256 * 2**10
 
+#: A 1x1 convolution's product on packed panels (atrous.gemm.matmul_cpu) goes along K (input
+#: channels) in passes of this many rows (the first pass stores its sums, the others add to
+#: them), and each task holds about PANEL_TASK_BYTES of the input's columns of a pass while
+#: its band of weight panels streams past. Measured on 2 Zen 4 cores (2026-12-07, ResNet's
+#: 1x1 shapes at 41x41): 512 rows and one or two panels of 32 columns a task were fastest;
+#: 2048 -> 1024 took 33.8 ms against 36.5 with 256 rows and 256 KiB, and 43.4 with 512 KiB.
+PANEL_DEPTH = 512
+PANEL_TASK_BYTES = 64 * 2**10
+
+#: 1x1 convolutions by that product on packed panels, which adds the bias and the shortcut and
+#: rectifies as it stores; False: BLAS's product (``np.matmul``), then a pass for the rest.
+PANEL_1X1 = True
+
 # ---------------------------------------------------------------- CUDA (atrous.cuda)
 
 #: Which convolution kernel ``atrous.cuda.conv2d`` launches: ``"gemm"``, the double-buffered

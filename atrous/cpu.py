@@ -1,16 +1,20 @@
-"""Atrous convolution on the CPU: Numba kernels for the dilated indexing, BLAS for the large products.
+"""Atrous convolution on the CPU: Numba kernels for the dilated indexing and the products, BLAS for the rest.
 
-Like Caffe, the large matrix products go to BLAS through NumPy (``np.matmul``); every
-index computation -- which input pixel a dilated tap reads, which rows fall in
-the zero padding -- is written by hand in ``@njit(parallel=True, cache=True)``
-kernels. No BLAS call runs inside a ``prange`` loop: NumPy's BLAS and Numba's
-threads take turns. Winograd's batches of small products run in a Numba kernel of
-their own (:mod:`atrous.gemm`), where BLAS was slow.
+Like Caffe, the im2col-style strategies hand their matrix products to BLAS through NumPy
+(``np.matmul``); every index computation -- which input pixel a dilated tap reads, which
+rows fall in the zero padding -- is written by hand in ``@njit(parallel=True, cache=True)``
+kernels. No BLAS call runs inside a ``prange`` loop: NumPy's BLAS and Numba's threads take
+turns. Winograd's batches of small products and the 1x1 convolutions run on a Numba
+kernel of their own (:mod:`atrous.gemm`): as fast as OpenBLAS's on large products, faster
+on Winograd's small ones, and independent of which BLAS NumPy was built with.
 
 Five strategies, chosen per layer by :func:`choose_strategy`:
 
 ``"gemm"`` (1x1 kernel, stride 1, no padding)
-    The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``.
+    The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``, by
+    :func:`atrous.gemm.matmul_cpu` on the weights' row panels (kept per net), which adds the
+    bias and shortcut and rectifies before it stores (``atrous.config.PANEL_1X1 = False``:
+    BLAS's product, then the epilogue's pass).
 
 ``"winograd"`` (3x3 kernel, stride 1, at least 32 input and output channels per group, few threads)
     Winograd's F(2x2, 3x3) or F(4x4, 3x3), whichever needs fewer products, on each of the
@@ -70,7 +74,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from atrous import config
+from atrous import config, gemm
 from atrous.epilogue import epilogue_cpu
 from atrous.winograd import choose_tile, conv_winograd, packed_filters, winograd_coverage
 
@@ -383,6 +387,18 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, resid
         for n in range(n_img):
             for g in range(groups):
                 _conv_band(x, w_rows, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation)
+    elif strategy == "gemm" and config.PANEL_1X1:
+        # Row panels of each group's (C_out/g, C_in/g) weights: (groups, panels, C_in/g, PANEL_ROWS), kept per net.
+        panels = _derived(cache, weight, ("panels", groups),
+                          lambda w: gemm.pack_rows(w.reshape(groups, c_out_g, c_in_g)))
+        for n in range(n_img):
+            for g in range(groups):
+                channels = slice(g * c_out_g, (g + 1) * c_out_g)
+                x_g = x[n, g * c_in_g:(g + 1) * c_in_g].reshape(c_in_g, h * w)  # (C_in/g, H*W)
+                gemm.matmul_cpu(panels[g], x_g, out[n, channels].reshape(c_out_g, h * w), bias_or_zero[channels],
+                                None if residual is None else residual[n, channels].reshape(c_out_g, h * w),
+                                relu_slope)
+        residual = relu_slope = None  # done as the sums were stored
     else:
         w_mat = weight.reshape(groups, c_out_g, c_in_g * kh * kw)  # (groups, C_out/g, C_in/g*kh*kw)
         for n in range(n_img):

@@ -94,7 +94,8 @@ def products_table(rng, repeat):
         out = np.empty((planes, c_out, t), np.float32)
         a, b = gemm.pack_rows(u), gemm.pack_cols(v)
         c = np.empty((planes, a.shape[1] * gemm.PANEL_ROWS, b.shape[1] * gemm.PANEL_COLS), np.float32)
-        runs = {"blas": (lambda: np.matmul(u, v, out=out), []), "panels": (lambda: gemm.batched_products_cpu(a, b, c), [])}
+        runs = {"blas": (lambda: np.matmul(u, v, out=out), []),
+                "panels": (lambda: gemm.batched_products_cpu(a, b, c), [])}
         for rep in range(repeat + 1):
             for run, times in runs.values():
                 start = time.perf_counter()

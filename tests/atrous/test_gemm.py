@@ -132,3 +132,94 @@ def test_the_panel_shape_follows_the_processor_numba_compiles_for():
     env.pop("NUMBA_CPU_FEATURES", None)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _finish_numpy(sums, bias, residual, slope):
+    """atrous.epilogue's order in float32: (sums + bias) + residual, then Caffe's ReLU."""
+    v = sums + bias[:, None]
+    v = v + residual
+    with np.errstate(invalid="ignore"):  # 0 * -inf
+        return np.maximum(v, np.float32(0)) + np.float32(slope) * np.minimum(v, np.float32(0))
+
+
+@pytest.mark.parametrize("m, k, n, depth", [
+    (ROWS, 16, COLS, 512), (13, 7, 33, 512), (21, 40, 1, 512), (2 * ROWS + 5, 37, 3 * COLS + 7, 5), (1, 1, 2, 1),
+])
+def test_matmul_matches_float64_and_finishes_its_sums_as_the_epilogue_does(m, k, n, depth, monkeypatch):
+    monkeypatch.setattr(gemm.config, "PANEL_DEPTH", depth)  # depth 5 and 1: K in passes that add to the sums
+    rng = np.random.default_rng(m * 100 + n)
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    a = gemm.pack_rows(w[None])[0]
+    sums = gemm.matmul_cpu(a, x, np.full((m, n), np.nan, np.float32))
+    assert np.all(np.abs(sums - w.astype(np.float64) @ x) <= _bound(w[None], x[None])[0])
+    bias = rng.standard_normal(m).astype(np.float32)
+    residual = rng.standard_normal((m, n)).astype(np.float32)
+    residual[0, 0] = -np.inf  # -inf: 0 * -inf is NaN in Caffe's ReLU with slope 0
+    residual[-1, -1] = np.nan
+    for slope in (0.0, 0.1):
+        got = gemm.matmul_cpu(a, x, np.empty((m, n), np.float32), bias, residual, slope)
+        np.testing.assert_array_equal(got, _finish_numpy(sums, bias, residual, slope))
+    only_relu = gemm.matmul_cpu(a, x, np.empty((m, n), np.float32), relu_slope=0.0)
+    np.testing.assert_array_equal(only_relu, np.maximum(sums, 0) + np.float32(0) * np.minimum(sums, 0))
+    np.testing.assert_array_equal(gemm.matmul_cpu(a, x, np.empty((m, n), np.float32), bias), sums + bias[:, None])
+
+
+def test_matmul_writes_only_its_output_whose_rows_may_lie_apart():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((ROWS + 1, 3)).astype(np.float32)
+    x = rng.standard_normal((3, COLS + 1)).astype(np.float32)
+    big = np.full((ROWS + 3, COLS + 4), 5, np.float32)
+    out = big[1:ROWS + 2, 2:COLS + 3]  # rows further apart than the output's width
+    a = gemm.pack_rows(w[None])[0]
+    gemm.matmul_cpu(a, x, out, relu_slope=0.0)
+    np.testing.assert_array_equal(out, np.maximum(gemm.matmul_cpu(a, x, np.empty(out.shape, np.float32)), 0))
+    big[1:ROWS + 2, 2:COLS + 3] = 5
+    assert (big == 5).all()
+
+
+def test_matmul_does_not_depend_on_threads_or_tasks(monkeypatch):
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((3 * ROWS + 2, 70)).astype(np.float32)
+    x = rng.standard_normal((70, 5 * COLS + 9)).astype(np.float32)
+    a = gemm.pack_rows(w[None])[0]
+    first = gemm.matmul_cpu(a, x, np.empty((w.shape[0], x.shape[1]), np.float32), relu_slope=0.2)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        monkeypatch.setattr(gemm.config, "PANEL_TASK_BYTES", 1 << 30)  # every column panel in one task
+        again = gemm.matmul_cpu(a, x, np.empty_like(first), relu_slope=0.2)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(again, first)
+
+
+@pytest.mark.parametrize("args, message", [
+    (lambda a, x, out: (a[:, :, :-1], x, out), "expected a"),
+    (lambda a, x, out: (a, x[:-1], out), "expected a"),
+    (lambda a, x, out: (a, x, out[:-ROWS]), "expected a"),
+    (lambda a, x, out: (a, x.astype(np.float64), out), "float32"),
+    (lambda a, x, out: (a, x[:, ::-1], out), "contiguous rows"),
+])
+def test_matmul_refuses_wrong_shapes_and_layouts(args, message):
+    a = gemm.pack_rows(np.ones((1, 2 * ROWS, 4), np.float32))[0]
+    x, out = np.ones((4, 9), np.float32), np.empty((2 * ROWS, 9), np.float32)
+    with pytest.raises(ValueError, match=message):
+        gemm.matmul_cpu(*args(a, x, out))
+
+
+@pytest.mark.parametrize("panels", [True, False])
+def test_a_1x1_convolution_with_shortcut_and_relu_by_either_product(panels, monkeypatch):
+    """``atrous.config.PANEL_1X1``: the panel kernel (finishing in registers) or BLAS and a pass."""
+    import atrous
+    from atrous.reference import conv2d_reference
+    monkeypatch.setattr(gemm.config, "PANEL_1X1", panels)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 6, 5, 7)).astype(np.float32)          # 2 images, 2 groups of 3 channels
+    weight = rng.standard_normal((2 * (ROWS + 3), 3, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(weight.shape[0]).astype(np.float32)
+    residual = rng.standard_normal((2, weight.shape[0], 5, 7)).astype(np.float32)
+    got = atrous.conv2d(x, weight, bias, groups=2, residual=residual, relu_slope=0.1, backend="cpu")
+    v = conv2d_reference(x, weight, bias, (1, 1), (0, 0), (1, 1), 2).astype(np.float64) + residual
+    want = np.maximum(v, 0) + 0.1 * np.minimum(v, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
