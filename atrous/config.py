@@ -70,9 +70,11 @@ PANEL_CHUNK_BYTES = 256 * 2**10
 PANEL_DEPTH = 512
 PANEL_TASK_BYTES = 64 * 2**10
 
-#: 1x1 convolutions by that product on packed panels, which adds the bias and the shortcut and
-#: rectifies as it stores; False: BLAS's product (``np.matmul``), then a pass for the rest.
-PANEL_1X1 = True
+#: The products of the CPU strategies "gemm" (1x1; it also adds the bias and the shortcut and
+#: rectifies as it stores), "shift" and "im2col" on that kernel of packed panels, with the weights'
+#: panels kept per net; False: BLAS's products (``np.matmul``) and the weights as they are.
+#: Winograd's products are always the kernel's; "band" always BLAS's.
+PANEL_PRODUCTS = True
 
 # ---------------------------------------------------------------- CUDA (atrous.cuda)
 

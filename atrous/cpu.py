@@ -13,7 +13,7 @@ Five strategies, chosen per layer by :func:`choose_strategy`:
 ``"gemm"`` (1x1 kernel, stride 1, no padding)
     The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``, by
     :func:`atrous.gemm.matmul_cpu` on the weights' row panels (kept per net), which adds the
-    bias and shortcut and rectifies before it stores (``atrous.config.PANEL_1X1 = False``:
+    bias and shortcut and rectifies before it stores (``atrous.config.PANEL_PRODUCTS = False``:
     BLAS's product, then the epilogue's pass).
 
 ``"winograd"`` (3x3 kernel, stride 1, at least 32 input and output channels per group, few threads)
@@ -273,7 +273,7 @@ def _conv_shift(x, w_taps, bias, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilati
             out[n, g * c_out_g:(g + 1) * c_out_g, r0:r0 + rows] = bias[g * c_out_g:(g + 1) * c_out_g, None, None]
             continue  # every tap of these rows reads padding
         x_band = x[n, ci0:ci0 + c_in_g, y_a:y_b].reshape(c_in_g, -1)  # (C_in/g, rows_in*W)
-        np.matmul(w_taps[g], x_band, out=taps[:, :(y_b - y_a) * w])
+        _product(w_taps[g], x_band, taps[:, :(y_b - y_a) * w])
         _shift_add(taps, bias, out, n, g * c_out_g, kh, kw, r0, rows, y_a, h, w, ph, pw, dh, dw)
 
 
@@ -319,7 +319,7 @@ def _conv_im2col(x, w_mat, out, n, g, c_in_g, c_out_g, kh, kw, stride, pad, dila
         _im2col_rows(x, cols, n, g * c_in_g, c_in_g, kh, kw, r0, rows, w_out,
                      stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1])
         dst = out[n, g * c_out_g:(g + 1) * c_out_g, r0:r0 + rows].reshape(c_out_g, rows * w_out)
-        np.matmul(w_mat[g], cols[:, :rows * w_out], out=dst)  # (C_out/g, rows*W_out)
+        _product(w_mat[g], cols[:, :rows * w_out], dst)  # (C_out/g, rows*W_out)
 
 
 def _shift_taps(weight, groups):
@@ -334,6 +334,20 @@ def _shift_taps(weight, groups):
 def _derived(cache, weight, form, make):
     """``make(weight)``, kept in the caller's :class:`atrous.WeightCache` when there is one."""
     return make(weight) if cache is None else cache.get(weight, form, make)
+
+
+def _panels(cache, weight, form, make):
+    """The ``(groups, C_out', K)`` matrices ``make(weight)`` as row panels for :func:`atrous.gemm.matmul_cpu`:
+    ``(groups, ceil(C_out' / PANEL_ROWS), K, PANEL_ROWS)``, kept in the cache."""
+    return _derived(cache, weight, form + ("panels",), lambda w: gemm.pack_rows(make(w)))
+
+
+def _product(weights, data, out):
+    """``out = W @ data`` for one group's W: row panels (3-D, the Numba kernel) or a matrix (BLAS)."""
+    if weights.ndim == 3:
+        gemm.matmul_cpu(weights, data, out)
+    else:
+        np.matmul(weights, data, out=out)
 
 
 def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, residual=None, relu_slope=None):
@@ -377,7 +391,8 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, resid
         if residual is None:
             relu_slope = None
     elif strategy == "shift":
-        w_taps = _derived(cache, weight, ("shift", groups), lambda w: _shift_taps(w, groups))
+        form = _panels if config.PANEL_PRODUCTS else _derived
+        w_taps = form(cache, weight, ("shift", groups), lambda w: _shift_taps(w, groups))
         for n in range(n_img):
             for g in range(groups):
                 _conv_shift(x, w_taps, bias_or_zero, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation)
@@ -387,10 +402,8 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, resid
         for n in range(n_img):
             for g in range(groups):
                 _conv_band(x, w_rows, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation)
-    elif strategy == "gemm" and config.PANEL_1X1:
-        # Row panels of each group's (C_out/g, C_in/g) weights: (groups, panels, C_in/g, PANEL_ROWS), kept per net.
-        panels = _derived(cache, weight, ("panels", groups),
-                          lambda w: gemm.pack_rows(w.reshape(groups, c_out_g, c_in_g)))
+    elif strategy == "gemm" and config.PANEL_PRODUCTS:
+        panels = _panels(cache, weight, ("gemm", groups), lambda w: w.reshape(groups, c_out_g, c_in_g))
         for n in range(n_img):
             for g in range(groups):
                 channels = slice(g * c_out_g, (g + 1) * c_out_g)
@@ -401,6 +414,8 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, resid
         residual = relu_slope = None  # done as the sums were stored
     else:
         w_mat = weight.reshape(groups, c_out_g, c_in_g * kh * kw)  # (groups, C_out/g, C_in/g*kh*kw)
+        if config.PANEL_PRODUCTS:  # then this is "im2col"
+            w_mat = _panels(cache, weight, ("im2col", groups), lambda w: w.reshape(groups, c_out_g, c_in_g * kh * kw))
         for n in range(n_img):
             for g in range(groups):
                 if strategy == "gemm":

@@ -128,6 +128,19 @@ def test_cpu_matches_reference(case):
     np.testing.assert_allclose(got, expected, rtol=0, atol=_atol(case))
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if _strategy(c) in ("gemm", "shift", "im2col")][::3], ids=_case_id)
+def test_cpu_matches_reference_with_blas_products(case, monkeypatch):
+    """``atrous.config.PANEL_PRODUCTS = False``: the strategies' products by BLAS, the weights as they are."""
+    import atrous.config
+    monkeypatch.setattr(atrous.config, "PANEL_PRODUCTS", False)
+    x, weight, bias = _arrays(case, seed=zlib.crc32(_case_id(case).encode()) + 1)
+    expected = atrous.conv2d(x, weight, bias, backend="numpy", **_kwargs(case))
+    cache = atrous.WeightCache()
+    got = atrous.conv2d(x, weight, bias, backend="cpu", cache=cache, **_kwargs(case))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=_atol(case))
+    assert all("panels" not in form for _, form in cache._entries)  # no row panels were made
+
+
 def _scipy_conv(signal, x, weight, bias, stride, pad, rate, groups):
     """Oracle: zero-dilate the kernel, then scipy's 2-D correlation on the padded input."""
     n, c_in, _, _ = x.shape

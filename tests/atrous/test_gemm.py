@@ -210,10 +210,10 @@ def test_matmul_refuses_wrong_shapes_and_layouts(args, message):
 
 @pytest.mark.parametrize("panels", [True, False])
 def test_a_1x1_convolution_with_shortcut_and_relu_by_either_product(panels, monkeypatch):
-    """``atrous.config.PANEL_1X1``: the panel kernel (finishing in registers) or BLAS and a pass."""
+    """``atrous.config.PANEL_PRODUCTS``: the panel kernel (finishing in registers) or BLAS and a pass."""
     import atrous
     from atrous.reference import conv2d_reference
-    monkeypatch.setattr(gemm.config, "PANEL_1X1", panels)
+    monkeypatch.setattr(gemm.config, "PANEL_PRODUCTS", panels)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((2, 6, 5, 7)).astype(np.float32)          # 2 images, 2 groups of 3 channels
     weight = rng.standard_normal((2 * (ROWS + 3), 3, 1, 1)).astype(np.float32)
