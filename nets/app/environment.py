@@ -131,9 +131,11 @@ def blas_warning(environ=None, flags=None):
     """A warning when ``OPENBLAS_CORETYPE`` forces kernels older than the processor supports, or None.
 
     Some machines set it to work around old OpenBLAS builds; a current NumPy then runs its float32
-    GEMM, and with it this project's CPU convolutions, on AVX2 kernels of about half the speed of
-    the AVX-512 ones (measured: 270 against 480-520 GFLOP/s; bench/RESULTS.md), while OpenCV and
-    torch keep their own kernels.
+    GEMM on AVX2 kernels of about half the speed of the AVX-512 ones on some processors (measured:
+    270 against 480-520 GFLOP/s; bench/RESULTS.md), while OpenCV and torch keep their own kernels.
+    The CPU convolutions' products run on this project's own kernel (:mod:`atrous.gemm`) unless
+    ``atrous.config.PANEL_PRODUCTS`` is off; NumPy's other products and the "band" strategy's
+    still go to BLAS.
     """
     environ = os.environ if environ is None else environ
     forced = environ.get("OPENBLAS_CORETYPE")
@@ -145,17 +147,25 @@ def blas_warning(environ=None, flags=None):
     if best is None or forced.lower() not in names or names.index(forced.lower()) >= names.index(best.lower()):
         return None
     return (f"OPENBLAS_CORETYPE={forced} forces OpenBLAS's {forced} kernels on a processor that runs its {best} "
-            f"kernels: NumPy's matrix products, and the CPU convolutions with them, run at about half speed. "
+            f"kernels: NumPy's matrix products (not the convolutions' own, atrous.gemm) may run at half speed. "
             f"Unset OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) unless your OpenBLAS build needs them")
 
 
+def products_status():
+    """Which kernel runs the CPU convolutions' matrix products (:mod:`atrous.gemm`), and its panel shape."""
+    from atrous import config, gemm
+    which = "atrous.gemm" if config.PANEL_PRODUCTS else \
+        "BLAS (atrous.config.PANEL_PRODUCTS off; Winograd's: atrous.gemm)"
+    return f"{which}, panels of {gemm.PANEL_ROWS} x {gemm.PANEL_COLS}"
+
+
 def benchmark_line():
-    """The lines every benchmark prints beside its numbers: the processor, BLAS, its kernel, and the
-    warning if any."""
+    """The lines every benchmark prints beside its numbers: the processor, BLAS, its kernel, the
+    convolutions' own product kernel, and the warning if any."""
     warning = blas_warning()
     return (f"CPU: {processor()}\nBLAS: {blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
-            f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')}") + (
-        f"\nwarning: {warning}" if warning else "")
+            f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')}; "
+            f"convolution products: {products_status()}") + (f"\nwarning: {warning}" if warning else "")
 
 
 def heap_status():
@@ -200,6 +210,7 @@ def describe():
         ("blas threads idle", f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')} "
                               f"(spin 2^N cycles after a product, then sleep; OpenBLAS reads it when it loads)"),
         *([("warning", blas_warning())] if blas_warning() else []),
+        ("convolution products", products_status()),
         ("heap", heap_status()),
         ("crf lattice cache", grid_cache_status()),
         ("workers", f"{n} cores: --workers N gives each worker max(1, {n} // N) threads (Numba and BLAS); "

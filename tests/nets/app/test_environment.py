@@ -79,3 +79,12 @@ def test_info_reports_the_crf_lattice_cache_and_whether_it_is_off(monkeypatch):
         f"up to {config.GRID_CACHE_BYTES / 2**20:g} MiB of smoothness lattices")
     monkeypatch.setattr(config, "GRID_CACHE_BYTES", 0)
     assert dict(environment.describe())["crf lattice cache"].startswith("off (")
+
+
+def test_the_convolutions_product_kernel_is_named(monkeypatch):
+    from atrous import config, gemm
+    assert environment.products_status().startswith("atrous.gemm, panels of "
+                                                    f"{gemm.PANEL_ROWS} x {gemm.PANEL_COLS}")
+    monkeypatch.setattr(config, "PANEL_PRODUCTS", False)
+    assert environment.products_status().startswith("BLAS")
+    assert "convolution products: BLAS" in environment.benchmark_line()
