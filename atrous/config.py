@@ -76,6 +76,12 @@ PANEL_TASK_BYTES = 64 * 2**10
 #: Winograd's products are always the kernel's; "band" always BLAS's.
 PANEL_PRODUCTS = True
 
+#: ... for products whose inner dimension (C_in/g, or C_in/g*kh*kw for "im2col") is at most this;
+#: longer ones go to BLAS. Measured on 2 Zen 4 cores (2026-12-07): the kernel matched BLAS up to
+#: K = 2048 (ResNet's 1x1 layers: 0.97-1.03x its time with the epilogue pass), took 0.85x for
+#: VGG's conv1_1 (K = 27) and 1.16x for fc6 at 41x41 by im2col (K = 4608: 92 against 79 ms).
+PANEL_MAX_DEPTH = 2048
+
 # ---------------------------------------------------------------- CUDA (atrous.cuda)
 
 #: Which convolution kernel ``atrous.cuda.conv2d`` launches: ``"gemm"``, the double-buffered

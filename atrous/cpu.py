@@ -13,8 +13,8 @@ Five strategies, chosen per layer by :func:`choose_strategy`:
 ``"gemm"`` (1x1 kernel, stride 1, no padding)
     The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``, by
     :func:`atrous.gemm.matmul_cpu` on the weights' row panels (kept per net), which adds the
-    bias and shortcut and rectifies before it stores (``atrous.config.PANEL_PRODUCTS = False``:
-    BLAS's product, then the epilogue's pass).
+    bias and shortcut and rectifies before it stores (``atrous.config.PANEL_PRODUCTS = False``,
+    or C_in/g over ``PANEL_MAX_DEPTH``: BLAS's product, then the epilogue's pass).
 
 ``"winograd"`` (3x3 kernel, stride 1, at least 32 input and output channels per group, few threads)
     Winograd's F(2x2, 3x3) or F(4x4, 3x3), whichever needs fewer products, on each of the
@@ -336,6 +336,11 @@ def _derived(cache, weight, form, make):
     return make(weight) if cache is None else cache.get(weight, form, make)
 
 
+def _use_panels(depth):
+    """Whether a strategy's products of inner dimension ``depth`` run on :mod:`atrous.gemm`'s kernel."""
+    return config.PANEL_PRODUCTS and depth <= config.PANEL_MAX_DEPTH
+
+
 def _panels(cache, weight, form, make):
     """The ``(groups, C_out', K)`` matrices ``make(weight)`` as row panels for :func:`atrous.gemm.matmul_cpu`:
     ``(groups, ceil(C_out' / PANEL_ROWS), K, PANEL_ROWS)``, kept in the cache."""
@@ -391,7 +396,7 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, resid
         if residual is None:
             relu_slope = None
     elif strategy == "shift":
-        form = _panels if config.PANEL_PRODUCTS else _derived
+        form = _panels if _use_panels(c_in_g) else _derived
         w_taps = form(cache, weight, ("shift", groups), lambda w: _shift_taps(w, groups))
         for n in range(n_img):
             for g in range(groups):
@@ -402,7 +407,7 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, resid
         for n in range(n_img):
             for g in range(groups):
                 _conv_band(x, w_rows, out, n, g, c_in_g, c_out_g, kh, kw, pad, dilation)
-    elif strategy == "gemm" and config.PANEL_PRODUCTS:
+    elif strategy == "gemm" and _use_panels(c_in_g):
         panels = _panels(cache, weight, ("gemm", groups), lambda w: w.reshape(groups, c_out_g, c_in_g))
         for n in range(n_img):
             for g in range(groups):
@@ -414,7 +419,7 @@ def conv2d_cpu(x, weight, bias, stride, pad, dilation, groups, cache=None, resid
         residual = relu_slope = None  # done as the sums were stored
     else:
         w_mat = weight.reshape(groups, c_out_g, c_in_g * kh * kw)  # (groups, C_out/g, C_in/g*kh*kw)
-        if config.PANEL_PRODUCTS:  # then this is "im2col"
+        if strategy == "im2col" and _use_panels(c_in_g * kh * kw):
             w_mat = _panels(cache, weight, ("im2col", groups), lambda w: w.reshape(groups, c_out_g, c_in_g * kh * kw))
         for n in range(n_img):
             for g in range(groups):

@@ -134,8 +134,8 @@ def blas_warning(environ=None, flags=None):
     GEMM on AVX2 kernels of about half the speed of the AVX-512 ones on some processors (measured:
     270 against 480-520 GFLOP/s; bench/RESULTS.md), while OpenCV and torch keep their own kernels.
     The CPU convolutions' products run on this project's own kernel (:mod:`atrous.gemm`) unless
-    ``atrous.config.PANEL_PRODUCTS`` is off; NumPy's other products and the "band" strategy's
-    still go to BLAS.
+    ``atrous.config.PANEL_PRODUCTS`` is off or their inner dimension exceeds ``PANEL_MAX_DEPTH``;
+    NumPy's other products and the "band" strategy's still go to BLAS.
     """
     environ = os.environ if environ is None else environ
     forced = environ.get("OPENBLAS_CORETYPE")

@@ -128,11 +128,13 @@ def test_cpu_matches_reference(case):
     np.testing.assert_allclose(got, expected, rtol=0, atol=_atol(case))
 
 
+@pytest.mark.parametrize("setting", [("PANEL_PRODUCTS", False), ("PANEL_MAX_DEPTH", 0)])
 @pytest.mark.parametrize("case", [c for c in CASES if _strategy(c) in ("gemm", "shift", "im2col")][::3], ids=_case_id)
-def test_cpu_matches_reference_with_blas_products(case, monkeypatch):
-    """``atrous.config.PANEL_PRODUCTS = False``: the strategies' products by BLAS, the weights as they are."""
+def test_cpu_matches_reference_with_blas_products(case, setting, monkeypatch):
+    """``atrous.config.PANEL_PRODUCTS = False``, or products deeper than ``PANEL_MAX_DEPTH``: the
+    strategies' products by BLAS, the weights as they are."""
     import atrous.config
-    monkeypatch.setattr(atrous.config, "PANEL_PRODUCTS", False)
+    monkeypatch.setattr(atrous.config, *setting)
     x, weight, bias = _arrays(case, seed=zlib.crc32(_case_id(case).encode()) + 1)
     expected = atrous.conv2d(x, weight, bias, backend="numpy", **_kwargs(case))
     cache = atrous.WeightCache()
