@@ -34,6 +34,7 @@ References
 A. Lavin, S. Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016, Sec. 4
 (F(2x2, 3x3), F(4x4, 3x3)). L.-C. Chen et al., TPAMI 2018, Sec. 3.1 (atrous convolution).
 """
+import functools
 import threading
 
 import numpy as np
@@ -338,8 +339,10 @@ def f43_reference(d, g):
     return AT43 @ ((G43 @ np.asarray(g, np.float32)) * (BT43 @ np.asarray(d, np.float32)))
 
 
+@functools.lru_cache(maxsize=256)
 def tiles(size_out, pad, dilation, m=2):
-    """The tiles along one axis: input positions ``(T, m+2)`` and output positions ``(T, m)``, int64.
+    """The tiles along one axis: input positions ``(T, m+2)`` and output positions ``(T, m)``, int64,
+    read-only (kept for the next call with the same arguments: a net asks for the same few).
 
     Phase a (0 <= a < min(d, size_out)) has outputs a, a + d, a + 2d, ...; its k-th tile covers
     outputs ``a + d*(m k + (0, .., m-1))`` and reads inputs ``a - pad + d*(m k + (0, .., m+1))``.
@@ -351,7 +354,9 @@ def tiles(size_out, pad, dilation, m=2):
         k = np.arange((count + m - 1) // m)[:, None]
         ins.append(a - pad + d * (m * k + np.arange(m + 2)[None]))
         outs.append(a + d * (m * k + np.arange(m)[None]))
-    return np.concatenate(ins).astype(np.int64), np.concatenate(outs).astype(np.int64)
+    ins, outs = np.concatenate(ins).astype(np.int64), np.concatenate(outs).astype(np.int64)
+    ins.flags.writeable = outs.flags.writeable = False
+    return ins, outs
 
 
 def products(out_size, dilation, m):
