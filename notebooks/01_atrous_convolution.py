@@ -378,6 +378,32 @@ print(f"rate 2 through F(4x4, 3x3) against the reference: max |error| = {err4:.1
 assert err4 < 1e-4
 
 # %% [markdown]
+# The transformed tiles leave $(m+2)^2$ matrix products $M_p = U_p V_p$, one per point of the
+# tile: $U_p$ is (C_out x C_in), the filters' point $p$; $V_p$ is (C_in x tiles). On DeepLab's
+# dilated layers they are many and small (ResNet-101's res4 at 321x321: 36 of
+# (256 x 256) @ (256 x 121)), which BLAS runs one at a time. `atrous.gemm` computes them in Numba:
+# $U_p$ is stored once in *row panels* of `PANEL_ROWS` rows, each read column by column, and the
+# input transform writes $V_p$ in *column panels* of `PANEL_COLS` columns, each read row by row. One
+# block of `PANEL_ROWS` x `PANEL_COLS` outputs then lives in vector registers while $k$ runs over
+# C_in: per $k$ one load of the panel's row of $V$ and one broadcast of each of $U$'s values. The
+# same kernel does the 1x1 convolutions, reading the input's rows where they lie.
+
+# %%
+from atrous import gemm
+
+u = rng.standard_normal((3, 13, 20)).astype(np.float32)    # 3 products of (13 x 20) @ (20 x 37)
+v = rng.standard_normal((3, 20, 37)).astype(np.float32)
+a, b = gemm.pack_rows(u), gemm.pack_cols(v)
+print("panels of", gemm.PANEL_ROWS, "x", gemm.PANEL_COLS, "| U packed:", a.shape, "| V packed:", b.shape)
+assert a[1, 1, 5, 2] == u[1, 1 * gemm.PANEL_ROWS + 2, 5]     # panel 1, row k = 5, lane 2
+assert b[2, 1, 7, 3] == v[2, 7, 1 * gemm.PANEL_COLS + 3]
+c = np.empty((3, a.shape[1] * gemm.PANEL_ROWS, b.shape[1] * gemm.PANEL_COLS), np.float32)
+gemm.batched_products_cpu(a, b, c)
+err_p = float(np.abs(c[:, :13, :37] - np.matmul(u.astype(np.float64), v)).max())
+print(f"packed-panel products against float64 matmul: max |error| = {err_p:.1e}")
+assert err_p < 1e-4
+
+# %% [markdown]
 # ## What to take away
 #
 # * Eq. (1): an atrous filter samples its input every $r$ pixels. It has $K$ weights and $K$
@@ -389,4 +415,5 @@ assert err4 < 1e-4
 #   of view through the whole DeepLab network.
 # * A rate-$r$ layer is $r^2$ ordinary convolutions on the phases of its input, so Winograd's
 #   $F(2\times2, 3\times3)$ applies to each: 2.25x fewer multiplications ($F(4\times4, 3\times3)$: 4x,
-#   on phases large enough for its tiles).
+#   on phases large enough for its tiles). Its matrix products run on packed panels, one block of
+#   outputs in registers at a time.
