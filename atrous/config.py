@@ -72,9 +72,14 @@ PANEL_TASK_BYTES = 64 * 2**10
 
 #: The products of the CPU strategies "gemm" (1x1; it also adds the bias and the shortcut and
 #: rectifies as it stores), "shift" and "im2col" on that kernel of packed panels, with the weights'
-#: panels kept per net; False: BLAS's products (``np.matmul``) and the weights as they are.
-#: Winograd's products are always the kernel's; "band" always BLAS's.
-PANEL_PRODUCTS = True
+#: panels kept per net (True), or BLAS's products (``np.matmul``) and the weights as they are
+#: (False). None: True where Numba compiles for AVX-512 (8 x 32 panels), False elsewhere.
+#: Winograd's products are always the kernel's; "band" always BLAS's. Measured on 2 Zen 4 cores
+#: (2026-12-07), ResNet-101 at 321x321: with AVX-512 the kernel's time was 0.98-1.03x BLAS's, and
+#: 0.50x with OpenBLAS forced onto old kernels (OPENBLAS_CORETYPE=Prescott); compiled for AVX2
+#: (NUMBA_CPU_NAME=haswell, 6 x 16 panels) against OpenBLAS's Haswell kernels, 1.21x (its 1x1
+#: products at 0.8x BLAS's speed), while Winograd's batches still ran 1.1-3.8x faster than BLAS's.
+PANEL_PRODUCTS = None
 
 #: ... for products whose inner dimension (C_in/g, or C_in/g*kh*kw for "im2col") is at most this;
 #: longer ones go to BLAS. Measured on 2 Zen 4 cores (2026-12-07): the kernel matched BLAS up to

@@ -4,17 +4,19 @@ Like Caffe, the im2col-style strategies hand their matrix products to BLAS throu
 (``np.matmul``); every index computation -- which input pixel a dilated tap reads, which
 rows fall in the zero padding -- is written by hand in ``@njit(parallel=True, cache=True)``
 kernels. No BLAS call runs inside a ``prange`` loop: NumPy's BLAS and Numba's threads take
-turns. Winograd's batches of small products and the 1x1 convolutions run on a Numba
-kernel of their own (:mod:`atrous.gemm`): as fast as OpenBLAS's on large products, faster
-on Winograd's small ones, and independent of which BLAS NumPy was built with.
+turns. Winograd's batches of small products run on a Numba kernel of their own
+(:mod:`atrous.gemm`), faster than BLAS's; where Numba compiles for AVX-512, so do the 1x1
+convolutions and the "shift" and "im2col" products (``atrous.config.PANEL_PRODUCTS``): as
+fast as OpenBLAS's best kernels, and independent of which BLAS NumPy was built with.
 
 Five strategies, chosen per layer by :func:`choose_strategy`:
 
 ``"gemm"`` (1x1 kernel, stride 1, no padding)
     The convolution *is* a matrix product: ``(C_out/g, C_in/g) @ (C_in/g, H*W)``, by
     :func:`atrous.gemm.matmul_cpu` on the weights' row panels (kept per net), which adds the
-    bias and shortcut and rectifies before it stores (``atrous.config.PANEL_PRODUCTS = False``,
-    or C_in/g over ``PANEL_MAX_DEPTH``: BLAS's product, then the epilogue's pass).
+    bias and shortcut and rectifies before it stores (where ``atrous.config.PANEL_PRODUCTS`` is
+    off, by default without AVX-512, or C_in/g over ``PANEL_MAX_DEPTH``: BLAS's product, then the
+    epilogue's pass).
 
 ``"winograd"`` (3x3 kernel, stride 1, at least 32 input and output channels per group, few threads)
     Winograd's F(2x2, 3x3) or F(4x4, 3x3), whichever needs fewer products, on each of the
@@ -338,7 +340,7 @@ def _derived(cache, weight, form, make):
 
 def _use_panels(depth):
     """Whether a strategy's products of inner dimension ``depth`` run on :mod:`atrous.gemm`'s kernel."""
-    return config.PANEL_PRODUCTS and depth <= config.PANEL_MAX_DEPTH
+    return gemm.panel_products() and depth <= config.PANEL_MAX_DEPTH
 
 
 def _panels(cache, weight, form, make):

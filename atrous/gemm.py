@@ -24,7 +24,9 @@ so the layer makes no second pass over its output. On this processor it runs as 
 OpenBLAS's own kernels (ResNet-101 at 321x321: 0.98-1.02x the time with BLAS's product and
 the epilogue pass), and it keeps that speed where BLAS is slow: with OpenBLAS forced to an
 old kernel (``OPENBLAS_CORETYPE=Prescott``) ResNet-101 took 0.67 s with these products and
-1.21 s with BLAS's.
+1.21 s with BLAS's. Compiled for AVX2 (6 x 16 panels) its 1x1 products ran at 0.8x the speed
+of OpenBLAS's Haswell kernels, so by default the convolutions other than Winograd use it only
+with AVX-512 (:func:`panel_products`, ``atrous.config.PANEL_PRODUCTS``).
 
 The panel shape suits the registers of the processor Numba compiles for:
 MR x NR = 8 x 32 (16 accumulators of 16 floats) with AVX-512's 32 vector registers, 6 x 16
@@ -70,6 +72,14 @@ def _compiles_for_avx512():
 
 #: Rows (of U, output channels) and columns (of V, tiles) of one block of the product.
 PANEL_ROWS, PANEL_COLS = (8, 32) if _compiles_for_avx512() else (6, 16)
+
+
+def panel_products():
+    """Whether the CPU strategies' products (1x1, "shift", "im2col") run here: ``atrous.config.
+    PANEL_PRODUCTS``, or when it is None, whether the panels are AVX-512's (``atrous.config``)."""
+    if config.PANEL_PRODUCTS is None:
+        return PANEL_COLS == 32
+    return bool(config.PANEL_PRODUCTS)
 
 _LANES = 16  # floats per LLVM vector; lowered to one AVX-512 register, two AVX2 ones, four NEON ones
 _F32 = ir.FloatType()

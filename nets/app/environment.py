@@ -134,7 +134,8 @@ def blas_warning(environ=None, flags=None):
     GEMM on AVX2 kernels of about half the speed of the AVX-512 ones on some processors (measured:
     270 against 480-520 GFLOP/s; bench/RESULTS.md), while OpenCV and torch keep their own kernels.
     The CPU convolutions' products run on this project's own kernel (:mod:`atrous.gemm`) unless
-    ``atrous.config.PANEL_PRODUCTS`` is off or their inner dimension exceeds ``PANEL_MAX_DEPTH``;
+    ``atrous.config.PANEL_PRODUCTS`` is off (by default where Numba compiles without AVX-512) or
+    their inner dimension exceeds ``PANEL_MAX_DEPTH``;
     NumPy's other products and the "band" strategy's still go to BLAS.
     """
     environ = os.environ if environ is None else environ
@@ -154,9 +155,10 @@ def blas_warning(environ=None, flags=None):
 def products_status():
     """Which kernel runs the CPU convolutions' matrix products (:mod:`atrous.gemm`), and its panel shape."""
     from atrous import config, gemm
-    which = "atrous.gemm" if config.PANEL_PRODUCTS else \
-        "BLAS (atrous.config.PANEL_PRODUCTS off; Winograd's: atrous.gemm)"
-    return f"{which}, panels of {gemm.PANEL_ROWS} x {gemm.PANEL_COLS}"
+    setting = f"atrous.config.PANEL_PRODUCTS = {config.PANEL_PRODUCTS}" + (
+        " (auto)" if config.PANEL_PRODUCTS is None else "")
+    which = "atrous.gemm" if gemm.panel_products() else "BLAS, Winograd's by atrous.gemm"
+    return f"{which}, panels of {gemm.PANEL_ROWS} x {gemm.PANEL_COLS}; {setting}"
 
 
 def benchmark_line():

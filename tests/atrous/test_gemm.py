@@ -119,6 +119,7 @@ def test_the_panel_shape_follows_the_processor_numba_compiles_for():
         "import numpy as np\n"
         "from atrous import gemm\n"
         "assert (gemm.PANEL_ROWS, gemm.PANEL_COLS) == (6, 16), (gemm.PANEL_ROWS, gemm.PANEL_COLS)\n"
+        "assert not gemm.panel_products()  # by default only Winograd's products use AVX2's panels\n"
         "rng = np.random.default_rng(4)\n"
         "u = rng.standard_normal((3, 13, 20)).astype(np.float32)\n"
         "v = rng.standard_normal((3, 20, 37)).astype(np.float32)\n"
@@ -223,3 +224,12 @@ def test_a_1x1_convolution_with_shortcut_and_relu_by_either_product(panels, monk
     v = conv2d_reference(x, weight, bias, (1, 1), (0, 0), (1, 1), 2).astype(np.float64) + residual
     want = np.maximum(v, 0) + 0.1 * np.minimum(v, 0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_strategies_use_the_panels_by_default_only_with_avx512s(monkeypatch):
+    monkeypatch.setattr(gemm.config, "PANEL_PRODUCTS", None)
+    assert gemm.panel_products() == (gemm.PANEL_COLS == 32)
+    monkeypatch.setattr(gemm, "PANEL_COLS", 16)
+    assert not gemm.panel_products()
+    monkeypatch.setattr(gemm.config, "PANEL_PRODUCTS", True)
+    assert gemm.panel_products()
