@@ -375,7 +375,8 @@ def matmul_cpu(a, x, out, bias=None, residual=None, relu_slope=None):
     a : ndarray of shape (ceil(M / PANEL_ROWS), K, PANEL_ROWS), float32, C-contiguous
         W's row panels, ``pack_rows(W[None])[0]`` for W (M, K); a net keeps them.
     x : ndarray of shape (K, N), float32, rows contiguous
-    out : ndarray of shape (M, N), float32, rows contiguous; written completely
+    out : ndarray of shape (M, N), float32, rows contiguous; written completely. It must not
+        overlap ``x`` or ``residual``: the passes over K store partial sums in it.
     bias : ndarray of shape (M,), float32, optional
     residual : ndarray of shape (M, N), float32, rows contiguous, optional
     relu_slope : float, optional
@@ -384,7 +385,7 @@ def matmul_cpu(a, x, out, bias=None, residual=None, relu_slope=None):
     row_panels, depth, rows = a.shape
     m, n = out.shape
     if rows != PANEL_ROWS or not (row_panels - 1) * rows < m <= row_panels * rows or x.shape != (depth, n) \
-            or (bias is not None and bias.shape != (m,)) or (residual is not None and residual.shape != (m, n)):
+            or depth < 1 or (bias is not None and bias.shape != (m,)) or (residual is not None and residual.shape != (m, n)):
         raise ValueError(f"expected a (ceil(M / {PANEL_ROWS}), K, {PANEL_ROWS}), x (K, N), out and residual (M, N), "
                          f"bias (M,); got a {a.shape}, "
                          f"x {x.shape}, out {out.shape}, residual {None if residual is None else residual.shape}, "
@@ -393,6 +394,8 @@ def matmul_cpu(a, x, out, bias=None, residual=None, relu_slope=None):
         if array is not None and (array.dtype != np.float32 or (array.shape[-1] > 1 and array.strides[-1] != 4)):
             raise ValueError(f"{name}: expected float32 with contiguous rows, got {array.dtype}, "
                              f"strides {array.strides}")
+    if np.may_share_memory(out, x) or (residual is not None and np.may_share_memory(out, residual)):
+        raise ValueError("out must not overlap x or residual (the passes over K store partial sums in it)")
     full = n // PANEL_COLS
     tail = np.zeros((depth, PANEL_COLS), np.float32)  # the last, partial column panel, zero-padded
     tail[:, :n - full * PANEL_COLS] = x[:, full * PANEL_COLS:]
@@ -413,7 +416,7 @@ def batched_products_cpu(a, b, c):
     a : ndarray of shape (P, M_pad / PANEL_ROWS, K, PANEL_ROWS), float32, each panel contiguous
     b : ndarray of shape (P, T_pad / PANEL_COLS, K, PANEL_COLS), float32, each panel contiguous
         (the planes may lie further apart than a plane's size: Winograd's buffers do).
-    c : ndarray of shape (P, >= M_pad, >= T_pad), float32, rows contiguous
+    c : ndarray of shape (P, >= M_pad, >= T_pad), float32, rows contiguous, not overlapping ``b``
         Its first M_pad rows and T_pad columns of every plane are written.
     """
     planes, _, depth, rows = a.shape

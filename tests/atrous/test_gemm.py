@@ -161,6 +161,8 @@ def test_matmul_matches_float64_and_finishes_its_sums_as_the_epilogue_does(m, k,
     for slope in (0.0, 0.1):
         got = gemm.matmul_cpu(a, x, np.empty((m, n), np.float32), bias, residual, slope)
         np.testing.assert_array_equal(got, _finish_numpy(sums, bias, residual, slope))
+        with pytest.raises(ValueError, match="overlap"):  # passes over K would overwrite the shortcut
+            gemm.matmul_cpu(a, x, residual, bias, residual, slope)
     only_relu = gemm.matmul_cpu(a, x, np.empty((m, n), np.float32), relu_slope=0.0)
     np.testing.assert_array_equal(only_relu, np.maximum(sums, 0) + np.float32(0) * np.minimum(sums, 0))
     np.testing.assert_array_equal(gemm.matmul_cpu(a, x, np.empty((m, n), np.float32), bias), sums + bias[:, None])
@@ -201,6 +203,7 @@ def test_matmul_does_not_depend_on_threads_or_tasks(monkeypatch):
     (lambda a, x, out: (a, x, out[:-ROWS]), "expected a"),
     (lambda a, x, out: (a, x.astype(np.float64), out), "float32"),
     (lambda a, x, out: (a, x[:, ::-1], out), "contiguous rows"),
+    (lambda a, x, out: (a[:, :0], x[:0], out), "expected a"),  # K = 0
 ])
 def test_matmul_refuses_wrong_shapes_and_layouts(args, message):
     a = gemm.pack_rows(np.ones((1, 2 * ROWS, 4), np.float32))[0]
