@@ -261,6 +261,10 @@ def panel_product(typingctx, a, b, b_row, b_col, c, row, col, rows, cols, accumu
     return types.void(a, b, b_row, b_col, c, row, col, rows, cols, accumulate, finish, bias, residual, slope), codegen
 
 
+_NO_BIAS = np.empty(0, np.float32)  # for the calls that finish nothing
+_NO_RESIDUAL = np.empty((0, 0), np.float32)
+
+
 @njit(parallel=True, cache=True)
 def _products(a, b, c, chunk):
     """c[p, i MR + r, j NR + s] = sum_k a[p, i, k, r] b[p, j, k, s]; one task per plane and ``chunk``
@@ -315,10 +319,6 @@ def _product(a, x, tail, out, bias, residual, slope, finish, depth_block, chunk,
                     else:
                         panel_product(panel, tail, k0, 0, out, i * panel_rows, col, rows, cols, k0 > 0,
                                       done, bias, residual, slope)
-
-
-_NO_BIAS = np.empty(0, np.float32)
-_NO_RESIDUAL = np.empty((0, 0), np.float32)
 
 
 def panels(count, size):
