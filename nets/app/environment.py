@@ -135,8 +135,8 @@ def blas_warning(environ=None, flags=None):
     270 against 480-520 GFLOP/s; bench/RESULTS.md), while OpenCV and torch keep their own kernels.
     The CPU convolutions' products run on this project's own kernel (:mod:`atrous.gemm`) unless
     ``atrous.config.PANEL_PRODUCTS`` is off (by default where Numba compiles without AVX-512) or
-    their inner dimension exceeds ``PANEL_MAX_DEPTH``;
-    NumPy's other products and the "band" strategy's still go to BLAS.
+    their inner dimension exceeds ``PANEL_MAX_DEPTH``; NumPy's other products and the "band"
+    strategy's still go to BLAS.
     """
     environ = os.environ if environ is None else environ
     forced = environ.get("OPENBLAS_CORETYPE")
