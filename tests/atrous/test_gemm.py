@@ -1,4 +1,5 @@
-"""The packed-panel batched products (atrous.gemm) against float64 matrix products."""
+"""The products on packed panels (atrous.gemm): Winograd's batches and the 1x1 product with its finish,
+against float64 matrix products and the epilogue's arithmetic."""
 import os
 import subprocess
 import sys
