@@ -125,7 +125,7 @@ def panel_product(typingctx, a, b, b_row, b_col, c, row, col, rows, cols, accumu
         v = max(v, 0) + slope * min(v, 0)      if finish & RELU
         c[row + r, col + s] = v
 
-    ``a``: a (K, PANEL_ROWS) float32 row panel (of :func:`pack_rows`), any strides. ``b``: a 2-D
+    ``a``: a (K, PANEL_ROWS) float32 row panel of :func:`pack_rows`, C-contiguous. ``b``: a 2-D
     float32 array whose rows are contiguous (any row stride): a (K, PANEL_COLS) column panel, or
     a matrix whose columns ``b_col .. b_col + PANEL_COLS - 1`` all exist (all are read,
     whatever ``cols``). ``c`` and ``residual``: 2-D float32 arrays whose rows are contiguous;
@@ -134,7 +134,7 @@ def panel_product(typingctx, a, b, b_row, b_col, c, row, col, rows, cols, accumu
     is loaded and stored element by element, before and after the products.
     """
     arrays = (a, b, c, residual)
-    if not (all(_is_panel_array(x, 2) for x in arrays) and _is_panel_array(bias, 1)
+    if not (all(_is_panel_array(x, 2) for x in arrays) and a.layout == "C" and _is_panel_array(bias, 1)
             and all(isinstance(x, types.Integer) for x in (b_row, b_col, row, col, rows, cols, finish))
             and isinstance(accumulate, types.Boolean) and slope == types.float32):
         return None
@@ -208,18 +208,12 @@ def panel_product(typingctx, a, b, b_row, b_col, c, row, col, rows, cols, accumu
                                           ir.Constant(_VECTOR, None), broadcast)
 
         b_first = _element(builder, b_array.data, b_row, b_stride, b_col)
-        # a[k, r] through a's strides: constants LLVM can fold for a C-contiguous panel.
-        if signature.args[0].layout == "C":
-            a_step, a_apart = ir.Constant(intp, panel_rows), ir.Constant(intp, 1)
-        else:
-            a_step, a_apart = (builder.udiv(builder.extract_value(a_array.strides, d), four) for d in (0, 1))
-        a_columns = [builder.gep(a_array.data, [builder.mul(ir.Constant(intp, r), a_apart)]) for r in range(panel_rows)]
         with cgutils.for_range(builder, depth) as loop:
             b_here = builder.gep(b_first, [builder.mul(loop.index, b_stride)])
             b_values = [builder.load(_vector_at(builder, b_here, intp, _LANES * v), align=4) for v in range(vectors)]
-            a_offset = builder.mul(loop.index, a_step)
+            a_here = builder.gep(a_array.data, [builder.mul(loop.index, ir.Constant(intp, panel_rows))])
             for r in range(panel_rows):
-                lanes = splat(builder.load(builder.gep(a_columns[r], [a_offset])))
+                lanes = splat(builder.load(builder.gep(a_here, [ir.Constant(intp, r)])))
                 for v in range(vectors):
                     builder.store(builder.call(fmuladd, [lanes, b_values[v], builder.load(sums[r][v])]), sums[r][v])
 
@@ -292,7 +286,7 @@ def _product(a, x, tail, out, bias, residual, slope, finish, depth_block, chunk,
     passes of ``depth_block`` rows: a pass of one row panel (up to 16 KB) stays in L1 while
     the task's column panels pass under it; the first pass stores its sums, the others add
     to them, and the last finishes them (bias, residual, ReLU) before it stores.
-    ``tail`` (K, NR): the last, partial column panel of x, zero-padded (when N % NR != 0).
+    ``tail`` (K, NR): the last, partial column panel of x, zero-padded; (0, NR) when N % NR == 0.
     """
     row_panels, depth, panel_rows = a.shape
     m, n = out.shape
@@ -394,11 +388,15 @@ def matmul_cpu(a, x, out, bias=None, residual=None, relu_slope=None):
         if array is not None and (array.dtype != np.float32 or (array.shape[-1] > 1 and array.strides[-1] != 4)):
             raise ValueError(f"{name}: expected float32 with contiguous rows, got {array.dtype}, "
                              f"strides {array.strides}")
+    if not a.flags.c_contiguous:
+        raise ValueError("a: expected the C-contiguous row panels of pack_rows")
     if np.may_share_memory(out, x) or (residual is not None and np.may_share_memory(out, residual)):
         raise ValueError("out must not overlap x or residual (the passes over K store partial sums in it)")
     full = n // PANEL_COLS
-    tail = np.zeros((depth, PANEL_COLS), np.float32)  # the last, partial column panel, zero-padded
-    tail[:, :n - full * PANEL_COLS] = x[:, full * PANEL_COLS:]
+    # The last, partial column panel, zero-padded (none when the panels fill N: (0, NR), never read).
+    tail = np.zeros((depth if n > full * PANEL_COLS else 0, PANEL_COLS), np.float32)
+    if tail.size:
+        tail[:, :n - full * PANEL_COLS] = x[:, full * PANEL_COLS:]
     depth_block = config.PANEL_DEPTH
     chunk = max(1, config.PANEL_TASK_BYTES // (min(depth_block, depth) * PANEL_COLS * 4))
     finish = (ADD_BIAS if bias is not None else 0) | (ADD_RESIDUAL if residual is not None else 0) | \
@@ -426,6 +424,8 @@ def batched_products_cpu(a, b, c):
     if c.shape[0] != planes or c.shape[1] < a.shape[1] * rows or c.shape[2] < b.shape[1] * PANEL_COLS:
         raise ValueError(f"expected c of at least ({planes}, {a.shape[1] * rows}, {b.shape[1] * PANEL_COLS}), "
                          f"got {c.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError("a: expected the C-contiguous row panels of pack_rows")
     for array, name in ((a, "a"), (b, "b"), (c, "c")):
         panel_rows_apart = array.ndim == 4 and array.shape[-2] > 1 and array.strides[-2] != 4 * array.shape[-1]
         if array.dtype != np.float32 or array.strides[-1] != 4 or panel_rows_apart:

@@ -104,11 +104,12 @@ def test_the_result_does_not_depend_on_threads_or_chunks(monkeypatch):
     (lambda a, b, c: (a, b, c[:, :-1]), "expected c of at least"),
     (lambda a, b, c: (a, b, c.astype(np.float64)), "float32"),
     (lambda a, b, c: (a, b[..., ::-1], c), "contiguous panels"),
+    (lambda a, b, c: (a[:, ::-1], b, c), "C-contiguous row panels"),
 ])
 def test_wrong_shapes_and_layouts_are_refused(change, message):
-    a = gemm.pack_rows(np.ones((2, ROWS, 4), np.float32))
+    a = gemm.pack_rows(np.ones((2, 2 * ROWS, 4), np.float32))
     b = gemm.pack_cols(np.ones((2, 4, COLS), np.float32))
-    c = np.empty((2, ROWS, COLS), np.float32)
+    c = np.empty((2, 2 * ROWS, COLS), np.float32)
     with pytest.raises(ValueError, match=message):
         gemm.batched_products_cpu(*change(a, b, c))
 
@@ -205,6 +206,7 @@ def test_matmul_does_not_depend_on_threads_or_tasks(monkeypatch):
     (lambda a, x, out: (a, x.astype(np.float64), out), "float32"),
     (lambda a, x, out: (a, x[:, ::-1], out), "contiguous rows"),
     (lambda a, x, out: (a[:, :0], x[:0], out), "expected a"),  # K = 0
+    (lambda a, x, out: (a[::-1], x, out), "C-contiguous row panels"),
 ])
 def test_matmul_refuses_wrong_shapes_and_layouts(args, message):
     a = gemm.pack_rows(np.ones((1, 2 * ROWS, 4), np.float32))[0]
