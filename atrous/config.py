@@ -124,11 +124,16 @@ CUDA_CONV_BLOCKS = ((256, (16, 8)), (64, (16, 4)), (0, (16, 2)))
 #: 128x128x8, 8x8          3.95      1.91      2.77      -
 #: 128x128x16, 8x8         3.68      1.76      2.60      -
 #: 128x64x8, 8x8           3.70      1.92      2.48      -
-#: 96x128x8, 6x8           3.86      2.50      2.43      -
+#: 96x128x8, 6x8 (*)       3.86      2.50      2.43      -
 #: 64x128x8, 8x8           4.03      1.89      2.68      -
 #: 32x128x8, 4x8, split 7  -         -         -         1.47-1.63
 #: 32x64x8, 4x4, split 16  -         -         -         1.54
 #: ======================  ========  ========  ========  ========  ========
+#:
+#: These times are of the kernel before each thread kept one column of its loads (fewer
+#: registers: 206 against 255 and spills for 128x128x16; ``tools/ptx_check.py``), not yet
+#: timed on a GPU. (*) No longer a valid tile: its 256 threads are neither a multiple nor a
+#: divisor of BM = 96.
 CUDA_GEMM_TILES = (
     (1024, (128, 128, 16, 8, 8)),
     (256, (128, 64, 8, 8, 8)),

@@ -138,9 +138,11 @@ def test_grid_stride_loops_cover_everything_with_a_one_block_grid(monkeypatch):
     np.testing.assert_allclose(d_y.copy_to_host(), np.maximum(2 * expected, 0), rtol=0, atol=1e-5)
 
 
-# (BM, BN, BK, TM, TN) small enough for the simulator: 16, 8 and 16 threads; every SIM_CASE then
+# (BM, BN, BK, TM, TN) small enough for the simulator: 16, 8 and 8 threads; every SIM_CASE then
 # takes several steps of BK per tap (double buffering), most have C_in_g % BK != 0 and C_out % BM != 0.
-GEMM_TILES = [(8, 8, 4, 2, 2), (4, 16, 2, 2, 4), (16, 8, 4, 4, 2)]
+# The first has one weight and one input column per thread; the second two input columns
+# (BN = 2 threads), the third two weight columns (BM = 2 threads).
+GEMM_TILES = [(8, 8, 4, 2, 2), (4, 16, 2, 2, 4), (16, 4, 2, 4, 2)]
 
 
 @pytest.mark.parametrize("tile", GEMM_TILES)
@@ -234,6 +236,8 @@ def test_gemm_rejects_bad_tiles_and_kernel_names(monkeypatch):
     import atrous.cuda
     with pytest.raises(ValueError, match="tm must divide bm"):
         atrous.cuda.gemm_kernel(8, 8, 4, 3, 2)
+    with pytest.raises(ValueError, match="256 threads must be a multiple or a divisor of bm and of bn"):
+        atrous.cuda.gemm_kernel(96, 128, 8, 6, 8)  # 16 x 16 threads, 96 channels
     monkeypatch.setattr(atrous.config, "CUDA_CONV_KERNEL", "fast")
     with pytest.raises(ValueError, match="CUDA_CONV_KERNEL must be 'gemm' or 'classic', got 'fast'"):
         atrous.conv2d(np.zeros((1, 3, 3), np.float32), np.zeros((1, 1, 1, 1), np.float32), backend="cuda")
