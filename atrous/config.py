@@ -130,9 +130,9 @@ CUDA_CONV_BLOCKS = ((256, (16, 8)), (64, (16, 4)), (0, (16, 2)))
 #: 32x64x8, 4x4, split 16  -         -         -         1.54
 #: ======================  ========  ========  ========  ========  ========
 #:
-#: These times are of the kernel before each thread kept one column of its loads (fewer
-#: registers: 206 against 255 and spills for 128x128x16; ``tools/ptx_check.py``), not yet
-#: timed on a GPU. (*) No longer a valid tile: its 256 threads are neither a multiple nor a
+#: These times are of the kernel before it looped over its tiles in one loop and kept one
+#: column of its loads per thread (fewer registers: 128-168 against 245-255, and no spills
+#: for 128x128x16; ``tools/ptx_check.py``), which is not yet timed on a GPU. (*) No longer a valid tile: its 256 threads are neither a multiple nor a
 #: divisor of BM = 96.
 CUDA_GEMM_TILES = (
     (1024, (128, 128, 16, 8, 8)),

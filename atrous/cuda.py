@@ -34,6 +34,10 @@ k-major (transposed) so both operands are read as contiguous rows, and layers wi
 output tiles split the reduction over blocks (:func:`gemm_shape`). Its store (or, with a
 split reduction, the pass that sums the parts) also adds a residual and applies Caffe's ReLU
 (:mod:`atrous.epilogue`), so that a shortcut sum and a ReLU cost no pass of their own.
+Registers decide how many blocks share a multiprocessor, so the kernel keeps few integers
+live through the reduction: one grid-stride loop over all tiles (not one per grid axis) and
+one offset per column of a thread's loads (``tools/ptx_check.py`` counts 128-168 registers
+for the shipped tiles on sm_90).
 
 With ``config.CUDA_WINOGRAD``, 3x3 stride-1 layers take Winograd's F(2x2, 3x3) on the dilated
 phases instead (:func:`winograd_applies`; :mod:`atrous.winograd` derives it): an input
@@ -260,8 +264,9 @@ def gemm_kernel(bm, bn, bk, tm, tn):
 
     then the ints ``n_img, c_in, h_in, w_in, c_out, h_out, w_out, groups, kh, kw,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, splits, add_residual, relu`` and the
-    float32 ``slope`` of the ReLU (:func:`epilogue_value`; ``relu`` 0: none). Grid: x over pixel tiles,
-    y over channel tiles, z over (image, group, part); every axis loops grid-stride.
+    float32 ``slope`` of the ReLU (:func:`epilogue_value`; ``relu`` 0: none). Grid: 1-D, looping
+    grid-stride over the tiles, ``N * groups * splits * ceil(C_out_g / BM) * ceil(H_out W_out / BN)``
+    of them, pixel tiles fastest.
 
     The reduction runs tap by tap, ``ceil(C_in_g / BK)`` steps per tap, the last one of
     a tap masked when BK does not divide C_in_g (the general path: same code, the
@@ -273,7 +278,7 @@ def gemm_kernel(bm, bn, bk, tm, tn):
     the tile (or a few, when the tile is wider than the block) at rows a constant apart:
     a thread keeps one offset per column from step to step and walks its rows by adding
     a stride, which keeps its registers for the accumulators (``tools/ptx_check.py``
-    counts them: 206 for the 128 x 128 x 16 tile on sm_90, no spills).
+    counts them: 168 for the 128 x 128 x 16 tile on sm_90, no spills).
     """
     tx_count, ty_count = bn // tn, bm // tm  # threads along pixels and along channels
     threads = tx_count * ty_count
@@ -328,7 +333,15 @@ def gemm_kernel(bm, bn, bk, tm, tn):
         per_split = (steps + splits - 1) // splits
         tiles_o = (c_out_g + bm - 1) // bm
         tiles_p = (n_pix + bn - 1) // bn
-        for z in range(cuda.blockIdx.z, n_img * groups * splits, cuda.gridDim.z):
+        # One grid-stride loop over every tile (pixels fastest, then channels, then image, group
+        # and part: the order the blocks run in): nested loops per grid axis kept their bounds and
+        # the outer tiles' values live through the reduction, some 50 registers more per thread.
+        n_tiles = n_img * groups * splits * tiles_o * tiles_p
+        for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
+            zo = tile // tiles_p
+            tp = tile - zo * tiles_p
+            z = zo // tiles_o
+            to = zo - z * tiles_o
             ng = z // splits
             s = z - ng * splits
             n = ng // groups
@@ -341,101 +354,99 @@ def gemm_kernel(bm, bn, bk, tm, tn):
             i_first = tap0 // kw
             j_first = tap0 - i_first * kw
             x_base = (n * c_in + g * c_in_g + b_k0) * hw_in
-            for to in range(cuda.blockIdx.y, tiles_o, cuda.gridDim.y):
-                o0 = to * bm
-                for q in range(a_slots):
-                    o = o0 + tid - a_k0 * bm + q * threads
-                    a_col[q] = (g * depth + a_k0) * c_out_g + o if o < c_out_g else -1
-                for tp in range(cuda.blockIdx.x, tiles_p, cuda.gridDim.x):
-                    p0 = tp * bn
+            o0 = to * bm
+            for q in range(a_slots):
+                o = o0 + tid - a_k0 * bm + q * threads
+                a_col[q] = (g * depth + a_k0) * c_out_g + o if o < c_out_g else -1
+            p0 = tp * bn
+            for q in range(b_slots):
+                p = p0 + tid - b_k0 * bn + q * threads
+                u = p // w_out
+                b_y0[q] = stride_h * u - pad_h if p < n_pix else far
+                b_x0[q] = stride_w * (p - u * w_out) - pad_w
+            for a in range(tm):
+                for b in range(tn):
+                    acc[a, b] = float32(0.0)
+            i = i_first
+            j = j_first
+            c0 = c0_first
+            # t loads step t into registers, multiplies step t-1 from shared memory, then stores
+            # step t into buffer t % 2. That buffer was last read at step t-2, and every thread
+            # has passed the barrier that ended step t-1, so one barrier per step suffices.
+            for t in range(n_steps + 1):
+                if t < n_steps:
+                    dy = dil_h * i
+                    dx = dil_w * j
+                    a_left = c_in_g - c0 - a_k0  # rows of this tap's channels left from load 0's
+                    b_left = c_in_g - c0 - b_k0
+                    k_row = uint64(((i * kw + j) * c_in_g + c0) * c_out_g)
+                    for q in range(a_slots):
+                        valid = a_col[q] >= 0
+                        off = uint64(a_col[q]) + k_row if valid else k_row
+                        for r in range(q, a_loads, a_slots):
+                            value = float32(0.0)
+                            if valid and (r // a_slots) * a_rows < a_left:
+                                value = wt[off]
+                            a_next[r] = value
+                            off += a_step
                     for q in range(b_slots):
-                        p = p0 + tid - b_k0 * bn + q * threads
-                        u = p // w_out
-                        b_y0[q] = stride_h * u - pad_h if p < n_pix else far
-                        b_x0[q] = stride_w * (p - u * w_out) - pad_w
-                    for a in range(tm):
+                        yy = b_y0[q] + dy
+                        xx = b_x0[q] + dx
+                        inside = 0 <= yy < h_in and 0 <= xx < w_in
+                        off = uint64(x_base + c0 * hw_in + yy * w_in + xx) if inside else uint64(0)
+                        for r in range(q, b_loads, b_slots):
+                            value = float32(0.0)
+                            if inside and (r // b_slots) * b_rows < b_left:
+                                value = x[off]
+                            b_next[r] = value
+                            off += b_step
+                    c0 += bk
+                    if c0 >= c_in_g:
+                        c0 = 0
+                        j += 1
+                        if j == kw:
+                            j = 0
+                            i += 1
+                if t > 0:
+                    buf = (t - 1) & 1
+                    # unsigned offsets: Numba adds no negative-index wrap-around to their loads
+                    ia = uint64(buf * (bk * bm) + ty)
+                    ib = uint64(a_size + buf * (bk * bn) + tx)
+                    for kk in range(bk):
+                        off = ia
+                        for a in range(tm):
+                            a_frag[a] = tiles[off]
+                            off += ty_step
+                        off = ib
                         for b in range(tn):
-                            acc[a, b] = float32(0.0)
-                    i = i_first
-                    j = j_first
-                    c0 = c0_first
-                    # t loads step t into registers, multiplies step t-1 from shared memory, then stores
-                    # step t into buffer t % 2. That buffer was last read at step t-2, and every thread
-                    # has passed the barrier that ended step t-1, so one barrier per step suffices.
-                    for t in range(n_steps + 1):
-                        if t < n_steps:
-                            dy = dil_h * i
-                            dx = dil_w * j
-                            a_left = c_in_g - c0 - a_k0  # rows of this tap's channels left from load 0's
-                            b_left = c_in_g - c0 - b_k0
-                            k_row = uint64(((i * kw + j) * c_in_g + c0) * c_out_g)
-                            for q in range(a_slots):
-                                valid = a_col[q] >= 0
-                                off = uint64(a_col[q]) + k_row if valid else k_row
-                                for r in range(q, a_loads, a_slots):
-                                    value = float32(0.0)
-                                    if valid and (r // a_slots) * a_rows < a_left:
-                                        value = wt[off]
-                                    a_next[r] = value
-                                    off += a_step
-                            for q in range(b_slots):
-                                yy = b_y0[q] + dy
-                                xx = b_x0[q] + dx
-                                inside = 0 <= yy < h_in and 0 <= xx < w_in
-                                off = uint64(x_base + c0 * hw_in + yy * w_in + xx) if inside else uint64(0)
-                                for r in range(q, b_loads, b_slots):
-                                    value = float32(0.0)
-                                    if inside and (r // b_slots) * b_rows < b_left:
-                                        value = x[off]
-                                    b_next[r] = value
-                                    off += b_step
-                            c0 += bk
-                            if c0 >= c_in_g:
-                                c0 = 0
-                                j += 1
-                                if j == kw:
-                                    j = 0
-                                    i += 1
-                        if t > 0:
-                            buf = (t - 1) & 1
-                            # unsigned offsets: Numba adds no negative-index wrap-around to their loads
-                            ia = uint64(buf * (bk * bm) + ty)
-                            ib = uint64(a_size + buf * (bk * bn) + tx)
-                            for kk in range(bk):
-                                off = ia
-                                for a in range(tm):
-                                    a_frag[a] = tiles[off]
-                                    off += ty_step
-                                off = ib
-                                for b in range(tn):
-                                    b_frag[b] = tiles[off]
-                                    off += tx_step
-                                for a in range(tm):
-                                    for b in range(tn):
-                                        acc[a, b] += a_frag[a] * b_frag[b]
-                                ia += a_row
-                                ib += b_row
-                        if t < n_steps:
-                            buf = t & 1
-                            for r in range(a_loads):
-                                tiles[buf * (bk * bm) + tid + r * threads] = a_next[r]
-                            for r in range(b_loads):
-                                tiles[a_size + buf * (bk * bn) + tid + r * threads] = b_next[r]
-                        cuda.syncthreads()
-                    # the last barrier above also keeps the next tile's first stores behind these reads
-                    for a in range(tm):
-                        o = o0 + ty + a * ty_count
-                        if o < c_out_g:
-                            row = (n * c_out + g * c_out_g + o) * n_pix
+                            b_frag[b] = tiles[off]
+                            off += tx_step
+                        for a in range(tm):
                             for b in range(tn):
-                                p = p0 + tx + b * tx_count
-                                if p < n_pix:
-                                    if splits == 1:
-                                        out[row + p] = epilogue_value(acc[a, b] + bias[g * c_out_g + o],
-                                                                      residual, row + p, add_residual, relu,
-                                                                      slope)
-                                    else:
-                                        part[(s * n_img * c_out) * n_pix + row + p] = acc[a, b]
+                                acc[a, b] += a_frag[a] * b_frag[b]
+                        ia += a_row
+                        ib += b_row
+                if t < n_steps:
+                    buf = t & 1
+                    for r in range(a_loads):
+                        tiles[buf * (bk * bm) + tid + r * threads] = a_next[r]
+                    for r in range(b_loads):
+                        tiles[a_size + buf * (bk * bn) + tid + r * threads] = b_next[r]
+                cuda.syncthreads()
+            # the last barrier above also keeps the next tile's first stores behind these reads
+            for a in range(tm):
+                o = o0 + ty + a * ty_count
+                if o < c_out_g:
+                    row = (n * c_out + g * c_out_g + o) * n_pix
+                    for b in range(tn):
+                        p = p0 + tx + b * tx_count
+                        if p < n_pix:
+                            if splits == 1:
+                                out[row + p] = epilogue_value(acc[a, b] + bias[g * c_out_g + o],
+                                                              residual, row + p, add_residual, relu,
+                                                              slope)
+                            else:
+                                part[(s * n_img * c_out) * n_pix + row + p] = acc[a, b]
 
     return kernel
 
@@ -555,9 +566,8 @@ def _gemm(d_x, d_wt, d_b, d_out, groups, kernel_size, stride, pad, dilation, d_r
     n_pix = h_out * w_out
     tile, splits = gemm_shape(c_out // groups, n_pix, c_in // groups * kh * kw, n_img * groups)
     bm, bn, bk, tm, tn = tile
-    grid = (min(max_grid, math.ceil(n_pix / bn)),
-            min(max_grid, math.ceil(c_out // groups / bm)),
-            min(max_grid, n_img * groups * splits))
+    tiles = n_img * groups * splits * math.ceil(c_out // groups / bm) * math.ceil(n_pix / bn)
+    grid = min(max_grid, tiles)
     flat_out = d_out.reshape(d_out.size)
     # With one part the kernel writes ``out`` itself and never touches ``part``: ``out`` stands in
     # for it, as it does for a missing residual (the kernel reads neither then), so that most
