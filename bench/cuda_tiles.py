@@ -17,7 +17,8 @@ ResNet ASPP branch) it times, in one run:
 
 Milliseconds per call, device arrays in and out (the weight re-layout included), median of
 ``--repeat`` synchronised calls after one warm-up call (which also compiles). Every result is
-checked against the CPU backend (max |err| over all columns of a row). It prints one markdown
+checked against the CPU backend (max |err| over all columns of a row), and each of our kernels
+shows its registers per thread as the driver reports them. It prints one markdown
 table per layer, then a summary: the best GEMM column, its time over cuDNN float32's, and the
 picked one's. Needs a CUDA GPU (or, for a smoke run on a tiny layer with tiny tiles,
 NUMBA_ENABLE_CUDASIM=1).
@@ -60,6 +61,14 @@ def _median_time(fn, repeat, sync):
     return float(np.median(times))
 
 
+def _registers(kernel):
+    """Registers per thread of a compiled kernel as the driver reports them (None in the simulator)."""
+    if kernel is None or not hasattr(kernel, "get_regs_per_thread"):
+        return None
+    found = kernel.get_regs_per_thread()
+    return max(found.values()) if isinstance(found, dict) else found
+
+
 def _label(tile, splits):
     return "x".join(str(v) for v in tile[:3]) + f" {tile[3]}x{tile[4]}" + ("" if splits is None else f" /s{splits}")
 
@@ -96,20 +105,21 @@ def main(argv=None):
         expected = atrous.conv2d(x, weight, bias, pad=rate, dilation=rate, backend="cpu")
         d_x, d_w, d_b = cuda.to_device(x), cuda.to_device(weight), cuda.to_device(bias)
         flop = 2.0 * c_out * c_in * 9 * size * size
-        rows, worst = [], 0.0
+        rows, worst, registers = [], 0.0, {}
 
-        def measure(label):
+        def measure(label, kernel=None):
             nonlocal worst
             call = lambda: atrous.conv2d(d_x, d_w, d_b, pad=rate, dilation=rate, backend="cuda")  # noqa: E731
             seconds = _median_time(call, args.repeat, cuda.synchronize)
             worst = max(worst, float(np.abs(call().copy_to_host() - expected).max()))
             rows.append((label, seconds))
+            registers[label] = _registers(kernel)
 
         try:
             aconfig.CUDA_CONV_KERNEL = "classic"
             for shape in classic:
                 atrous_cuda.block_shape = lambda channels, shape=shape: shape  # this shape for every layer
-                measure(f"classic {shape[0]}x{shape[0]} threads, {shape[1]}x{shape[1]}")
+                measure(f"classic {shape[0]}x{shape[0]} threads, {shape[1]}x{shape[1]}", atrous_cuda.conv_kernel(*shape))
             aconfig.CUDA_CONV_KERNEL = "gemm"
             for tile, splits in sweep:
                 if tile[0] > 2 * c_out:
@@ -125,10 +135,11 @@ def main(argv=None):
                     return tile, (auto if splits is None else splits)
                 atrous_cuda.gemm_shape = rule
                 used = rule(c_out, size * size, c_in * 9)[1]
-                measure(f"gemm {_label(tile, splits)}" + (f" (s{used})" if splits is None else ""))
+                measure(f"gemm {_label(tile, splits)}" + (f" (s{used})" if splits is None else ""),
+                        atrous_cuda.gemm_kernel(*tile))
             atrous_cuda.gemm_shape = shipped_rule
             picked_tile, picked_splits = shipped_rule(c_out, size * size, c_in * 9)
-            measure(f"picked: gemm {_label(picked_tile, picked_splits)}")
+            measure(f"picked: gemm {_label(picked_tile, picked_splits)}", atrous_cuda.gemm_kernel(*picked_tile))
             aconfig.CUDA_WINOGRAD, aconfig.CUDA_WINOGRAD_MIN_CHANNELS = True, 0
             measure("winograd F(2x2, 3x3), its products by the picked gemm")
         finally:
@@ -148,10 +159,11 @@ def main(argv=None):
             torch.backends.cudnn.allow_tf32 = False
         title = f"{name} {c_in}->{c_out}, rate {rate}, {size}x{size}"
         print(f"\n### {title} (max |err| vs CPU over all our columns: {worst:.1e})\n")
-        print("| kernel | ms | TFLOP/s | / cuDNN float32 |\n|---|---|---|---|")
+        print("| kernel | registers | ms | TFLOP/s | / cuDNN float32 |\n|---|---|---|---|---|")
         for label, seconds in rows:
             ratio = f"{seconds / cudnn[False]:.2f}" if False in cudnn else "-"
-            print(f"| {label} | {seconds * 1e3:.3f} | {flop / seconds / 1e12:.2f} | {ratio} |")
+            print(f"| {label} | {registers.get(label) or '-'} | {seconds * 1e3:.3f} | {flop / seconds / 1e12:.2f} "
+                  f"| {ratio} |")
         ours = [(s, label) for label, s in rows if label.startswith("gemm")]
         best = min(ours)
         picked = rows[len(classic) + len(ours)][1]
