@@ -45,6 +45,14 @@ def cuda_usable():
     return _probe_result[0]
 
 
+def shared_alignment(requested):
+    """``requested``, the alignment in bytes for a kernel's shared array, or None under the CUDA
+    simulator, which refuses aligned shared arrays (it runs kernels as Python, where alignment
+    means nothing)."""
+    from numba import config
+    return None if config.ENABLE_CUDASIM else requested
+
+
 def cuda_problem():
     """Why :func:`cuda_usable` is false (``""`` when it is true or was not asked)."""
     return "" if _probe_result is None else _probe_result[1]

@@ -130,10 +130,10 @@ CUDA_CONV_BLOCKS = ((256, (16, 8)), (64, (16, 4)), (0, (16, 2)))
 #: 32x64x8, 4x4, split 16  -         -         -         1.54
 #: ======================  ========  ========  ========  ========  ========
 #:
-#: These times are of the kernel before it looped over its tiles in one loop and kept one
-#: column of its loads per thread (fewer registers: 128-168 against 245-255, and no spills
-#: for 128x128x16; ``tools/ptx_check.py``), which is not yet timed on a GPU. (*) No longer a valid tile: its 256 threads are neither a multiple nor a
-#: divisor of BM = 96.
+#: These times are of the kernel as it was before three changes not yet timed on a GPU: one
+#: loop over its tiles, one column of loads per thread, and 16-byte shared-memory reads
+#: (126-168 registers against 245-255, and no spills for 128x128x16; ``tools/ptx_check.py``).
+#: (*) No longer a valid tile: its 256 threads are neither a multiple nor a divisor of BM = 96.
 CUDA_GEMM_TILES = (
     (1024, (128, 128, 16, 8, 8)),
     (256, (128, 64, 8, 8, 8)),

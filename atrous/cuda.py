@@ -36,8 +36,10 @@ split reduction, the pass that sums the parts) also adds a residual and applies 
 (:mod:`atrous.epilogue`), so that a shortcut sum and a ReLU cost no pass of their own.
 Registers decide how many blocks share a multiprocessor, so the kernel keeps few integers
 live through the reduction: one grid-stride loop over all tiles (not one per grid axis) and
-one offset per column of a thread's loads (``tools/ptx_check.py`` counts 128-168 registers
-for the shipped tiles on sm_90).
+one offset per column of a thread's loads (``tools/ptx_check.py`` counts 126-168 registers
+for the shipped tiles on sm_90). A thread's outputs lie in runs of four adjacent channels and
+pixels, so that its operands come from shared memory in 16-byte loads: 4 per step of k for
+an 8 x 8 thread, not 16.
 
 With ``config.CUDA_WINOGRAD``, 3x3 stride-1 layers take Winograd's F(2x2, 3x3) on the dilated
 phases instead (:func:`winograd_applies`; :mod:`atrous.winograd` derives it): an input
@@ -54,7 +56,7 @@ import numpy as np
 from numba import cuda, float32, int64, uint64
 
 from atrous import config
-from atrous.backend import is_device_array
+from atrous.backend import is_device_array, shared_alignment
 
 
 def block_shape(channels):
@@ -261,8 +263,10 @@ def gemm_kernel(bm, bn, bk, tm, tn):
 
     A block of ``(bm // tm) * (bn // tn)`` threads (1-D) computes BM output channels x
     BN pixels of one image and group; thread (ty, tx) = divmod(tid, bn // tn) holds the
-    TM x TN outputs of channels ``ty + (bm // tm) * a`` and pixels ``tx + (bn // tn) * b``
-    (strided, so that a warp's shared-memory reads fall on distinct banks).
+    TM x TN outputs of channels ``va * ty + (bm // tm) * va * (a // va) + a % va`` and pixels
+    ``vb * tx + (bn // tn) * vb * (b // vb) + b % vb``, with runs of va, vb = 4 adjacent ones
+    where TM, TN allow (else 2 or 1): each run is read from shared memory as one 16-byte load,
+    and a warp's runs lie side by side, which keeps the banks free of conflicts.
 
     The kernel's arguments, all arrays flat (1-D, C order) float32:
 
@@ -311,7 +315,13 @@ def gemm_kernel(bm, bn, bk, tm, tn):
     a_slots, a_rows = max(1, bm // threads), max(1, threads // bm)
     b_slots, b_rows = max(1, bn // threads), max(1, threads // bn)
     a_size, tiles_size = 2 * bk * bm, 2 * bk * (bm + bn)  # two buffers of each operand
-    ty_step, tx_step, a_row, b_row = np.uint64(ty_count), np.uint64(tx_count), np.uint64(bm), np.uint64(bn)
+    # A thread's TM channels and TN pixels lie in runs of va and vb adjacent ones, the runs
+    # ty_count * va and tx_count * vb apart (see above); the compiler merges a run's four loads
+    # into one when it knows the shared array 16-byte aligned.
+    va = 4 if tm % 4 == 0 else 2 if tm % 2 == 0 else 1
+    vb = 4 if tn % 4 == 0 else 2 if tn % 2 == 0 else 1
+    a_gap, b_gap = ty_count * va, tx_count * vb  # from one run of a thread to its next
+    alignment = shared_alignment(16)
     far = -(1 << 30)  # a row offset that fails the bounds test: marks a pixel past the image
 
     @cuda.jit
@@ -321,7 +331,7 @@ def gemm_kernel(bm, bn, bk, tm, tn):
         # flat, a read is one running offset plus a constant, which the compiler folds into the load
         # one allocation for both: the simulator's shared arrays are created by the first thread to ask,
         # without a lock, so each allocation is a chance for a thread to get a private copy
-        tiles = cuda.shared.array(tiles_size, float32)
+        tiles = cuda.shared.array(tiles_size, float32, alignment=alignment)
         acc = cuda.local.array((tm, tn), float32)  # all indices constant after unrolling: registers
         a_frag = cuda.local.array(tm, float32)
         b_frag = cuda.local.array(tn, float32)
@@ -414,22 +424,18 @@ def gemm_kernel(bm, bn, bk, tm, tn):
                 if t > 0:
                     buf = (t - 1) & 1
                     # unsigned offsets: Numba adds no negative-index wrap-around to their loads
-                    ia = uint64(buf * (bk * bm) + ty)
-                    ib = uint64(a_size + buf * (bk * bn) + tx)
+                    # offsets from the step's start, not carried from kk to kk, so that the compiler
+                    # sees each run 16-byte aligned
+                    ia = uint64(buf * (bk * bm) + ty * va)
+                    ib = uint64(a_size + buf * (bk * bn) + tx * vb)
                     for kk in range(bk):
-                        off = ia
                         for a in range(tm):
-                            a_frag[a] = tiles[off]
-                            off += ty_step
-                        off = ib
+                            a_frag[a] = tiles[ia + uint64(kk * bm + (a // va) * a_gap + a % va)]
                         for b in range(tn):
-                            b_frag[b] = tiles[off]
-                            off += tx_step
+                            b_frag[b] = tiles[ib + uint64(kk * bn + (b // vb) * b_gap + b % vb)]
                         for a in range(tm):
                             for b in range(tn):
                                 acc[a, b] += a_frag[a] * b_frag[b]
-                        ia += a_row
-                        ib += b_row
                 if t < n_steps:
                     buf = t & 1
                     for r in range(a_loads):
@@ -439,11 +445,11 @@ def gemm_kernel(bm, bn, bk, tm, tn):
                 cuda.syncthreads()
             # the last barrier above also keeps the next tile's first stores behind these reads
             for a in range(tm):
-                o = o0 + ty + a * ty_count
+                o = o0 + ty * va + (a // va) * (ty_count * va) + a % va
                 if o < c_out_g:
                     row = (n * c_out + g * c_out_g + o) * n_pix
                     for b in range(tn):
-                        p = p0 + tx + b * tx_count
+                        p = p0 + tx * vb + (b // vb) * (tx_count * vb) + b % vb
                         if p < n_pix:
                             if splits == 1:
                                 out[row + p] = epilogue_value(acc[a, b] + bias[g * c_out_g + o],
