@@ -78,4 +78,9 @@ def test_every_launched_kernel_compiles_for_a_gpu(simulator_run, tmp_path):
     import atrous.config
     gemm = {tuple(r["origin"]["factory_args"]) for r in rows if r["origin"].get("factory") == "gemm_kernel"}
     assert {tuple(tile) for _, tile in atrous.config.CUDA_GEMM_TILES} <= gemm
+    # ... each reading its operands from shared memory in 16-byte loads (aligned tiles, runs of four)
+    shipped = {tuple(tile) for _, tile in atrous.config.CUDA_GEMM_TILES}
+    for r in rows:
+        if r["origin"].get("factory") == "gemm_kernel" and tuple(r["origin"]["factory_args"]) in shipped:
+            assert r["shared_v4_loads"] >= 2, r["kernel"]
     assert len(records) > 50  # the simulator child launches some seventy distinct kernels

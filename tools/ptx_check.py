@@ -17,8 +17,9 @@ passes there. This closes that gap on a machine with no GPU, given NVIDIA's comp
    ``ptxas -v``. The factory kernels of the shipped launch shapes that the simulator's small
    shapes do not reach (``atrous.config.CUDA_GEMM_TILES`` and the like) are added.
 3. **Report**, per kernel: registers per thread, bytes spilled to local memory, static
-   shared memory, and the double-precision instructions in the PTX (a float32 kernel that
-   promotes to float64 runs at a fraction of its speed on most GPUs; a few are deliberate).
+   shared memory, its 16-byte loads from shared memory, and the double-precision instructions
+   in the PTX (a float32 kernel that promotes to float64 runs at a fraction of its speed on
+   most GPUs; a few are deliberate).
 
 Exit status: 0 if every kernel compiled and assembled, none spilled and none does float64
 arithmetic (each but the few listed below with their reasons), 1 otherwise, 2 if NVIDIA's
@@ -255,6 +256,7 @@ def compile_one(origin, arg_specs, arch, ptxas, workdir):
     return {"registers": max(int(m) for m in _REGISTERS.findall(report)),
             "spill_bytes": max((int(a) + int(b) for a, b in _SPILLS.findall(report)), default=0),
             "shared_bytes": sum(int(m) for m in _SHARED.findall(ptx)),
+            "shared_v4_loads": len(re.findall(r"\bld\.shared\.v4\.", ptx)),
             "f64": dict(collections.Counter(m.group(1) for m in _F64.finditer(ptx)))}
 
 
@@ -298,7 +300,7 @@ def _line(row):
     f64 = " ".join(f"{k} x{v}" for k, v in sorted(row["f64"].items())) or "-"
     flag = "SPILL" if row["spill_bytes"] else "ok"
     return (f"{flag:5s} {row['kernel']}: {row['registers']} registers, {row['spill_bytes']} B spilled, "
-            f"{row['shared_bytes']} B shared, float64: {f64}")
+            f"{row['shared_bytes']} B shared ({row['shared_v4_loads']} 16-byte loads), float64: {f64}")
 
 
 def main(argv=None):
