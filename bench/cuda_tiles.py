@@ -119,7 +119,8 @@ def main(argv=None):
             aconfig.CUDA_CONV_KERNEL = "classic"
             for shape in classic:
                 atrous_cuda.block_shape = lambda channels, shape=shape: shape  # this shape for every layer
-                measure(f"classic {shape[0]}x{shape[0]} threads, {shape[1]}x{shape[1]}", atrous_cuda.conv_kernel(*shape))
+                measure(f"classic {shape[0]}x{shape[0]} threads, {shape[1]}x{shape[1]}",
+                        atrous_cuda.conv_kernel(*shape))
             aconfig.CUDA_CONV_KERNEL = "gemm"
             for tile, splits in sweep:
                 if tile[0] > 2 * c_out:
