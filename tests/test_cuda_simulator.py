@@ -65,15 +65,12 @@ def test_every_launched_kernel_compiles_for_a_gpu(simulator_run, tmp_path):
         pytest.skip(message)
     assert check.returncode == 0, f"a kernel failed to compile, spilled or does float64 arithmetic:\n{output}"
     rows = json.loads(rows_file.read_text())
-    compiled = {(r["kernel"], json.dumps(r["args"])) for r in rows if "registers" in r}
-    # every recorded launch was compiled (or is one of the listed probes), each with real numbers
-    for rec in records:
-        origin = rec["origin"]
-        label = f"{origin['module']}.{origin['name']}"
-        if "factory" in origin:
-            label += f" [{origin['factory']}{tuple(origin['factory_args'])}]"
-        assert (label, json.dumps(rec["args"])) in compiled or label.endswith("[_probe()]"), label
-    assert all(0 < r["registers"] <= 255 for r in rows if "registers" in r)
+    # every recorded launch has its row: compiled with real numbers, or one of the probes the tool
+    # lists as not rebuildable (its exit status is 1 for any other skip or failure)
+    key = lambda r: json.dumps([r["origin"], r["args"]], sort_keys=True)  # noqa: E731
+    assert {key(rec) for rec in records} <= {key(r) for r in rows}
+    assert all(0 < r["registers"] <= 255 for r in rows if "skipped" not in r)
+    assert all(r["origin"]["name"] == "_write_one" for r in rows if "skipped" in r)
     # the GEMM convolution's shipped tiles too, which the simulator's small shapes do not reach
     import atrous.config
     gemm = {tuple(r["origin"]["factory_args"]) for r in rows if r["origin"].get("factory") == "gemm_kernel"}

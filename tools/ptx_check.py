@@ -197,15 +197,10 @@ def _decode_type(spec):
 
 
 def _find_kernel(value, name):
-    """The dispatcher called ``name`` in what a factory returned (itself, or in a tuple or namespace)."""
-    from numba.cuda.dispatcher import CUDADispatcher
-    if isinstance(value, CUDADispatcher):
-        return value if value.py_func.__name__ == name else None
-    items = value if isinstance(value, (tuple, list)) else vars(value).values() if hasattr(value, "__dict__") else ()
-    for item in items:
-        found = _find_kernel(item, name)
-        if found is not None:
-            return found
+    """The dispatcher called ``name`` that a factory returned, alone or in a tuple (else None)."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if getattr(getattr(item, "py_func", None), "__name__", None) == name:
+            return item
     return None
 
 
